@@ -1,0 +1,965 @@
+meta:
+  id: qcow2
+  title: QEMU copy-on-write disk image, version 2 and 3 (qcow2)
+  application: QEMU
+  file-extension: qcow2
+  xref:
+    justsolve: Qcow
+    mime: application/x-qemu-disk
+    wikidata: Q1052000
+  tags:
+    - filesystem
+  license: CC0-1.0
+  ks-version: '0.11'
+  encoding: UTF-8
+  endian: be
+doc: |
+  qcow2 is the native disk image format of QEMU. The file is divided into host
+  clusters of `1 << cluster_bits` bytes; the first one holds the header, the header
+  extensions and the backing file name. Guest clusters are mapped to host clusters
+  through a two-level table (L1, L2); host clusters are reference counted through
+  another two-level table (refcount table, refcount blocks). Internal snapshots keep
+  their own L1 tables, and persistent dirty bitmaps have a directory and a one-level
+  table of their own.
+
+  Every value derived from a 64-bit table entry (offsets, flags, descriptors) is
+  computed from the two 32-bit halves of the entry with arithmetic only, so that it
+  comes out the same in every target language, JavaScript included (its numbers are
+  doubles and its bitwise operators work on 32 bits). Offsets that have only bits
+  9..55 set are exact doubles; other values stay exact below 2^53.
+
+  Large tables (L1 and L2 tables, refcount table and blocks, snapshot table, bitmap
+  directory and tables) are lazy instances: parsing the header of a 1 TiB image costs
+  the same as an empty one's.
+doc-ref: https://gitlab.com/qemu-project/qemu/-/blob/master/docs/interop/qcow2.txt
+seq:
+  - id: header
+    type: header
+  - id: header_extensions
+    size: ofs_extensions_end - header.len_header_effective
+    type: header_extension_area
+    if: ofs_extensions_end > header.len_header_effective
+    doc: |
+      Header extensions, from the end of the header (`header_length`, not byte 104)
+      up to the backing file name or the end of the first cluster.
+    doc-ref: https://gitlab.com/qemu-project/qemu/-/blob/master/docs/interop/qcow2.txt Header extensions
+instances:
+  cluster_size:
+    value: 1 << header.cluster_bits
+    doc: Size of a host and guest cluster in bytes.
+  ofs_extensions_limit:
+    value: |
+      header.ofs_backing_file_name != 0 and header.ofs_backing_file_name < cluster_size
+        ? header.ofs_backing_file_name
+        : cluster_size
+    doc: |
+      Where the header extension area must end: at the backing file name when there
+      is one in the first cluster, else at the end of the first cluster.
+  ofs_extensions_end:
+    value: 'ofs_extensions_limit < _io.size ? ofs_extensions_limit : _io.size'
+    doc: |
+      End of the header extension area as read: the limit, or the end of the file if
+      that comes first (QEMU reads zeros, an end marker, past it).
+  backing_file_name:
+    pos: header.ofs_backing_file_name
+    size: header.len_backing_file_name
+    type: str
+    if: header.ofs_backing_file_name != 0
+    doc: Name of the backing file (not null terminated).
+  has_external_data_file:
+    value: header.version >= 3 and header.incompatible_features.external_data_file
+    doc: Guest clusters are stored in an external data file, at their guest offset.
+  is_extended_l2:
+    value: header.version >= 3 and header.incompatible_features.extended_l2
+    doc: L2 entries are 128 bits wide, with a bitmap of 32 subclusters each.
+  len_l2_entry:
+    value: 'is_extended_l2 ? 16 : 8'
+    doc: Size of one L2 table entry in bytes.
+  num_l2_entries:
+    value: cluster_size / len_l2_entry
+    doc: Number of entries in one L2 table (an L2 table is exactly one cluster).
+  len_subcluster:
+    value: 'is_extended_l2 ? cluster_size / 32 : cluster_size'
+    doc: Size of a subcluster in bytes (the cluster size without extended L2 entries).
+  num_refcount_block_entries:
+    value: cluster_size * 8 / header.refcount_bits
+    doc: Number of refcounts in one refcount block (a refcount block is one cluster).
+  compressed_offset_bits:
+    value: 62 - (header.cluster_bits - 8)
+    doc: |
+      x in the compressed cluster descriptor: bits 0..x-1 hold the host offset,
+      bits x..61 the number of additional 512-byte sectors.
+  compressed_hi_modulus:
+    value: 'compressed_offset_bits >= 32 and compressed_offset_bits <= 62 ? 1 << (compressed_offset_bits - 32) : 1'
+    doc: |
+      2^(x-32): splits the upper 32-bit half of a compressed descriptor into the top
+      bits of the host offset (remainder) and the sector count (quotient). Every
+      cluster_bits from 9 to 38 gives x >= 32.
+  l1_table:
+    io: _root._io
+    pos: header.ofs_l1_table
+    type: l1_entry
+    repeat: expr
+    repeat-expr: header.num_l1_entries
+    doc: The active L1 table.
+    doc-ref: https://gitlab.com/qemu-project/qemu/-/blob/master/docs/interop/qcow2.txt Cluster mapping
+  refcount_table:
+    io: _root._io
+    pos: header.ofs_refcount_table
+    type: refcount_table_entry
+    repeat: expr
+    repeat-expr: header.num_refcount_table_clusters * cluster_size / 8
+    doc: The refcount table; it occupies `refcount_table_clusters` whole clusters.
+    doc-ref: https://gitlab.com/qemu-project/qemu/-/blob/master/docs/interop/qcow2.txt Host cluster management
+  snapshots:
+    io: _root._io
+    pos: header.ofs_snapshot_table
+    type: snapshot
+    repeat: expr
+    repeat-expr: header.num_snapshots
+    if: header.num_snapshots != 0
+    doc: The snapshot table, one variable-length entry per internal snapshot.
+    doc-ref: https://gitlab.com/qemu-project/qemu/-/blob/master/docs/interop/qcow2.txt Snapshots
+types:
+  header:
+    doc: |
+      The image header at offset 0: 72 bytes in version 2, `header_length` bytes
+      (at least 104) in version 3.
+    doc-ref: https://gitlab.com/qemu-project/qemu/-/blob/master/docs/interop/qcow2.txt Header
+    seq:
+      - id: magic
+        contents: [QFI, 0xfb]
+      - id: version
+        type: u4
+        valid:
+          any-of: [2, 3]
+      - id: ofs_backing_file_name
+        -orig-id: backing_file_offset
+        type: u8
+        doc: |
+          Offset of the backing file name, which is not null terminated; 0 if the
+          image has no backing file. Backing files are incompatible with raw external
+          data files.
+      - id: len_backing_file_name
+        -orig-id: backing_file_size
+        type: u4
+        doc: |
+          Length of the backing file name in bytes, at most 1023. Undefined if the
+          image has no backing file (so not checked here: QEMU ignores it then).
+      - id: cluster_bits
+        type: u4
+        valid:
+          min: 9
+        doc: |
+          Number of bits of an offset within a cluster: the cluster size is
+          `1 << cluster_bits`, at least 512 bytes. QEMU opens images up to 21
+          (2 MiB clusters); extended L2 entries need at least 14.
+      - id: size
+        type: u8
+        doc: Virtual disk size in bytes.
+      - id: crypt_method
+        type: u4
+        enum: crypt_method
+        doc: Encryption of guest data.
+      - id: num_l1_entries
+        -orig-id: l1_size
+        type: u4
+        doc: Number of entries in the active L1 table.
+      - id: ofs_l1_table
+        -orig-id: l1_table_offset
+        type: u8
+        doc: Offset of the active L1 table; cluster aligned.
+      - id: ofs_refcount_table
+        -orig-id: refcount_table_offset
+        type: u8
+        doc: Offset of the refcount table; cluster aligned.
+      - id: num_refcount_table_clusters
+        -orig-id: refcount_table_clusters
+        type: u4
+        doc: Number of clusters the refcount table occupies.
+      - id: num_snapshots
+        -orig-id: nb_snapshots
+        type: u4
+        doc: Number of internal snapshots in the snapshot table.
+      - id: ofs_snapshot_table
+        -orig-id: snapshots_offset
+        type: u8
+        doc: Offset of the snapshot table; cluster aligned.
+      - id: incompatible_features
+        type: incompatible_features
+        if: version >= 3
+        doc: An implementation must refuse to open an image with an unknown bit set.
+      - id: compatible_features
+        type: compatible_features
+        if: version >= 3
+        doc: Unknown bits may be ignored safely.
+      - id: autoclear_features
+        type: autoclear_features
+        if: version >= 3
+        doc: |
+          Bits that a writer which does not know them must clear before it writes to
+          the image.
+      - id: refcount_order
+        type: u4
+        valid:
+          max: 6
+        if: version >= 3
+        doc: |
+          Width of a refcount block entry: `refcount_bits = 1 << refcount_order`,
+          from 1 to 64 bits. Version 2 images always use 4 (16 bits).
+      - id: len_header
+        -orig-id: header_length
+        type: u4
+        valid:
+          min: 104
+        if: version >= 3
+        doc: |
+          Length of the header in bytes: at least 104 and a multiple of 8. Header
+          extensions start here. Version 2 headers are always 72 bytes.
+      - id: compression_type
+        type: u1
+        enum: compression_type
+        if: version >= 3 and len_header > 104
+        doc: |
+          Compression method of all compressed clusters; present when header_length
+          is above 104. Must be non-zero exactly when the compression type
+          incompatible bit is set.
+      - id: additional_fields
+        size: len_header - 105
+        if: version >= 3 and len_header > 105
+        doc: |
+          The rest of the header up to header_length: zero padding on images that
+          current QEMU writes, or additional fields of later versions, which a
+          rewriter must keep.
+        doc-ref: https://gitlab.com/qemu-project/qemu/-/blob/master/docs/interop/qcow2.txt Additional fields (version 3 and higher)
+    instances:
+      len_header_effective:
+        value: 'version >= 3 ? len_header : 72'
+        doc: Length of the header, the 72 bytes implied for version 2 included.
+      refcount_order_effective:
+        value: 'version >= 3 ? refcount_order : 4'
+        doc: refcount_order, the 4 implied for version 2 included.
+      refcount_bits:
+        value: 1 << refcount_order_effective
+        doc: Width of a refcount in bits.
+      compression_type_effective:
+        value: 'version >= 3 and len_header > 104 ? compression_type.to_i : 0'
+        enum: compression_type
+        doc: Compression type, zlib when the field is absent.
+  incompatible_features:
+    doc: |
+      Incompatible feature bits, read as two big-endian 32-bit halves so that every
+      target can test each bit.
+    seq:
+      - id: hi
+        type: u4
+        doc: Bits 63..32.
+      - id: lo
+        type: u4
+        doc: Bits 31..0.
+    instances:
+      dirty:
+        value: lo % 2 == 1
+        doc: |
+          Bit 0: refcounts may be inconsistent; scan the L1/L2 tables to repair them
+          before accessing the image.
+      corrupt:
+        value: lo / 2 % 2 == 1
+        doc: Bit 1, any structure may be corrupt; the image must not be written to.
+      external_data_file:
+        value: lo / 4 % 2 == 1
+        doc: |
+          Bit 2: guest clusters are stored in an external data file at their guest
+          offset; those clusters are not refcounted, and compressed clusters and
+          internal snapshots are not supported.
+      compression_type:
+        value: lo / 8 % 2 == 1
+        doc: Bit 3, compression_type is present and not zero (not zlib).
+      extended_l2:
+        value: lo / 16 % 2 == 1
+        doc: Bit 4, L2 entries use the extended 128-bit format with subclusters.
+      has_unknown_bits:
+        value: hi != 0 or lo >= 32
+        doc: Bits 5..63 are reserved; QEMU refuses images with any of them set.
+  compatible_features:
+    doc: Compatible feature bits, read as two big-endian 32-bit halves.
+    seq:
+      - id: hi
+        type: u4
+        doc: Bits 63..32.
+      - id: lo
+        type: u4
+        doc: Bits 31..0.
+    instances:
+      lazy_refcounts:
+        value: lo % 2 == 1
+        doc: |
+          Bit 0: lazy refcount updates may be used: the image is marked dirty and
+          refcount updates are postponed.
+      has_unknown_bits:
+        value: hi != 0 or lo >= 2
+        doc: Bits 1..63 are reserved.
+  autoclear_features:
+    doc: Auto-clear feature bits, read as two big-endian 32-bit halves.
+    seq:
+      - id: hi
+        type: u4
+        doc: Bits 63..32.
+      - id: lo
+        type: u4
+        doc: Bits 31..0.
+    instances:
+      bitmaps:
+        value: lo % 2 == 1
+        doc: |
+          Bit 0: the bitmaps extension data is consistent. If the extension is present
+          and this bit is clear, its data must be considered inconsistent.
+      data_file_raw:
+        value: lo / 2 % 2 == 1
+        doc: |
+          Bit 1: the external data file is a consistent standalone raw image. Only
+          valid with the external data file bit.
+      has_unknown_bits:
+        value: hi != 0 or lo >= 4
+        doc: Bits 2..63 are reserved.
+  header_extension_area:
+    doc: |
+      The header extensions, each padded to a multiple of 8 bytes, up to the end
+      marker (type 0) or the end of the area.
+    seq:
+      - id: extensions
+        type: header_extension
+        repeat: until
+        repeat-until: _.magic == header_extension_type::end_of_extensions or _io.eof
+        doc: The extensions in file order, the end marker included when present.
+  header_extension:
+    -webide-representation: '{magic} ({len_data:dec} bytes)'
+    doc: |
+      One header extension. Unknown types are legal and kept as raw bytes; each
+      known type appears at most once.
+    doc-ref: https://gitlab.com/qemu-project/qemu/-/blob/master/docs/interop/qcow2.txt Header extensions
+    seq:
+      - id: magic
+        type: u4
+        enum: header_extension_type
+        doc: Header extension type.
+      - id: len_data
+        -orig-id: length
+        type: u4
+        doc: Length of the extension data, padding excluded.
+      - id: data
+        size: len_data
+        type:
+          switch-on: magic
+          cases:
+            header_extension_type::backing_file_format: string_extension
+            header_extension_type::feature_name_table: feature_name_table
+            header_extension_type::bitmaps: bitmaps_extension
+            header_extension_type::full_disk_encryption: full_disk_encryption_extension
+            header_extension_type::external_data_file: string_extension
+        doc: The extension data; raw bytes for unknown types and the end marker.
+      - id: padding
+        size: |
+          (8 - len_data % 8) % 8 <= _io.size - _io.pos
+            ? (8 - len_data % 8) % 8
+            : _io.size - _io.pos
+        doc: |
+          Padding to the next multiple of 8 (cut short where the area ends, as QEMU
+          tolerates).
+  string_extension:
+    -webide-representation: '{value}'
+    doc: |
+      An extension that is one string (backing file format, external data file
+      name): not null terminated, its length is the extension length.
+    doc-ref: https://gitlab.com/qemu-project/qemu/-/blob/master/docs/interop/qcow2.txt String header extensions
+    seq:
+      - id: value
+        size-eos: true
+        type: str
+  feature_name_table:
+    doc: Names of feature bits, for tools that do not know them.
+    doc-ref: https://gitlab.com/qemu-project/qemu/-/blob/master/docs/interop/qcow2.txt Feature name table
+    seq:
+      - id: entries
+        type: feature_name
+        repeat: eos
+  feature_name:
+    -webide-representation: '{type}:{bit:dec} {name}'
+    seq:
+      - id: type
+        type: u1
+        enum: feature_type
+        doc: The feature bitmap the bit belongs to.
+      - id: bit
+        type: u1
+        valid:
+          max: 63
+        doc: Bit number within the selected bitmap.
+      - id: name
+        size: 46
+        type: strz
+        doc: Feature name, zero padded; not null terminated when 46 bytes long.
+  bitmaps_extension:
+    doc: |
+      Where the bitmap directory is. Its data is consistent only while the bitmaps
+      auto-clear bit is set.
+    doc-ref: https://gitlab.com/qemu-project/qemu/-/blob/master/docs/interop/qcow2.txt Bitmaps extension
+    seq:
+      - id: num_bitmaps
+        -orig-id: nb_bitmaps
+        type: u4
+        valid:
+          min: 1
+        doc: Number of bitmaps in the image, at least 1 (QEMU supports up to 65535).
+      - id: reserved
+        -orig-id: reserved32
+        type: u4
+        doc: Reserved, must be zero.
+      - id: len_bitmap_directory
+        -orig-id: bitmap_directory_size
+        type: u8
+        doc: Size of the bitmap directory in bytes, all entries together.
+      - id: ofs_bitmap_directory
+        -orig-id: bitmap_directory_offset
+        type: u8
+        doc: Offset of the bitmap directory; cluster aligned.
+    instances:
+      bitmap_directory:
+        io: _root._io
+        pos: ofs_bitmap_directory
+        size: len_bitmap_directory
+        type: bitmap_directory
+        doc: The bitmap directory.
+  bitmap_directory:
+    doc-ref: https://gitlab.com/qemu-project/qemu/-/blob/master/docs/interop/qcow2.txt Bitmap directory
+    seq:
+      - id: entries
+        type: bitmap_directory_entry
+        repeat: expr
+        repeat-expr: _parent.num_bitmaps
+  bitmap_directory_entry:
+    -webide-representation: '{name}'
+    doc: One stored bitmap; entries are padded to a multiple of 8 bytes.
+    doc-ref: https://gitlab.com/qemu-project/qemu/-/blob/master/docs/interop/qcow2.txt Bitmap directory
+    seq:
+      - id: ofs_bitmap_table
+        -orig-id: bitmap_table_offset
+        type: u8
+        doc: Offset of the bitmap table; cluster aligned.
+      - id: num_bitmap_table_entries
+        -orig-id: bitmap_table_size
+        type: u4
+        doc: Number of entries in the bitmap table.
+      - id: flags
+        type: u4
+        doc: Bit 0 in_use, bit 1 auto, bit 2 extra_data_compatible; bits 3..31 reserved.
+      - id: type
+        type: u1
+        enum: bitmap_type
+        doc: Kind of bitmap; 1 is the only defined value.
+      - id: granularity_bits
+        type: u1
+        valid:
+          max: 63
+        doc: |
+          Each bit of the bitmap covers `1 << granularity_bits` bytes of the virtual
+          disk (QEMU supports 9..31).
+      - id: len_name
+        -orig-id: name_size
+        type: u2
+        valid:
+          min: 1
+        doc: Size of the name, non-zero (QEMU supports up to 1023).
+      - id: len_extra_data
+        -orig-id: extra_data_size
+        type: u4
+        doc: Size of type-specific extra data; none is defined yet.
+      - id: extra_data
+        size: len_extra_data
+        doc: Extra data; kept as is, used only with the extra_data_compatible flag.
+      - id: name
+        size: len_name
+        type: str
+        doc: Bitmap name, unique in the image, not null terminated.
+      - id: padding
+        size: (8 - (24 + len_extra_data + len_name) % 8) % 8
+        doc: Zero padding to the next multiple of 8.
+    instances:
+      in_use:
+        value: flags % 2 == 1
+        doc: The bitmap was not saved correctly and may be inconsistent.
+      auto:
+        value: flags / 2 % 2 == 1
+        doc: The bitmap is enabled and tracks every write to the virtual disk.
+      extra_data_compatible:
+        value: flags / 4 % 2 == 1
+        doc: Unknown extra data may be ignored (else the bitmap must not be used).
+      has_reserved_flags:
+        value: flags >= 8
+        doc: Any of the reserved flag bits 3..31 is set.
+      granularity:
+        value: 1 << granularity_bits
+        doc: Bytes of the virtual disk per bit of the bitmap.
+      bitmap_table:
+        io: _root._io
+        pos: ofs_bitmap_table
+        type: bitmap_table_entry
+        repeat: expr
+        repeat-expr: num_bitmap_table_entries
+        doc: The bitmap table, one entry per cluster of bitmap data.
+        doc-ref: https://gitlab.com/qemu-project/qemu/-/blob/master/docs/interop/qcow2.txt Bitmap table
+  bitmap_table_entry:
+    -webide-representation: '{kind} {ofs_data:hex}'
+    doc: Where one cluster of bitmap data is, or what it reads as.
+    doc-ref: https://gitlab.com/qemu-project/qemu/-/blob/master/docs/interop/qcow2.txt Bitmap table
+    seq:
+      - id: hi
+        type: u4
+        doc: Bits 63..32 of the entry.
+      - id: lo
+        type: u4
+        doc: Bits 31..0 of the entry.
+    instances:
+      ofs_data:
+        value: (hi % 0x1000000).as<u8> * 0x100000000 + (lo - lo % 512)
+        doc: Bits 9..55, the host offset of the data cluster; 0 if not allocated.
+      all_ones:
+        value: lo % 2 == 1
+        doc: Bit 0; for an unallocated entry, the cluster reads as all ones.
+      has_reserved_bits:
+        value: hi >= 0x1000000 or lo % 512 >= 2
+        doc: Any of the reserved bits 1..8 and 56..63 is set.
+      kind:
+        value: 'ofs_data != 0 ? (all_ones ? 3 : 2) : (all_ones ? 1 : 0)'
+        enum: bitmap_table_entry_kind
+        doc: How the bitmap data cluster reads.
+  full_disk_encryption_extension:
+    doc: |
+      Where the encryption header is; present exactly when the crypt method needs
+      one (LUKS).
+    doc-ref: https://gitlab.com/qemu-project/qemu/-/blob/master/docs/interop/qcow2.txt Full disk encryption header pointer
+    seq:
+      - id: ofs_encryption_header
+        type: u8
+        doc: Offset of the encryption header; cluster aligned.
+      - id: len_encryption_header
+        type: u8
+        doc: Length of the written header; the allocation is rounded up to clusters.
+    instances:
+      luks_header:
+        io: _root._io
+        pos: ofs_encryption_header
+        type: luks_header
+        if: _root.header.crypt_method == crypt_method::luks
+        doc: The LUKS partition header at the start of the encryption header clusters.
+  luks_header:
+    -webide-representation: '{cipher_name}-{cipher_mode} {hash_spec}'
+    doc: |
+      LUKS version 1 partition header (592 bytes). Key material offsets are relative
+      to the start of the encryption header clusters, not to the qcow2 file.
+    doc-ref: https://gitlab.com/cryptsetup/cryptsetup/-/wikis/LUKS-standard/on-disk-format.pdf
+    seq:
+      - id: magic
+        contents: [LUKS, 0xba, 0xbe]
+      - id: version
+        type: u2
+        doc: LUKS header version (1).
+      - id: cipher_name
+        size: 32
+        type: strz
+        doc: Cipher name, e.g. aes.
+      - id: cipher_mode
+        size: 32
+        type: strz
+        doc: Cipher mode, e.g. xts-plain64.
+      - id: hash_spec
+        size: 32
+        type: strz
+        doc: Hash used by PBKDF2 and the anti-forensic splitter.
+      - id: payload_offset
+        type: u4
+        doc: Start of the payload in 512-byte sectors; unused inside qcow2.
+      - id: key_bytes
+        type: u4
+        doc: Master key length in bytes.
+      - id: mk_digest
+        size: 20
+        doc: PBKDF2 digest of the master key.
+      - id: mk_digest_salt
+        size: 32
+        doc: Salt of the master key digest.
+      - id: mk_digest_iterations
+        type: u4
+        doc: PBKDF2 iterations of the master key digest.
+      - id: uuid
+        size: 40
+        type: strz
+        doc: Partition UUID.
+      - id: key_slots
+        type: luks_key_slot
+        repeat: expr
+        repeat-expr: 8
+  luks_key_slot:
+    -webide-representation: '{active}'
+    seq:
+      - id: active
+        type: u4
+        enum: luks_key_slot_state
+        doc: Whether the slot holds a key.
+      - id: iterations
+        type: u4
+        doc: PBKDF2 iterations of the passphrase.
+      - id: salt
+        size: 32
+        doc: PBKDF2 salt of the passphrase.
+      - id: key_material_offset
+        type: u4
+        doc: Start of the key material in 512-byte sectors.
+      - id: stripes
+        type: u4
+        doc: Anti-forensic stripes of the key material.
+  l1_entry:
+    -webide-representation: '{ofs_l2_table:hex} copied={copied}'
+    doc: One L1 table entry, pointing at an L2 table.
+    doc-ref: https://gitlab.com/qemu-project/qemu/-/blob/master/docs/interop/qcow2.txt Cluster mapping
+    seq:
+      - id: hi
+        type: u4
+        doc: Bits 63..32 of the entry.
+      - id: lo
+        type: u4
+        doc: Bits 31..0 of the entry.
+    instances:
+      ofs_l2_table:
+        value: (hi % 0x1000000).as<u8> * 0x100000000 + (lo - lo % 512)
+        doc: Bits 9..55, the offset of the L2 table; 0 if it is not allocated.
+      copied:
+        value: hi >= 0x80000000
+        doc: |
+          Bit 63: the L2 table's refcount is exactly one (accurate in the active L1
+          table only).
+      has_reserved_bits:
+        value: lo % 512 != 0 or hi / 0x1000000 % 0x80 != 0
+        doc: Any of the reserved bits 0..8 and 56..62 is set.
+      l2_table:
+        io: _root._io
+        pos: ofs_l2_table
+        size: _root.cluster_size
+        type: l2_table
+        if: ofs_l2_table != 0
+        doc: The L2 table this entry points at.
+  l2_table:
+    doc: An L2 table, exactly one cluster.
+    seq:
+      - id: entries
+        type: l2_entry
+        repeat: expr
+        repeat-expr: _root.num_l2_entries
+  l2_entry:
+    -webide-representation: '{type} {ofs_host_cluster:hex}'
+    doc: |
+      One L2 table entry: a standard or compressed cluster descriptor, and with
+      extended L2 entries a subcluster bitmap.
+    doc-ref: https://gitlab.com/qemu-project/qemu/-/blob/master/docs/interop/qcow2.txt Cluster mapping
+    seq:
+      - id: hi
+        type: u4
+        doc: Bits 63..32 of the entry.
+      - id: lo
+        type: u4
+        doc: Bits 31..0 of the entry.
+      - id: subcluster_zero
+        type: u4
+        if: _root.is_extended_l2
+        doc: |
+          Extended L2 only (bits 32..63 of the bitmap): bit x set means subcluster x
+          reads as zeros.
+      - id: subcluster_alloc
+        type: u4
+        if: _root.is_extended_l2
+        doc: |
+          Extended L2 only (bits 0..31 of the bitmap): bit x set means subcluster x
+          is allocated.
+    instances:
+      copied:
+        value: hi >= 0x80000000
+        doc: |
+          Bit 63: a standard cluster whose refcount is exactly one (accurate in L2
+          tables reachable from the active L1 table).
+      compressed:
+        value: hi / 0x40000000 % 2 == 1
+        doc: Bit 62, a compressed cluster.
+      zero:
+        value: not compressed and lo % 2 == 1
+        doc: |
+          Bit 0 of a standard descriptor: the cluster reads as zeros (always 0 in
+          version 2 and with extended L2 entries).
+      ofs_host_cluster:
+        value: '(compressed ? 0 : (hi % 0x1000000).as<u8> * 0x100000000 + (lo - lo % 512))'
+        doc: |
+          Standard descriptor bits 9..55: the host cluster offset (0 for compressed
+          clusters).
+      has_reserved_bits:
+        value: 'not compressed and (lo % 512 >= 2 or hi / 0x1000000 % 0x40 != 0)'
+        doc: A standard descriptor has any of the reserved bits 1..8 and 56..61 set.
+      ofs_compressed_data:
+        value: '(compressed ? (hi % _root.compressed_hi_modulus).as<u8> * 0x100000000 + lo : 0)'
+        doc: |
+          Compressed descriptor bits 0..x-1: host offset of the compressed data, not
+          aligned to a cluster or sector.
+      num_additional_sectors:
+        value: '(compressed ? hi % 0x40000000 / _root.compressed_hi_modulus : 0)'
+        doc: |
+          Compressed descriptor bits x..61: 512-byte sectors used beyond the one that
+          holds the offset.
+      len_compressed_data:
+        value: '(compressed ? (num_additional_sectors + 1) * 512 - ofs_compressed_data % 512 : 0)'
+        doc: |
+          Bytes from the offset to the end of the last sector; the compressed stream
+          may end before that.
+      type:
+        value: |
+          compressed ? 4
+            : (zero and not _root.is_extended_l2) ? (ofs_host_cluster != 0 ? 2 : 1)
+            : ofs_host_cluster != 0 ? 3
+            : (_root.has_external_data_file and copied) ? 3
+            : 0
+        enum: cluster_type
+        doc: How the guest cluster reads, as QEMU classifies it.
+  refcount_table_entry:
+    -webide-representation: '{ofs_refcount_block:hex}'
+    doc: One refcount table entry, pointing at a refcount block.
+    doc-ref: https://gitlab.com/qemu-project/qemu/-/blob/master/docs/interop/qcow2.txt Host cluster management
+    seq:
+      - id: hi
+        type: u4
+        doc: Bits 63..32 of the entry.
+      - id: lo
+        type: u4
+        doc: Bits 31..0 of the entry.
+    instances:
+      ofs_refcount_block:
+        value: hi.as<u8> * 0x100000000 + (lo - lo % 512)
+        doc: Bits 9..63, the offset of the refcount block; 0 if it is not allocated.
+      has_reserved_bits:
+        value: lo % 512 != 0
+        doc: Any of the reserved bits 0..8 is set.
+      refcount_block:
+        io: _root._io
+        pos: ofs_refcount_block
+        size: _root.cluster_size
+        type: refcount_block
+        if: ofs_refcount_block != 0
+        doc: The refcount block this entry points at.
+  refcount_block:
+    meta:
+      bit-endian: le
+    doc: |
+      A refcount block, exactly one cluster of `1 << refcount_order`-bit refcounts.
+      Sub-byte refcounts are packed least significant bit first; wider ones are
+      big-endian integers. Exactly one of the arrays is present. A 1-bit refcount
+      reads as a boolean (true for a refcount of 1).
+    doc-ref: https://gitlab.com/qemu-project/qemu/-/blob/master/docs/interop/qcow2.txt Host cluster management
+    seq:
+      - id: refcounts_1
+        type: b1
+        repeat: expr
+        repeat-expr: _root.num_refcount_block_entries
+        if: _root.header.refcount_order_effective == 0
+      - id: refcounts_2
+        type: b2
+        repeat: expr
+        repeat-expr: _root.num_refcount_block_entries
+        if: _root.header.refcount_order_effective == 1
+      - id: refcounts_4
+        type: b4
+        repeat: expr
+        repeat-expr: _root.num_refcount_block_entries
+        if: _root.header.refcount_order_effective == 2
+      - id: refcounts_8
+        type: u1
+        repeat: expr
+        repeat-expr: _root.num_refcount_block_entries
+        if: _root.header.refcount_order_effective == 3
+      - id: refcounts_16
+        type: u2
+        repeat: expr
+        repeat-expr: _root.num_refcount_block_entries
+        if: _root.header.refcount_order_effective == 4
+      - id: refcounts_32
+        type: u4
+        repeat: expr
+        repeat-expr: _root.num_refcount_block_entries
+        if: _root.header.refcount_order_effective == 5
+      - id: refcounts_64
+        type: u8
+        repeat: expr
+        repeat-expr: _root.num_refcount_block_entries
+        if: _root.header.refcount_order_effective == 6
+  snapshot:
+    -webide-representation: '{id} {name}'
+    doc: One snapshot table entry; entries are padded to a multiple of 8 bytes.
+    doc-ref: https://gitlab.com/qemu-project/qemu/-/blob/master/docs/interop/qcow2.txt Snapshots
+    seq:
+      - id: ofs_l1_table
+        -orig-id: l1_table_offset
+        type: u8
+        doc: Offset of the snapshot's L1 table; cluster aligned.
+      - id: num_l1_entries
+        -orig-id: l1_size
+        type: u4
+        doc: Number of entries in the snapshot's L1 table.
+      - id: len_id
+        -orig-id: id_str_size
+        type: u2
+        doc: Length of the unique ID string.
+      - id: len_name
+        -orig-id: name_size
+        type: u2
+        doc: Length of the snapshot name.
+      - id: date_sec
+        type: u4
+        doc: Time the snapshot was taken, seconds since the Epoch.
+      - id: date_nsec
+        type: u4
+        doc: Subsecond part of that time in nanoseconds.
+      - id: vm_clock_nsec
+        type: u8
+        doc: Time the guest had been running when the snapshot was taken, in nanoseconds.
+      - id: vm_state_size
+        type: u4
+        doc: Size of the saved VM state in bytes; ignored when the extra data has the 64-bit size.
+      - id: len_extra_data
+        -orig-id: extra_data_size
+        type: u4
+        doc: Size of the extra data; version 3 images have at least 16 bytes.
+      - id: extra_data
+        size: len_extra_data
+        type: snapshot_extra_data
+      - id: id
+        -orig-id: id_str
+        size: len_id
+        type: str
+        doc: Unique ID string of the snapshot, not null terminated.
+      - id: name
+        size: len_name
+        type: str
+        doc: Name of the snapshot, not null terminated.
+      - id: padding
+        size: (8 - (40 + len_extra_data + len_id + len_name) % 8) % 8
+        doc: Padding to the next multiple of 8.
+    instances:
+      l1_table:
+        io: _root._io
+        pos: ofs_l1_table
+        type: l1_entry
+        repeat: expr
+        repeat-expr: num_l1_entries
+        doc: The snapshot's L1 table (copied flags are not accurate here).
+  snapshot_extra_data:
+    doc: |
+      Extra data of a snapshot entry; fields present as far as its size reaches,
+      unknown fields after them kept.
+    seq:
+      - id: vm_state_size_large
+        type: u8
+        if: _io.size >= 8
+        doc: Size of the VM state in bytes; overrides the 32-bit field.
+      - id: disk_size
+        type: u8
+        if: _io.size >= 16
+        doc: Virtual disk size of the snapshot in bytes.
+      - id: icount
+        type: s8
+        if: _io.size >= 24
+        doc: Guest instructions executed (record/replay icount), -1 if not recorded.
+      - id: unknown
+        size-eos: true
+        doc: Extra data defined by later versions.
+enums:
+  crypt_method:
+    0:
+      id: none
+      doc: Not encrypted.
+    1:
+      id: aes
+      doc: AES-256-CBC with plain64 IVs; obsolete and insecure, kept for data liberation.
+    2:
+      id: luks
+      doc: LUKS; a full disk encryption header extension points at the LUKS header.
+  compression_type:
+    0:
+      id: zlib
+      doc: Raw deflate (zlib without header), the default.
+    1:
+      id: zstd
+      doc: Zstandard.
+  header_extension_type:
+    0x00000000:
+      id: end_of_extensions
+      doc: End of the header extension area.
+    0xe2792aca:
+      id: backing_file_format
+      doc: Backing file format name string.
+    0x6803f857:
+      id: feature_name_table
+      doc: Feature name table.
+    0x23852875:
+      id: bitmaps
+      doc: Bitmaps extension.
+    0x0537be77:
+      id: full_disk_encryption
+      doc: Full disk encryption header pointer.
+    0x44415441:
+      id: external_data_file
+      doc: External data file name string.
+  feature_type:
+    0:
+      id: incompatible
+      doc: A bit of incompatible_features.
+    1:
+      id: compatible
+      doc: A bit of compatible_features.
+    2:
+      id: autoclear
+      doc: A bit of autoclear_features.
+  bitmap_type:
+    1:
+      id: dirty_tracking
+      doc: Dirty tracking bitmap; values 0 and 2..255 are reserved.
+  bitmap_table_entry_kind:
+    0:
+      id: all_zeroes
+      doc: Unallocated, bit 0 clear; the cluster reads as all zeros.
+    1:
+      id: all_ones
+      doc: Unallocated, bit 0 set; the cluster reads as all ones.
+    2:
+      id: serialized
+      doc: Allocated; the bitmap data is stored at the offset.
+    3:
+      id: invalid
+      doc: Allocated with bit 0 set, which the specification forbids.
+  cluster_type:
+    0:
+      id: unallocated
+      doc: Reads from the backing file, or zeros without one.
+    1:
+      id: zero_plain
+      doc: Reads as zeros; no host cluster.
+    2:
+      id: zero_alloc
+      doc: Reads as zeros; a preallocated host cluster.
+    3:
+      id: normal
+      doc: Data in the host cluster at the offset.
+    4:
+      id: compressed
+      doc: Compressed data at the descriptor's offset.
+  luks_key_slot_state:
+    0x0000dead:
+      id: disabled
+      doc: The key slot is empty.
+    0x00ac71f3:
+      id: enabled
+      doc: The key slot holds a key.

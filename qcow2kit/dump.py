@@ -1,0 +1,185 @@
+"""The header dump in the exact text and JSON formats of qemu's iotests qcow2.py.
+
+qemu's own tests compare this output byte for byte, so the field names, their order
+and the number formats are a contract: `dump-header` is the header, an empty line,
+then the extensions; `dump-header-exts` is only the extensions.
+"""
+from __future__ import annotations
+
+import json
+import string
+from typing import Any, Callable, Dict, List, Tuple
+
+from .errors import Qcow2Error
+from .image import Bitmap, Extension, Header, Image
+
+Format = Callable[[int], str]
+
+
+def _hex(value: int) -> str:
+    return f"{value:#x}"
+
+
+def _bit_list(value: int) -> str:
+    return str([bit for bit in range(64) if value >> bit & 1])
+
+
+# (name as qcow2.py prints it, how the value is printed)
+HEADER_FIELDS: List[Tuple[str, Format]] = [
+    ("magic", _hex),
+    ("version", str),
+    ("backing_file_offset", _hex),
+    ("backing_file_size", _hex),
+    ("cluster_bits", str),
+    ("size", str),
+    ("crypt_method", str),
+    ("l1_size", str),
+    ("l1_table_offset", _hex),
+    ("refcount_table_offset", _hex),
+    ("refcount_table_clusters", str),
+    ("nb_snapshots", str),
+    ("snapshot_offset", _hex),
+    ("incompatible_features", _bit_list),
+    ("compatible_features", _bit_list),
+    ("autoclear_features", _bit_list),
+    ("refcount_order", str),
+    ("header_length", str),
+]
+
+# qcow2.py's display name of each extension kind (by the spec's enum name)
+EXTENSION_NAMES: Dict[str, str] = {
+    "backing_file_format": "Backing format",
+    "feature_name_table": "Feature table",
+    "full_disk_encryption": "Crypto header",
+    "bitmaps": "Bitmaps",
+    "external_data_file": "Data file",
+}
+
+BITMAP_FLAG_NAMES = {0: "in-use", 1: "auto"}
+
+_PRINTABLE = frozenset(string.printable.encode("ascii"))
+
+
+def _line(name: str, value: object) -> str:
+    return f"{name:<25} {value}"
+
+
+def _ext_name(ext: Extension) -> str:
+    return EXTENSION_NAMES.get(ext.kind or "", "<unknown>")
+
+
+def _data_str(data: bytes) -> str:
+    """The data quoted when every byte is printable ASCII, else <binary>."""
+    if all(b in _PRINTABLE for b in data):
+        return f"'{data.decode('ascii')}'"
+    return "<binary>"
+
+
+def _bitmap_flags(flags: int) -> str:
+    names = [BITMAP_FLAG_NAMES.get(bit, f"bit-{bit}") for bit in range(64) if flags >> bit & 1]
+    return f"{flags:#x} ({names})"
+
+
+def _check_ascii(bitmap: Bitmap) -> None:
+    if not bitmap.name.isascii():
+        raise Qcow2Error(f"bitmap directory entry {bitmap.name!r}", bitmap.offset,
+                         "the name is not ASCII, which the qcow2.py dump format cannot show")
+
+
+def header_values(header: Header) -> Dict[str, int]:
+    return {name: getattr(header, name) for name, _ in HEADER_FIELDS}
+
+
+def header_text(image: Image) -> List[str]:
+    values = header_values(image.header)
+    return [_line(name, fmt(values[name])) for name, fmt in HEADER_FIELDS]
+
+
+def _bitmap_text(image: Image, bitmap: Bitmap) -> List[str]:
+    lines = [
+        _line("Bitmap name", bitmap.name),
+        _line("bitmap_table_offset", _hex(bitmap.table_offset)),
+        _line("bitmap_table_size", bitmap.table_size),
+        _line("flags", _bitmap_flags(bitmap.flags)),
+        _line("type", bitmap.type),
+        _line("granularity_bits", bitmap.granularity_bits),
+        _line("name_size", bitmap.name_size),
+        _line("extra_data_size", bitmap.extra_data_size),
+        f"{'Bitmap table':<14} {'type':<15} {'size':<12} offset",
+    ]
+    for i, entry in enumerate(bitmap.table):
+        size = image.cluster_size if entry.kind == "serialized" else 0
+        lines.append(f"{i:<14} {entry.kind:<15} {size:<12} {entry.offset}")
+    return lines
+
+
+def extensions_text(image: Image) -> List[str]:
+    lines: List[str] = []
+    for ext in image.extensions:
+        lines += ["Header extension:",
+                  _line("magic", f"{ext.magic:#x} ({_ext_name(ext)})"),
+                  _line("length", ext.length)]
+        if ext.kind == "bitmaps":
+            bx = ext.parsed
+            lines += [_line("nb_bitmaps", bx.num_bitmaps),
+                      _line("reserved32", bx.reserved),
+                      _line("bitmap_directory_size", _hex(bx.len_bitmap_directory)),
+                      _line("bitmap_directory_offset", _hex(bx.ofs_bitmap_directory))]
+            for bitmap in image.bitmaps:
+                _check_ascii(bitmap)
+                lines += [""] + _bitmap_text(image, bitmap)
+        else:
+            lines.append(_line("data", _data_str(ext.data)))
+        lines.append("")
+    return lines
+
+
+def _bitmap_json(bitmap: Bitmap) -> Dict[str, Any]:
+    _check_ascii(bitmap)
+    return {
+        "name": bitmap.name,
+        "bitmap_table_offset": bitmap.table_offset,
+        "bitmap_table_size": bitmap.table_size,
+        "flags": bitmap.flags,
+        "type": bitmap.type,
+        "granularity_bits": bitmap.granularity_bits,
+        "name_size": bitmap.name_size,
+        "extra_data_size": bitmap.extra_data_size,
+        "bitmap_table": [{"type": t.kind, "offset": t.offset, "reserved": t.reserved}
+                         for t in bitmap.table],
+    }
+
+
+def extensions_json(image: Image) -> List[Dict[str, Any]]:
+    out = []
+    for ext in image.extensions:
+        item: Dict[str, Any] = {"name": _ext_name(ext), "magic": ext.magic,
+                                "length": ext.length}
+        if ext.kind == "bitmaps":
+            bx = ext.parsed
+            item["data"] = {
+                "nb_bitmaps": bx.num_bitmaps,
+                "reserved32": bx.reserved,
+                "bitmap_directory_size": bx.len_bitmap_directory,
+                "bitmap_directory_offset": bx.ofs_bitmap_directory,
+                "bitmap_directory": [_bitmap_json(b) for b in image.bitmaps],
+            }
+        else:
+            item["data_str"] = _data_str(ext.data)
+        out.append(item)
+    return out
+
+
+def render(image: Image, exts_only: bool = False, as_json: bool = False) -> str:
+    """The whole output of `qcow2.py IMAGE dump-header[-exts] [-j]`, newline-terminated."""
+    parts: List[str] = []
+    if not exts_only:
+        if as_json:
+            parts += [json.dumps(header_values(image.header), indent=4), ""]
+        else:
+            parts += header_text(image) + [""]
+    if as_json:
+        parts.append(json.dumps(extensions_json(image), indent=4))
+    else:
+        parts += extensions_text(image)
+    return "".join(line + "\n" for line in parts)

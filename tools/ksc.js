@@ -1,0 +1,80 @@
+#!/usr/bin/env node
+// Command line for the npm build of kaitai-struct-compiler, which ships only an API.
+// Usage: node tools/ksc.js [--debug] [--werror] -t TARGET[,TARGET...]|all -o OUTDIR SPEC.ksy
+'use strict';
+const fs = require('fs');
+const path = require('path');
+const yaml = require('js-yaml');
+const ksc = require('kaitai-struct-compiler');
+
+const TARGETS = ['construct', 'cpp_stl', 'csharp', 'go', 'graphviz', 'html', 'java',
+  'javascript', 'lua', 'nim', 'perl', 'php', 'python', 'ruby', 'rust'];
+
+function usage(msg) {
+  if (msg) console.error(`ksc: ${msg}`);
+  console.error('usage: node tools/ksc.js [--debug] [--werror] -t TARGET[,TARGET...]|all -o OUTDIR SPEC.ksy');
+  process.exit(2);
+}
+
+function parseArgs(argv) {
+  const opts = { debug: false, werror: false, targets: null, outDir: null, spec: null };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    if (a === '--debug') opts.debug = true;
+    else if (a === '--werror') opts.werror = true;
+    else if (a === '-t') opts.targets = argv[++i];
+    else if (a === '-o') opts.outDir = argv[++i];
+    else if (a.startsWith('-')) usage(`unknown option ${a}`);
+    else if (opts.spec === null) opts.spec = a;
+    else usage(`unexpected argument ${a}`);
+  }
+  if (!opts.targets || !opts.outDir || !opts.spec) usage();
+  opts.targets = opts.targets === 'all' ? TARGETS : opts.targets.split(',');
+  for (const t of opts.targets) if (!TARGETS.includes(t)) usage(`unknown target ${t}`);
+  return opts;
+}
+
+// Warnings are printed by the compiler through console.warn/console.log; catch them
+// so that --werror can fail the build.
+function captureWarnings(fn) {
+  const seen = [];
+  const orig = { warn: console.warn, log: console.log };
+  console.warn = (...a) => { seen.push(a.join(' ')); };
+  console.log = (...a) => { seen.push(a.join(' ')); };
+  return fn().finally(() => { Object.assign(console, orig); }).then(
+    (r) => ({ result: r, warnings: seen }));
+}
+
+async function main() {
+  const opts = parseArgs(process.argv.slice(2));
+  let spec;
+  try {
+    spec = yaml.load(fs.readFileSync(opts.spec, "utf8"));
+  } catch (e) {
+    console.error(`ksc: ${opts.spec}: ${e.message.split("\n")[0]}`);
+    process.exit(1);
+  }
+  const importer = { importYaml: () => Promise.reject(new Error('imports are not used')) };
+  let failed = false;
+  for (const target of opts.targets) {
+    const dir = opts.targets.length > 1 ? path.join(opts.outDir, target) : opts.outDir;
+    let out;
+    try {
+      out = await captureWarnings(() => ksc.compile(target, spec, importer, opts.debug));
+    } catch (e) {
+      const detail = Array.isArray(e) ? e.map(String).join('\n') : String(e && e.message || e);
+      console.error(`ksc: ${target}: error: ${detail}`);
+      failed = true;
+      continue;
+    }
+    for (const w of out.warnings) console.error(`ksc: ${target}: warning: ${w}`);
+    if (opts.werror && out.warnings.length) failed = true;
+    fs.mkdirSync(dir, { recursive: true });
+    for (const [name, source] of Object.entries(out.result)) {
+      fs.writeFileSync(path.join(dir, name), source);
+    }
+  }
+  process.exit(failed ? 1 : 0);
+}
+
+main();
