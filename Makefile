@@ -42,7 +42,9 @@ demo: install
 	$(VENV)/bin/qcow2kit dump samples/sample.qcow2
 	$(VENV)/bin/qcow2kit dump --json --exts-only samples/sample.qcow2
 
-test: deps install node_modules/.package-lock.json
+# The whole suite: the committed parser is current, every compiler target builds
+# clean, then pytest (qemu-made images, golden qcow2.py output, JavaScript parity).
+test: deps install check-generated targets
 	$(VPY) -m pytest -q tests
 
 clean:

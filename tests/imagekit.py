@@ -118,7 +118,8 @@ def bitmap_directory(path: Path) -> List[dict]:
                     struct.unpack_from(">QIIBBHI", data, pos)
                 name = data[pos + 24 + extra:pos + 24 + extra + name_size].decode()
                 entries.append(dict(name=name, table_offset=tbl_off, table_size=tbl_size,
-                                    flags=flags, granularity_bits=gran))
+                                    flags=flags, granularity_bits=gran,
+                                    name_offset=pos + 24 + extra))
                 pos += (24 + extra + name_size + 7) // 8 * 8
             return entries
     return []
