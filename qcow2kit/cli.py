@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import functools
+import os
 import sys
-from typing import Any, Callable
+from pathlib import Path
+from typing import Any, Callable, List, Optional
 
 import click
 
-from . import __version__
+from . import __version__, edit
 from .dump import render
 from .errors import Qcow2Error
 from .image import open_image
@@ -59,3 +61,68 @@ def dump(image: str, exts_only: bool, as_json: bool) -> None:
     """
     with open_image(image) as img:
         click.echo(render(img, exts_only=exts_only, as_json=as_json), nl=False)
+
+
+FORCE = click.option("--force", is_flag=True,
+                     help="Edit even when a qemu process has the image open for writing.")
+
+
+def _report(warnings: List[str]) -> None:
+    for warning in warnings:
+        click.echo(f"qcow2kit: warning: {warning}", err=True)
+
+
+@main.command("set-header")
+@IMAGE
+@click.argument("field")
+@click.argument("value")
+@FORCE
+@reports_errors
+def set_header(image: str, field: str, value: str, force: bool) -> None:
+    """Set header FIELD (a name as dump prints it) to VALUE (any int() base: 0x.., 0o..)."""
+    _report(edit.set_header_field(image, field, edit.parse_int(value, "number"), force))
+
+
+@main.command("set-feature-bit")
+@IMAGE
+@click.argument("group", metavar="{incompatible,compatible,autoclear}")
+@click.argument("bit")
+@FORCE
+@reports_errors
+def set_feature_bit(image: str, group: str, bit: str, force: bool) -> None:
+    """Set bit BIT (0..63) of a feature bitmask."""
+    _report(edit.set_feature_bit(image, group, edit.parse_int(bit, "bit number"), force))
+
+
+@main.command("add-header-ext")
+@IMAGE
+@click.argument("magic")
+@click.argument("data", required=False)
+@click.option("--stdin", "from_stdin", is_flag=True, help="Read the data from standard input.")
+@click.option("--data-file", type=click.Path(exists=True, dir_okay=False),
+              help="Read the (binary) data from a file.")
+@FORCE
+@reports_errors
+def add_header_ext(image: str, magic: str, data: Optional[str], from_stdin: bool,
+                   data_file: Optional[str], force: bool) -> None:
+    """Append a header extension of type MAGIC with DATA (or --stdin, --data-file)."""
+    sources = [data is not None, from_stdin, data_file is not None]
+    if sources.count(True) != 1:
+        raise edit.EditError("give the data once: as DATA, --stdin or --data-file")
+    if from_stdin:
+        payload = sys.stdin.buffer.read()
+    elif data_file is not None:
+        payload = Path(data_file).read_bytes()
+    else:
+        payload = os.fsencode(data)
+    _report(edit.add_extension(image, edit.parse_int(magic, "magic number"), payload, force))
+
+
+@main.command("del-header-ext")
+@IMAGE
+@click.argument("magic")
+@FORCE
+@reports_errors
+def del_header_ext(image: str, magic: str, force: bool) -> None:
+    """Remove every header extension of type MAGIC (exit 1 when there is none)."""
+    _report(edit.delete_extension(image, edit.parse_int(magic, "magic number"), force))

@@ -2,15 +2,19 @@
 
     python -m qcow2kit.compat IMAGE CMD [ARGS...] [-j]
 
-Unlike qcow2.py, the dump commands open the image read-only, and a bad image gives
-one line on stderr and exit status 1 instead of a traceback.
+Unlike qcow2.py, the dump commands open the image read-only; the edit commands
+verify the new first cluster before one write and refuse edits that do not fit or
+whose result does not parse, leaving the file unchanged; and a bad image gives one
+line on stderr and exit status 1 instead of a traceback.
 """
 from __future__ import annotations
 
 import sys
 from typing import Callable, List, NamedTuple, Optional
 
+from . import edit
 from .dump import render
+from .edit import HEADER_FIELD_IDS
 from .errors import Qcow2Error
 from .image import open_image
 
@@ -29,9 +33,69 @@ def _dump(exts_only: bool) -> Callable[[str, List[str], bool], None]:
     return run
 
 
+class Refused(Exception):
+    """An argument qcow2.py itself rejects, with qcow2.py's message (on stdout, exit 1)."""
+
+
+def _number(text: str, message: str) -> int:
+    try:
+        return int(text, 0)
+    except ValueError:
+        raise Refused(message % text) from None
+
+
+def _warn(warnings: List[str]) -> None:
+    for warning in warnings:
+        print(f"qcow2kit.compat: warning: {warning}", file=sys.stderr)
+
+
+def _set_header(path: str, args: List[str], as_json: bool) -> None:
+    name, text = args
+    value = _number(text, "'%s' is not a valid number")
+    if name not in HEADER_FIELD_IDS or name == "compression_type":
+        raise Refused(f"'{name}' is not a known header field")
+    _warn(edit.set_header_field(path, name, value))
+
+
+def _add_header_ext(path: str, args: List[str], as_json: bool) -> None:
+    magic = _number(args[0], "'%s' is not a valid magic number")
+    _warn(edit.add_extension(path, magic, args[1].encode()))
+
+
+def _add_header_ext_stdio(path: str, args: List[str], as_json: bool) -> None:
+    magic = _number(args[0], "'%s' is not a valid magic number")
+    _warn(edit.add_extension(path, magic, sys.stdin.buffer.read()))
+
+
+def _del_header_ext(path: str, args: List[str], as_json: bool) -> None:
+    magic = _number(args[0], "'%s' is not a valid magic number")
+    try:
+        _warn(edit.delete_extension(path, magic))
+    except edit.NoSuchExtension:
+        print("No such header extension")
+
+
+def _set_feature_bit(path: str, args: List[str], as_json: bool) -> None:
+    group, text = args
+    message = "'%s' is not a valid bit number in range [0, 64)"
+    bit = _number(text, message)
+    if not 0 <= bit < 64:
+        raise Refused(message % bit)
+    if group not in edit.FEATURE_GROUPS:
+        raise Refused(f"'{group}' is not a valid group, try 'incompatible', "
+                      "'compatible', or 'autoclear'")
+    _warn(edit.set_feature_bit(path, group, bit))
+
+
 COMMANDS = [
     Command("dump-header", 0, "Dump image header and header extensions", _dump(False)),
     Command("dump-header-exts", 0, "Dump image header extensions", _dump(True)),
+    Command("set-header", 2, "Set a field in the header", _set_header),
+    Command("add-header-ext", 2, "Add a header extension", _add_header_ext),
+    Command("add-header-ext-stdio", 1, "Add a header extension, data from stdin",
+            _add_header_ext_stdio),
+    Command("del-header-ext", 1, "Delete a header extension", _del_header_ext),
+    Command("set-feature-bit", 2, "Set a feature bit", _set_feature_bit),
 ]
 
 
@@ -65,6 +129,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 0
     try:
         cmd.run(path, args, as_json)
+    except Refused as exc:
+        print(exc)
+        return 1
     except (Qcow2Error, OSError) as exc:
         print(f"{prog}: {path}: {exc}", file=sys.stderr)
         return 1

@@ -92,6 +92,7 @@ class Extension:
     offset: int
     magic: int
     data: bytes
+    padding: bytes
     parsed: Any
 
     @property
@@ -195,6 +196,11 @@ class Image:
 
     # --- derived facts -------------------------------------------------------
 
+    def read(self, offset: int, size: int) -> bytes:
+        """Raw bytes of the file (fewer at its end)."""
+        self._file.seek(offset)
+        return self._file.read(size)
+
     @property
     def cluster_size(self) -> int:
         return self.qcow2.cluster_size
@@ -217,7 +223,7 @@ class Image:
             start = base + area._debug["extensions"]["arr"][i]["start"]
             parsed = ext.data if isinstance(ext.data, KaitaiStruct) else None
             raw = ext._raw_data if parsed is not None else ext.data
-            out.append(Extension(start, int(ext.magic), raw, parsed))
+            out.append(Extension(start, int(ext.magic), raw, ext.padding, parsed))
         return out
 
     def extension(self, kind: str) -> Optional[Extension]:

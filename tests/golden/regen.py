@@ -1,4 +1,8 @@
-"""Regenerate qcow2py.json: what qemu's iotests qcow2.py prints for each test image.
+"""Regenerate qcow2py.json: what qemu's iotests qcow2.py does with each test image.
+
+It records the output of the four dump modes, and the SHA-256 of the first cluster after
+each edit command (for the image kinds qcow2.py edits correctly: version 3 images
+without a bitmaps extension, on which it crashes half-way).
 
     python3 tests/golden/regen.py /path/to/qemu/tests/qemu-iotests/qcow2.py
 
@@ -9,7 +13,9 @@ deterministic for one qemu version.
 """
 from __future__ import annotations
 
+import hashlib
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -28,18 +34,55 @@ MODES = {  # mode name -> qcow2.py arguments after IMAGE
 }
 
 
+# edit name -> (qcow2.py arguments after IMAGE, standard input)
+EDITS = {
+    "set-header": (["set-header", "size", "0x1000000"], ""),
+    "set-feature-bit": (["set-feature-bit", "compatible", "0"], ""),
+    "add-header-ext": (["add-header-ext", "0x71c0d3e5", "qcow2kit test data"], ""),
+    "add-header-ext-stdio": (["add-header-ext-stdio", "0x71c0d3e6"], "from stdin\n"),
+    "del-header-ext": (["del-header-ext", "0x6803f857"], ""),
+}
+
+
+def editable_by_qcow2py(kind: str) -> bool:
+    return kind != "v2" and not kind.startswith("bitmaps")
+
+
+def first_cluster_sha256(path: Path) -> str:
+    """The edits change only the first cluster, and the rest holds snapshot times and
+    LUKS key material, which differ from one build to the next."""
+    data = path.read_bytes()
+    cluster_bits = int.from_bytes(data[20:24], "big")
+    return hashlib.sha256(data[:1 << cluster_bits]).hexdigest()
+
+
+def edited_digests(qcow2_py: str, image: Path, scratch: Path) -> dict:
+    out = {}
+    for name, (args, stdin) in EDITS.items():
+        copy = scratch / image.name
+        shutil.copyfile(image, copy)
+        subprocess.run([sys.executable, qcow2_py, str(copy), *args], input=stdin,
+                       check=True, capture_output=True, text=True)
+        out[name] = first_cluster_sha256(copy)
+    return out
+
+
 def qemu_version() -> str:
     return imagekit.run("qemu-img", "--version").splitlines()[0]
 
 
 def main(qcow2_py: str) -> None:
-    out = {"qemu-img": qemu_version(), "outputs": {}}
+    out = {"qemu-img": qemu_version(), "outputs": {}, "edits": {}}
     with tempfile.TemporaryDirectory() as tmp:
-        for kind, path in imagekit.build_all(Path(tmp)).items():
+        scratch = Path(tmp) / "scratch"
+        scratch.mkdir()
+        for kind, path in imagekit.build_all(Path(tmp) / "images").items():
             out["outputs"][kind] = {
                 mode: subprocess.run([sys.executable, qcow2_py, str(path), *args],
                                      check=True, capture_output=True, text=True).stdout
                 for mode, args in MODES.items()}
+            if editable_by_qcow2py(kind):
+                out["edits"][kind] = edited_digests(qcow2_py, path, scratch)
     (HERE / "qcow2py.json").write_text(json.dumps(out, indent=1, sort_keys=True) + "\n")
 
 
