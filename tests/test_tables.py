@@ -1,0 +1,91 @@
+"""The bulk table decoder gives the generated parser's values, entry for entry."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Dict
+
+import numpy as np
+import pytest
+
+import imagekit
+from qcow2kit import Qcow2Error, open_image
+from qcow2kit import tables
+from qcow2kit.image import u64
+
+KINDS = sorted(imagekit.KINDS)
+
+
+def _check_l1_and_l2(image, l1_raw: np.ndarray, parsed_l1, geometry) -> int:
+    """Compare one L1 table and its L2 tables; returns the number of L2 entries seen."""
+    assert [int(x) for x in l1_raw] == [u64(e) for e in parsed_l1]
+    seen = 0
+    for table in tables.l2_tables(image, l1_raw, geometry):
+        parsed = parsed_l1[table.l1_index].l2_table.entries
+        assert table.offset == parsed_l1[table.l1_index].ofs_l2_table
+        types = tables.cluster_types(table.entries, geometry)
+        offsets = tables.host_offsets(table.entries)
+        c_off, c_len = tables.compressed_extents(table.entries, geometry)
+        for i, entry in enumerate(parsed):
+            assert int(table.entries[i]) == u64(entry)
+            assert types[i] == entry.type, (table.l1_index, i)
+            assert bool(table.entries[i] & tables.COPIED) == entry.copied
+            if entry.compressed:
+                assert (int(c_off[i]), int(c_len[i])) == \
+                    (entry.ofs_compressed_data, entry.len_compressed_data)
+            else:
+                assert int(offsets[i]) == entry.ofs_host_cluster
+            if geometry.extended_l2:
+                bitmap = int(table.bitmaps[i])
+                assert (bitmap >> 32, bitmap & 0xFFFFFFFF) == \
+                    (entry.subcluster_zero, entry.subcluster_alloc)
+        seen += len(parsed)
+    return seen
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_l1_l2_equal_generated_parser(images: Dict[str, Path], kind: str) -> None:
+    with open_image(images[kind]) as image:
+        geometry = tables.Geometry.of(image)
+        seen = _check_l1_and_l2(image, tables.l1_table(image), image.qcow2.l1_table, geometry)
+        for snap in image.qcow2.snapshots or []:
+            raw = tables.l1_table(image, snap.ofs_l1_table, snap.num_l1_entries)
+            seen += _check_l1_and_l2(image, raw, snap.l1_table, geometry)
+    assert seen > 0
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_refcounts_equal_generated_parser(images: Dict[str, Path], kind: str) -> None:
+    with open_image(images[kind]) as image:
+        geometry = tables.Geometry.of(image)
+        width = image.qcow2.header.refcount_bits
+        table = tables.refcount_table(image)
+        parsed_table = image.qcow2.refcount_table
+        assert [int(x) for x in table] == [u64(e) for e in parsed_table]
+        used = np.flatnonzero(table & tables.REFTABLE_OFFSET_MASK)
+        covered = (int(used[-1]) + 1) * geometry.refcount_block_entries
+        stored = tables.refcounts(image, geometry, covered)
+        expected = np.zeros(covered, dtype=np.uint64)
+        per_block = geometry.refcount_block_entries
+        for index, entry in enumerate(parsed_table[:int(used[-1]) + 1]):
+            if entry.refcount_block is not None:
+                values = getattr(entry.refcount_block, f"refcounts_{width}")
+                expected[index * per_block:(index + 1) * per_block] = [int(v) for v in values]
+        assert np.array_equal(stored.astype(np.uint64), expected)
+        assert stored.dtype == tables.refcount_dtype(geometry.refcount_order)
+
+
+def test_table_beyond_end_of_file_is_an_error(image_copy) -> None:
+    path = image_copy("v3")
+    with open_image(path) as image:
+        with pytest.raises(Qcow2Error) as err:
+            tables.l1_table(image, offset=image.file_size - 8, size=2)
+    assert err.value.structure == "L1 table"
+    assert "run past the end of the file" in str(err.value)
+
+
+def test_oversized_l1_is_refused_before_reading(image_copy) -> None:
+    path = image_copy("v3")
+    with open_image(path) as image:
+        with pytest.raises(Qcow2Error) as err:
+            tables.l1_table(image, size=2**32 - 1)
+    assert "exceed QEMU's limit" in str(err.value)
