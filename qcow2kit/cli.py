@@ -9,7 +9,7 @@ from typing import Any, Callable, List, Optional
 
 import click
 
-from . import __version__, edit
+from . import __version__, edit, mapping
 from .dump import render
 from .errors import Qcow2Error
 from .image import open_image
@@ -126,3 +126,22 @@ def add_header_ext(image: str, magic: str, data: Optional[str], from_stdin: bool
 def del_header_ext(image: str, magic: str, force: bool) -> None:
     """Remove every header extension of type MAGIC (exit 1 when there is none)."""
     _report(edit.delete_extension(image, edit.parse_int(magic, "magic number"), force))
+
+
+@main.command("map")
+@IMAGE
+@click.option("--json", "as_json", is_flag=True,
+              help="qemu-img map --output=json: every extent with its status.")
+@reports_errors
+def map_command(image: str, as_json: bool) -> None:
+    """Where each guest range is stored, through the backing chain, as qemu-img map.
+
+    Without --json: the ranges that hold data, with the file and offset they are
+    mapped to (qemu-img map's default output).
+    """
+    extents = mapping.image_map(image)
+    if as_json:
+        click.echo(mapping.render_json(extents), nl=False)
+        return
+    for line in mapping.render_human(extents):
+        click.echo(line)

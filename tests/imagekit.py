@@ -214,13 +214,14 @@ def backing(d: Path) -> Path:
 
 
 def luks(d: Path) -> Path:
-    # qemu's PBKDF benchmark fails now and then ("Unable to get accurate CPU usage")
-    # when the thread's CPU clock has not ticked yet; that is worth a few retries.
+    # qemu's PBKDF benchmark fails ("Unable to get accurate CPU usage") when its first
+    # round ends before the thread's CPU clock ticks: sha512 rounds are slow enough
+    # (sha256 failed 10 times in 20 here, sha512 never), and a retry covers the rest.
     for attempt in range(5):
         try:
             p = create(d / "luks.qcow2", "4M", objects=[SECRET], **{
                 "encrypt.format": "luks", "encrypt.key-secret": "sec0",
-                "encrypt.iter-time": "10"})
+                "encrypt.hash-alg": "sha512", "encrypt.iter-time": "10"})
             break
         except RuntimeError as exc:
             if "accurate CPU usage" not in str(exc) or attempt == 4:
@@ -280,6 +281,22 @@ def lazy_dirty(d: Path) -> Path:
     return p
 
 
+def backing_short(d: Path) -> Path:
+    """A backing file smaller than the image: past its end the image reads zeros."""
+    base = create(d / "short_base.qcow2", "1M")
+    qemu_io(base, "write -P 0x11 0 1M")
+    p = create(d / "backing_short.qcow2", "4M", backing="short_base.qcow2", backing_fmt="qcow2")
+    qemu_io(p, "write -P 0x22 512k 64k", "write -P 0x33 3M 64k")
+    return p
+
+
+def prealloc_metadata(d: Path) -> Path:
+    """Every L2 entry allocated in a sparse file, as preallocation=metadata makes it."""
+    p = create(d / "prealloc_metadata.qcow2", "64M", preallocation="metadata")
+    qemu_io(p, "write -P 0x11 1M 128k")
+    return p
+
+
 def backing_chain(d: Path) -> Path:
     """A three-level chain with a raw base and relative names."""
     base = d / "chain_base.raw"
@@ -307,6 +324,8 @@ KINDS: Dict[str, Callable[[Path], Path]] = {
     "data_file_raw": data_file_raw,
     "backing": backing,
     "backing_chain": backing_chain,
+    "backing_short": backing_short,
+    "prealloc_metadata": prealloc_metadata,
     "luks": luks,
     "snapshots": snapshots,
     "bitmaps": bitmaps,

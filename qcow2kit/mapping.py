@@ -1,0 +1,324 @@
+"""Where every guest byte comes from, through the backing chain: `qemu-img map`.
+
+A chain is a list of layers, the image first. Each layer answers for a guest range
+the way QEMU's block status does: allocated data (with its host offset when it has
+one), zeros, or nothing (then the next layer answers, one level deeper). Extents are
+merged exactly when qemu-img map merges them, so the output is the same.
+"""
+from __future__ import annotations
+
+import errno
+import os
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Iterator, List, Optional, Union
+
+import numpy as np
+
+from .errors import Qcow2Error
+from .image import Image, open_image
+from .progress import Progress
+from . import tables
+
+SUBCLUSTERS = 32
+
+
+@dataclass(frozen=True)
+class Extent:
+    """A guest range with one status, as qemu-img map reports it."""
+
+    start: int
+    length: int
+    depth: int
+    present: bool
+    zero: bool
+    data: bool
+    offset: Optional[int]
+    filename: Optional[str]  # the file the data is in, when QEMU names one
+
+    def mergeable(self, nxt: "Extent") -> bool:
+        """qemu-img map's rule for joining consecutive extents."""
+        if self.length == 0 or (self.zero, self.data, self.depth, self.present,
+                                self.offset is None, self.filename) != \
+                (nxt.zero, nxt.data, nxt.depth, nxt.present, nxt.offset is None, nxt.filename):
+            return False
+        return self.offset is None or self.offset + self.length == nxt.offset
+
+
+class Layer(ABC):
+    """One image of a chain: its virtual size and its own answer for a range."""
+
+    size: int
+    filename: str
+
+    @abstractmethod
+    def extents(self, start: int, end: int, depth: int) -> Iterator[Extent]:
+        """The extents of [start, end), this layer's and, below it, its backing's."""
+
+
+def _holes(fd: int, start: int, end: int) -> Iterator[tuple]:
+    """(start, end, is_data) runs of a file region, from SEEK_DATA/SEEK_HOLE."""
+    pos = start
+    while pos < end:
+        try:
+            data = os.lseek(fd, pos, os.SEEK_DATA)
+        except OSError as exc:
+            if exc.errno != errno.ENXIO:
+                raise
+            data = end
+        if data > pos:
+            yield pos, min(data, end), False
+            pos = min(data, end)
+            continue
+        hole = os.lseek(fd, pos, os.SEEK_HOLE)
+        yield pos, min(hole, end), True
+        pos = min(hole, end)
+
+
+class RawLayer(Layer):
+    """A raw image: data where the file has data, zeros in its holes."""
+
+    def __init__(self, path: Path, filename: str) -> None:
+        self.file = open(path, "rb")
+        self.size = os.fstat(self.file.fileno()).st_size
+        self.filename = filename
+
+    def extents(self, start: int, end: int, depth: int) -> Iterator[Extent]:
+        for a, b, is_data in _holes(self.file.fileno(), start, end):
+            yield Extent(a, b - a, depth, True, not is_data, is_data, a, self.filename)
+
+
+# status of a (sub)cluster: (present, zero, data, has offset, reads from below)
+_STATUS = {
+    "normal": (True, False, True, True, False),
+    "zero_alloc": (True, True, False, True, False),
+    "zero_plain": (True, True, False, False, False),
+    "compressed": (True, False, True, False, False),
+    "unallocated_alloc": (False, False, False, True, True),
+    "unallocated": (False, False, False, False, True),
+}
+_KINDS = list(_STATUS)
+KIND = {name: np.uint8(i) for i, name in enumerate(_KINDS)}
+_FROM_CLUSTER_TYPE = np.array([KIND["unallocated"], KIND["zero_plain"], KIND["zero_alloc"],
+                               KIND["normal"], KIND["compressed"]], dtype=np.uint8)
+
+
+class Qcow2Layer(Layer):
+    """A qcow2 image of the chain, its tables decoded in bulk one L2 table at a time."""
+
+    def __init__(self, image: Image, filename: str, backing: Optional[Layer],
+                 data_file: Optional[str]) -> None:
+        self.image = image
+        self.geometry = tables.Geometry.of(image)
+        self.size = image.header.size
+        self.filename = filename
+        self.backing = backing
+        self.data_filename = data_file or filename
+        self.encrypted = image.header.crypt_method != 0
+        self.l1 = tables.l1_table(image)
+        self.unit = self.geometry.cluster_size // (SUBCLUSTERS if self.geometry.extended_l2 else 1)
+        self.preallocated = self._metadata_preallocated()
+        self.fd = image._file.fileno()
+
+    def _metadata_preallocated(self) -> bool:
+        """QEMU's test: many more refcounted clusters than the file has blocks."""
+        if self.geometry.external_data_file:
+            return False
+        real = os.fstat(self.image._file.fileno()).st_blocks * 512 // self.geometry.cluster_size
+        threshold = max(real * 10 // 9, real + 2)
+        counts = tables.refcounts(self.image, self.geometry)
+        return int(np.count_nonzero(counts)) >= threshold
+
+    # --- per L2 table ------------------------------------------------------------
+
+    def _table(self, l1_index: int):
+        """Kinds and host offsets of every unit (subcluster or cluster) one L2 table maps."""
+        g = self.geometry
+        per_table = g.l2_entries * (SUBCLUSTERS if g.extended_l2 else 1)
+        kinds = np.full(per_table, KIND["unallocated"], dtype=np.uint8)
+        offsets = np.zeros(per_table, dtype=np.uint64)
+        entry = int(self.l1[l1_index]) if l1_index < len(self.l1) else 0
+        if not entry & int(tables.OFFSET_MASK):
+            return kinds, offsets
+        table = next(tables.l2_tables(self.image, self.l1[l1_index:l1_index + 1], g))
+        types = _FROM_CLUSTER_TYPE[tables.cluster_types(table.entries, g)]
+        host = tables.host_offsets(table.entries)
+        if not g.extended_l2:
+            return types, host
+        return self._subclusters(types, host, table.bitmaps)
+
+    def _subclusters(self, types: np.ndarray, host: np.ndarray, bitmaps: np.ndarray):
+        g = self.geometry
+        bits = np.arange(SUBCLUSTERS, dtype=np.uint64)
+        alloc = ((bitmaps[:, None] >> bits) & np.uint64(1)).astype(bool)
+        zero = ((bitmaps[:, None] >> (bits + np.uint64(32))) & np.uint64(1)).astype(bool)
+        cluster = np.repeat(types, SUBCLUSTERS).reshape(-1, SUBCLUSTERS)
+        normal = cluster == KIND["normal"]
+        invalid = (normal & (bitmaps & (bitmaps >> np.uint64(32)) != 0)[:, None]) | \
+            ((cluster == KIND["unallocated"]) & ((bitmaps & np.uint64(0xFFFFFFFF)) != 0)[:, None])
+        if invalid.any():
+            index = int(np.flatnonzero(invalid.any(axis=1))[0])
+            raise Qcow2Error("L2 entry", None, f"entry {index} has an invalid subcluster bitmap")
+        kinds = np.select(
+            [cluster == KIND["compressed"], normal & zero, normal & alloc, normal,
+             (cluster == KIND["unallocated"]) & zero],
+            [KIND["compressed"], KIND["zero_alloc"], KIND["normal"], KIND["unallocated_alloc"],
+             KIND["zero_plain"]], KIND["unallocated"]).astype(np.uint8).reshape(-1)
+        within = np.tile(bits * np.uint64(self.unit), len(types))
+        offsets = np.repeat(host, SUBCLUSTERS) + within
+        return kinds, offsets
+
+    # --- extents -------------------------------------------------------------------
+
+    def extents(self, start: int, end: int, depth: int) -> Iterator[Extent]:
+        g = self.geometry
+        span = g.l2_entries * g.cluster_size
+        end = min(end, self.size)
+        pos = start
+        while pos < end:
+            l1_index = pos // span
+            base = l1_index * span
+            stop = min(end, base + span)
+            kinds, offsets = self._table(l1_index)
+            first, last = (pos - base) // self.unit, -(-(stop - base) // self.unit)
+            yield from self._runs(kinds[first:last], offsets[first:last], base + first * self.unit,
+                                  pos, stop, depth)
+            pos = stop
+
+    def _runs(self, kinds: np.ndarray, offsets: np.ndarray, first_start: int, start: int,
+              end: int, depth: int) -> Iterator[Extent]:
+        unit = np.uint64(self.unit)
+        contiguous = np.ones(len(kinds), dtype=bool)
+        contiguous[1:] = offsets[1:] == offsets[:-1] + unit
+        has_offset = np.isin(kinds, [KIND["normal"], KIND["zero_alloc"], KIND["unallocated_alloc"]])
+        breaks = np.flatnonzero((kinds[1:] != kinds[:-1]) | (has_offset[1:] & ~contiguous[1:])) + 1
+        bounds = np.concatenate(([0], breaks, [len(kinds)]))
+        for a, b in zip(bounds[:-1], bounds[1:]):
+            run_start = max(start, first_start + int(a) * self.unit)
+            run_end = min(end, first_start + int(b) * self.unit)
+            kind = _KINDS[kinds[a]]
+            offset = int(offsets[a]) + (run_start - first_start - int(a) * self.unit)
+            yield from self._status(kind, run_start, run_end, offset, depth)
+
+    def _status(self, kind: str, start: int, end: int, offset: int,
+                depth: int) -> Iterator[Extent]:
+        present, zero, data, has_offset, below = _STATUS[kind]
+        has_offset = has_offset and not self.encrypted
+        if below and self.backing is not None:
+            yield from self._backing(start, end, depth)
+            return
+        if below:  # nothing below: reads as zeros
+            zero = True
+        filename = self.data_filename if has_offset else None
+        at = offset if has_offset else None
+        if kind == "normal" and self.preallocated and has_offset:
+            for a, b, is_data in _holes(self.fd, offset, offset + end - start):
+                yield Extent(start + a - offset, b - a, depth, True, not is_data, True, a, filename)
+            return
+        yield Extent(start, end - start, depth, present, zero, data, at, filename)
+
+    def _backing(self, start: int, end: int, depth: int) -> Iterator[Extent]:
+        below = self.backing
+        if start < below.size:
+            yield from below.extents(start, min(end, below.size), depth + 1)
+        if end > below.size:  # past the end of the backing file: zeros, from this layer
+            a = max(start, below.size)
+            yield Extent(a, end - a, depth, False, True, False, None, None)
+
+
+Chain = List[Layer]
+
+
+def _probe_is_qcow2(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(4) == b"QFI\xfb"
+
+
+def open_chain(path: Union[str, Path], max_depth: int = 64) -> Layer:
+    """The image at path with its backing chain opened, as QEMU resolves it.
+
+    Backing names are relative to the directory of the image naming them; external
+    data file names, as in QEMU, to the current directory.
+    """
+    return _open_layer(str(path), "qcow2", max_depth)
+
+
+def _open_layer(filename: str, fmt: str, budget: int) -> Layer:
+    if budget <= 0:
+        raise Qcow2Error("backing chain", None, "too deep (a loop?)")
+    if fmt == "raw":
+        return RawLayer(Path(filename), filename)
+    if fmt != "qcow2":
+        raise Qcow2Error("backing file format", None, f"{fmt!r} images are not supported")
+    image = open_image(filename)
+    backing = None
+    name = image.backing_file
+    if name is not None:
+        full = name if os.path.isabs(name) else os.path.join(os.path.dirname(filename), name)
+        fmt_ext = image.extension("backing_file_format")
+        below_fmt = fmt_ext.data.decode("utf-8", "replace") if fmt_ext else (
+            "qcow2" if _probe_is_qcow2(Path(full)) else "raw")
+        backing = _open_layer(full, below_fmt, budget - 1)
+    data_ext = image.extension("external_data_file")
+    data_file = data_ext.data.decode("utf-8", "replace") if data_ext else None
+    return Qcow2Layer(image, filename, backing, data_file)
+
+
+def image_map(path: Union[str, Path]) -> Iterator[Extent]:
+    """The merged extents of the whole virtual disk, as qemu-img map lists them."""
+    top = open_chain(path)
+    current: Optional[Extent] = None
+    with Progress("map", top.size) as progress:
+        for extent in top.extents(0, top.size, 0):
+            progress.advance(extent.length)
+            if current is not None and current.mergeable(extent):
+                current = replace(current, length=current.length + extent.length)
+                continue
+            if current is not None:
+                yield current
+            current = extent
+    if current is not None:
+        yield current
+
+
+def render_json(extents: Iterator[Extent]) -> str:
+    """qemu-img map --output=json, byte for byte."""
+    lines = []
+    for e in extents:
+        line = (f'{{ "start": {e.start}, "length": {e.length}, "depth": {e.depth}, '
+                f'"present": {str(e.present).lower()}, "zero": {str(e.zero).lower()}, '
+                f'"data": {str(e.data).lower()}')
+        if e.offset is not None:
+            line += f', "offset": {e.offset}'
+        lines.append(line + "}")
+    return "[" + ",\n".join(lines) + "]\n"
+
+
+def _c_hex(value: int) -> str:
+    """C's %#x: no 0x prefix for zero."""
+    return f"{value:#x}" if value else "0"
+
+
+def render_human(extents: Iterator[Extent]) -> Iterator[str]:
+    """qemu-img map's default output, line by line: mapped data ranges only.
+
+    Like qemu-img it stops with an error at data that has no offset in a file
+    (compressed or encrypted clusters), after the lines before it.
+    """
+    yield f"{'Offset':<16}{'Length':<16}{'Mapped to':<16}File"
+    current: Optional[Extent] = None
+    for nxt in [*extents, None]:
+        if current is not None and nxt is not None and current.mergeable(nxt):
+            current = replace(current, length=current.length + nxt.length)
+            continue
+        if current is not None:
+            if current.data and current.offset is None:
+                raise Qcow2Error("map", None, "File contains external, encrypted or "
+                                 "compressed clusters.")
+            if current.data and not current.zero:
+                yield (f"{_c_hex(current.start):<16}{_c_hex(current.length):<16}"
+                       f"{_c_hex(current.offset):<16}{current.filename or ''}")
+            if nxt is not None and (not nxt.data or nxt.zero):
+                nxt = replace(nxt, data=False, zero=True)
+        current = nxt
