@@ -9,7 +9,7 @@ from typing import Any, Callable, List, Optional
 
 import click
 
-from . import __version__, edit, mapping
+from . import __version__, edit, guest, mapping
 from .dump import render
 from .errors import Qcow2Error
 from .image import open_image
@@ -145,3 +145,43 @@ def map_command(image: str, as_json: bool) -> None:
         return
     for line in mapping.render_human(extents):
         click.echo(line)
+
+
+@main.command()
+@IMAGE
+@click.argument("output")
+@click.option("--snapshot", metavar="ID|NAME", help="Export this internal snapshot instead.")
+@reports_errors
+def convert(image: str, output: str, snapshot: Optional[str]) -> None:
+    """Write the guest disk as a raw image to OUTPUT (sparse), or to stdout for -.
+
+    Reads as qemu does: backing chain, zero clusters, compressed clusters (zlib;
+    zstd with the zstandard package), extended L2 subclusters, external data files.
+    """
+    if output == "-":
+        guest.convert(image, sys.stdout.buffer, snapshot)
+    else:
+        guest.convert(image, output, snapshot)
+
+
+@main.command()
+@IMAGE
+@click.option("--offset", default="0", help="First guest byte (any int() base).")
+@click.option("--length", default=None, help="Number of bytes (default: to the end).")
+@click.option("--snapshot", metavar="ID|NAME", help="Read this internal snapshot instead.")
+@reports_errors
+def cat(image: str, offset: str, length: Optional[str], snapshot: Optional[str]) -> None:
+    """Copy guest bytes to stdout."""
+    start = edit.parse_int(offset, "offset")
+    with guest.GuestDisk(image, snapshot) as disk:
+        count = disk.size - start if length is None else edit.parse_int(length, "length")
+        if start < 0 or count < 0 or start + count > disk.size:
+            raise Qcow2Error("guest disk", None,
+                             f"range {start}+{count} is outside the disk ({disk.size} bytes)")
+        disk.seek(start)
+        out = sys.stdout.buffer
+        while count:
+            chunk = disk.read(min(count, guest.COPY_CHUNK))
+            out.write(chunk)
+            count -= len(chunk)
+        out.flush()

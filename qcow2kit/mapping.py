@@ -12,7 +12,7 @@ import os
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Iterator, List, Optional, Union
+from typing import Iterator, List, NamedTuple, Optional, Union
 
 import numpy as np
 
@@ -57,7 +57,7 @@ class Layer(ABC):
         """The extents of [start, end), this layer's and, below it, its backing's."""
 
 
-def _holes(fd: int, start: int, end: int) -> Iterator[tuple]:
+def file_runs(fd: int, start: int, end: int) -> Iterator[tuple]:
     """(start, end, is_data) runs of a file region, from SEEK_DATA/SEEK_HOLE."""
     pos = start
     while pos < end:
@@ -85,7 +85,7 @@ class RawLayer(Layer):
         self.filename = filename
 
     def extents(self, start: int, end: int, depth: int) -> Iterator[Extent]:
-        for a, b, is_data in _holes(self.file.fileno(), start, end):
+        for a, b, is_data in file_runs(self.file.fileno(), start, end):
             yield Extent(a, b - a, depth, True, not is_data, is_data, a, self.filename)
 
 
@@ -99,6 +99,18 @@ _STATUS = {
     "unallocated": (False, False, False, False, True),
 }
 _KINDS = list(_STATUS)
+
+
+class Run(NamedTuple):
+    """Consecutive guest units of one kind; offset is the first byte's host offset (for
+    kinds that have one) and entries the raw L2 entries of the units."""
+
+    kind: str
+    start: int
+    end: int
+    offset: int
+    entries: np.ndarray
+
 KIND = {name: np.uint8(i) for i, name in enumerate(_KINDS)}
 _FROM_CLUSTER_TYPE = np.array([KIND["unallocated"], KIND["zero_plain"], KIND["zero_alloc"],
                                KIND["normal"], KIND["compressed"]], dtype=np.uint8)
@@ -108,15 +120,16 @@ class Qcow2Layer(Layer):
     """A qcow2 image of the chain, its tables decoded in bulk one L2 table at a time."""
 
     def __init__(self, image: Image, filename: str, backing: Optional[Layer],
-                 data_file: Optional[str]) -> None:
+                 data_file: Optional[str], l1: Optional[np.ndarray] = None,
+                 size: Optional[int] = None) -> None:
         self.image = image
         self.geometry = tables.Geometry.of(image)
-        self.size = image.header.size
+        self.size = image.header.size if size is None else size
         self.filename = filename
         self.backing = backing
         self.data_filename = data_file or filename
         self.encrypted = image.header.crypt_method != 0
-        self.l1 = tables.l1_table(image)
+        self.l1 = tables.l1_table(image) if l1 is None else l1
         self.unit = self.geometry.cluster_size // (SUBCLUSTERS if self.geometry.extended_l2 else 1)
         self.preallocated = self._metadata_preallocated()
         self.fd = image._file.fileno()
@@ -133,20 +146,21 @@ class Qcow2Layer(Layer):
     # --- per L2 table ------------------------------------------------------------
 
     def _table(self, l1_index: int):
-        """Kinds and host offsets of every unit (subcluster or cluster) one L2 table maps."""
+        """Kinds, host offsets and raw L2 entries of every unit (subcluster or cluster)
+        one L2 table maps."""
         g = self.geometry
         per_table = g.l2_entries * (SUBCLUSTERS if g.extended_l2 else 1)
-        kinds = np.full(per_table, KIND["unallocated"], dtype=np.uint8)
-        offsets = np.zeros(per_table, dtype=np.uint64)
         entry = int(self.l1[l1_index]) if l1_index < len(self.l1) else 0
         if not entry & int(tables.OFFSET_MASK):
-            return kinds, offsets
+            return (np.full(per_table, KIND["unallocated"], dtype=np.uint8),
+                    np.zeros(per_table, dtype=np.uint64), np.zeros(per_table, dtype=np.uint64))
         table = next(tables.l2_tables(self.image, self.l1[l1_index:l1_index + 1], g))
         types = _FROM_CLUSTER_TYPE[tables.cluster_types(table.entries, g)]
         host = tables.host_offsets(table.entries)
         if not g.extended_l2:
-            return types, host
-        return self._subclusters(types, host, table.bitmaps)
+            return types, host, table.entries
+        kinds, offsets = self._subclusters(types, host, table.bitmaps)
+        return kinds, offsets, np.repeat(table.entries, SUBCLUSTERS)
 
     def _subclusters(self, types: np.ndarray, host: np.ndarray, bitmaps: np.ndarray):
         g = self.geometry
@@ -171,7 +185,8 @@ class Qcow2Layer(Layer):
 
     # --- extents -------------------------------------------------------------------
 
-    def extents(self, start: int, end: int, depth: int) -> Iterator[Extent]:
+    def runs(self, start: int, end: int) -> Iterator[Run]:
+        """This layer's own runs of [start, end): units of one kind, contiguous in the file."""
         g = self.geometry
         span = g.l2_entries * g.cluster_size
         end = min(end, self.size)
@@ -180,14 +195,14 @@ class Qcow2Layer(Layer):
             l1_index = pos // span
             base = l1_index * span
             stop = min(end, base + span)
-            kinds, offsets = self._table(l1_index)
+            kinds, offsets, entries = self._table(l1_index)
             first, last = (pos - base) // self.unit, -(-(stop - base) // self.unit)
-            yield from self._runs(kinds[first:last], offsets[first:last], base + first * self.unit,
-                                  pos, stop, depth)
+            yield from self._split(kinds[first:last], offsets[first:last], entries[first:last],
+                                   base + first * self.unit, pos, stop)
             pos = stop
 
-    def _runs(self, kinds: np.ndarray, offsets: np.ndarray, first_start: int, start: int,
-              end: int, depth: int) -> Iterator[Extent]:
+    def _split(self, kinds: np.ndarray, offsets: np.ndarray, entries: np.ndarray,
+               first_start: int, start: int, end: int) -> Iterator[Run]:
         unit = np.uint64(self.unit)
         contiguous = np.ones(len(kinds), dtype=bool)
         contiguous[1:] = offsets[1:] == offsets[:-1] + unit
@@ -197,9 +212,12 @@ class Qcow2Layer(Layer):
         for a, b in zip(bounds[:-1], bounds[1:]):
             run_start = max(start, first_start + int(a) * self.unit)
             run_end = min(end, first_start + int(b) * self.unit)
-            kind = _KINDS[kinds[a]]
             offset = int(offsets[a]) + (run_start - first_start - int(a) * self.unit)
-            yield from self._status(kind, run_start, run_end, offset, depth)
+            yield Run(_KINDS[kinds[a]], run_start, run_end, offset, entries[a:b])
+
+    def extents(self, start: int, end: int, depth: int) -> Iterator[Extent]:
+        for run in self.runs(start, end):
+            yield from self._status(run.kind, run.start, run.end, run.offset, depth)
 
     def _status(self, kind: str, start: int, end: int, offset: int,
                 depth: int) -> Iterator[Extent]:
@@ -213,7 +231,7 @@ class Qcow2Layer(Layer):
         filename = self.data_filename if has_offset else None
         at = offset if has_offset else None
         if kind == "normal" and self.preallocated and has_offset:
-            for a, b, is_data in _holes(self.fd, offset, offset + end - start):
+            for a, b, is_data in file_runs(self.fd, offset, offset + end - start):
                 yield Extent(start + a - offset, b - a, depth, True, not is_data, True, a, filename)
             return
         yield Extent(start, end - start, depth, present, zero, data, at, filename)
@@ -235,16 +253,41 @@ def _probe_is_qcow2(path: Path) -> bool:
         return f.read(4) == b"QFI\xfb"
 
 
-def open_chain(path: Union[str, Path], max_depth: int = 64) -> Layer:
-    """The image at path with its backing chain opened, as QEMU resolves it.
+MAX_SNAPSHOTS = 65536  # QEMU's limit
+MIN_SNAPSHOT_ENTRY = 40
+
+
+def select_snapshot(image: Image, key: str):
+    """The snapshot whose id is key, else the one whose name is key."""
+    count = image.header.nb_snapshots
+    if count > MAX_SNAPSHOTS or count * MIN_SNAPSHOT_ENTRY > image.file_size:
+        raise Qcow2Error("header.nb_snapshots", 60, f"{count} snapshots cannot be in a file "
+                         f"of {image.file_size} bytes (QEMU allows {MAX_SNAPSHOTS})")
+    with image.parsing():
+        snapshots = image.qcow2.snapshots or []
+    for field in ("id", "name"):
+        found = [s for s in snapshots if getattr(s, field) == key]
+        if len(found) == 1:
+            return found[0]
+        if len(found) > 1:
+            raise Qcow2Error("snapshot table", image.header.snapshot_offset,
+                             f"{len(found)} snapshots have the {field} {key!r}")
+    raise Qcow2Error("snapshot table", image.header.snapshot_offset,
+                     f"no snapshot with the id or name {key!r}")
+
+
+def open_chain(path: Union[str, Path], snapshot: Optional[str] = None,
+               max_depth: int = 64) -> Layer:
+    """The image at path (or one of its snapshots) with its backing chain opened, as
+    QEMU resolves it.
 
     Backing names are relative to the directory of the image naming them; external
     data file names, as in QEMU, to the current directory.
     """
-    return _open_layer(str(path), "qcow2", max_depth)
+    return _open_layer(str(path), "qcow2", max_depth, snapshot)
 
 
-def _open_layer(filename: str, fmt: str, budget: int) -> Layer:
+def _open_layer(filename: str, fmt: str, budget: int, snapshot: Optional[str] = None) -> Layer:
     if budget <= 0:
         raise Qcow2Error("backing chain", None, "too deep (a loop?)")
     if fmt == "raw":
@@ -262,7 +305,14 @@ def _open_layer(filename: str, fmt: str, budget: int) -> Layer:
         backing = _open_layer(full, below_fmt, budget - 1)
     data_ext = image.extension("external_data_file")
     data_file = data_ext.data.decode("utf-8", "replace") if data_ext else None
-    return Qcow2Layer(image, filename, backing, data_file)
+    if snapshot is None:
+        return Qcow2Layer(image, filename, backing, data_file)
+    snap = select_snapshot(image, snapshot)
+    l1 = tables.l1_table(image, snap.ofs_l1_table, snap.num_l1_entries,
+                         f"L1 table of snapshot {snap.id}")
+    size = snap.extra_data.disk_size
+    return Qcow2Layer(image, filename, backing, data_file, l1,
+                      image.header.size if size is None else size)
 
 
 def image_map(path: Union[str, Path]) -> Iterator[Extent]:

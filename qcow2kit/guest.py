@@ -1,0 +1,275 @@
+"""The guest disk's contents, read as QEMU reads them: a file-like reader and raw export.
+
+Every guest range is resolved to a piece: zeros, bytes at an offset of a file (the
+image, its external data file or a raw backing file), or a decompressed cluster.
+Unallocated ranges read from the backing chain, or zeros past its end.
+"""
+from __future__ import annotations
+
+import io
+import os
+import zlib
+from pathlib import Path
+from typing import BinaryIO, Dict, Iterator, NamedTuple, Optional, Union
+
+import numpy as np
+
+from .errors import Qcow2Error
+from .mapping import Layer, Qcow2Layer, RawLayer, Run, file_runs, open_chain
+from .progress import Progress
+from . import tables
+
+COPY_CHUNK = 64 << 20
+PathLike = Union[str, Path]
+
+
+class Piece(NamedTuple):
+    """Guest bytes [start, start+length): zeros, a file's bytes at offset, or data."""
+
+    start: int
+    length: int
+    fd: Optional[int] = None
+    offset: int = 0
+    data: Optional[bytes] = None
+
+    @property
+    def zero(self) -> bool:
+        return self.fd is None and self.data is None
+
+
+class _Decompressor:
+    """Compressed clusters of one image, decompressed as QEMU does (raw deflate with
+    a 4 KiB window, or zstd), the last one cached."""
+
+    def __init__(self, layer: Qcow2Layer) -> None:
+        self.layer = layer
+        self.geometry = layer.geometry
+        self.fd = layer.image._file.fileno()
+        self.zstd = layer.image.header.compression_type == 1
+        self.cached: Optional[tuple] = None
+        self.errors: tuple = (zlib.error,)
+        if self.zstd:
+            try:
+                import zstandard
+            except ImportError:
+                raise Qcow2Error("header.compression_type", 104, "zstd-compressed clusters "
+                                 "need the zstandard package: pip install 'qcow2kit[zstd]'") \
+                    from None
+            self.zstandard = zstandard
+            self.errors = (zstandard.ZstdError,)
+
+    def cluster(self, entry: int) -> bytes:
+        if self.cached is not None and self.cached[0] == entry:
+            return self.cached[1]
+        offset, length = (int(x[0]) for x in tables.compressed_extents(
+            np.array([entry], dtype=np.uint64), self.geometry))
+        raw = os.pread(self.fd, length, offset)
+        size = self.geometry.cluster_size
+        try:
+            if self.zstd:
+                reader = self.zstandard.ZstdDecompressor().stream_reader(io.BytesIO(raw))
+                data = reader.read(size)
+            else:
+                data = zlib.decompressobj(-12).decompress(raw, size)
+        except self.errors as exc:
+            raise Qcow2Error("compressed cluster", offset, f"does not decompress: {exc}") from None
+        if len(data) != size:
+            raise Qcow2Error("compressed cluster", offset,
+                             f"decompresses to {len(data)} bytes, not a whole cluster ({size})")
+        self.cached = (entry, data)
+        return data
+
+
+class Chain:
+    """An opened backing chain with what reading it needs: data file descriptors and
+    decompressors."""
+
+    def __init__(self, top: Layer) -> None:
+        self.top = top
+        self.data_fds: Dict[int, int] = {}
+        self.decompressors: Dict[int, _Decompressor] = {}
+        layer: Optional[Layer] = top
+        while layer is not None:
+            if isinstance(layer, Qcow2Layer) and layer.encrypted:
+                raise Qcow2Error("header.crypt_method", 32,
+                                 "encrypted images are not supported yet")
+            layer = layer.backing if isinstance(layer, Qcow2Layer) else None
+
+    def close(self) -> None:
+        for fd in self.data_fds.values():
+            os.close(fd)
+        layer: Optional[Layer] = self.top
+        while layer is not None:
+            if isinstance(layer, Qcow2Layer):
+                layer.image.close()
+                layer = layer.backing
+            else:
+                layer.file.close()
+                layer = None
+
+    def _data_fd(self, layer: Qcow2Layer) -> int:
+        if not layer.geometry.external_data_file:
+            return layer.fd
+        key = id(layer)
+        if key not in self.data_fds:
+            try:  # QEMU opens a relative data file name from the current directory
+                self.data_fds[key] = os.open(layer.data_filename, os.O_RDONLY)
+            except OSError as exc:
+                raise Qcow2Error("external data file", None,
+                                 f"{layer.data_filename}: {exc.strerror}") from None
+        return self.data_fds[key]
+
+    def pieces(self, layer: Layer, start: int, end: int) -> Iterator[Piece]:
+        """What guest bytes [start, end) of layer (and below it) read as."""
+        if isinstance(layer, RawLayer):
+            yield from self._raw(layer, start, end)
+            return
+        assert isinstance(layer, Qcow2Layer)
+        for run in layer.runs(start, end):
+            if run.kind == "normal":
+                yield Piece(run.start, run.end - run.start, self._data_fd(layer), run.offset)
+            elif run.kind == "compressed":
+                yield from self._compressed(layer, run)
+            elif run.kind.startswith("unallocated") and layer.backing is not None:
+                yield from self._backing(layer.backing, run.start, run.end)
+            else:
+                yield Piece(run.start, run.end - run.start)
+
+    def _raw(self, layer: RawLayer, start: int, end: int) -> Iterator[Piece]:
+        stop = min(end, layer.size)
+        if start < stop:
+            yield Piece(start, stop - start, layer.file.fileno(), start)
+        if end > max(start, stop):
+            yield Piece(max(start, stop), end - max(start, stop))
+
+    def _backing(self, below: Layer, start: int, end: int) -> Iterator[Piece]:
+        stop = min(end, below.size)
+        if start < stop:
+            yield from self.pieces(below, start, stop)
+        if end > max(start, stop):
+            yield Piece(max(start, stop), end - max(start, stop))
+
+    def _compressed(self, layer: Qcow2Layer, run: Run) -> Iterator[Piece]:
+        decompressor = self.decompressors.get(id(layer))
+        if decompressor is None:
+            decompressor = self.decompressors[id(layer)] = _Decompressor(layer)
+        size = layer.geometry.cluster_size
+        first_unit = run.start - run.start % layer.unit
+        pos = run.start
+        while pos < run.end:
+            cluster_start = pos - pos % size
+            data = decompressor.cluster(int(run.entries[(pos - first_unit) // layer.unit]))
+            stop = min(run.end, cluster_start + size)
+            yield Piece(pos, stop - pos, data=data[pos - cluster_start:stop - cluster_start])
+            pos = stop
+
+
+def _fill(piece: Piece, view: memoryview) -> None:
+    if piece.data is not None:
+        view[:] = piece.data
+    elif piece.fd is None:
+        view[:] = bytes(len(view))
+    else:
+        done = os.preadv(piece.fd, [view], piece.offset)
+        if done < len(view):  # past the end of the file: zeros, as QEMU reads it
+            view[done:] = bytes(len(view) - done)
+
+
+class GuestDisk(io.RawIOBase):
+    """The virtual disk of an image (or of one of its snapshots), read-only.
+
+        with GuestDisk("disk.qcow2") as disk:
+            disk.seek(1 << 20)
+            sector = disk.read(512)
+    """
+
+    def __init__(self, path: PathLike, snapshot: Optional[str] = None) -> None:
+        super().__init__()
+        self.chain = Chain(open_chain(path, snapshot))
+        self.size = self.chain.top.size
+        self.pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.pos, io.SEEK_END: self.size}[whence]
+        if base + offset < 0:
+            raise ValueError("negative seek position")
+        self.pos = base + offset
+        return self.pos
+
+    def readinto(self, buffer) -> int:
+        view = memoryview(buffer).cast("B")
+        n = max(0, min(len(view), self.size - self.pos))
+        for piece in self.chain.pieces(self.chain.top, self.pos, self.pos + n):
+            at = piece.start - self.pos
+            _fill(piece, view[at:at + piece.length])
+        self.pos += n
+        return n
+
+    def close(self) -> None:
+        if not self.closed:
+            self.chain.close()
+        super().close()
+
+
+def convert(path: PathLike, output: Union[PathLike, BinaryIO], snapshot: Optional[str] = None) -> None:
+    """Write the guest disk as a raw image: sparse (holes for zeros) when output is a
+    path, every byte when it is a stream such as stdout."""
+    with GuestDisk(path, snapshot) as disk:
+        if isinstance(output, (str, Path)):
+            with open(output, "wb") as out:
+                _write_sparse(disk, out.fileno())
+        else:
+            _write_stream(disk, output)
+
+
+def _write_sparse(disk: GuestDisk, out: int) -> None:
+    os.ftruncate(out, 0)
+    with Progress("convert", disk.size) as progress:
+        for piece in disk.chain.pieces(disk.chain.top, 0, disk.size):
+            if piece.data is not None:
+                os.pwrite(out, piece.data, piece.start)
+            elif piece.fd is not None:
+                _copy(piece, out)
+            progress.advance(piece.length)
+    os.ftruncate(out, disk.size)
+
+
+def _copy(piece: Piece, out: int) -> None:
+    """Copy the data parts of a file range in the kernel; the source's holes (and
+    what lies past its end) stay holes."""
+    for start, end, is_data in file_runs(piece.fd, piece.offset, piece.offset + piece.length):
+        if is_data:
+            _copy_range(piece.fd, out, start, piece.start + start - piece.offset, end - start)
+
+
+def _copy_range(src: int, out: int, offset: int, at: int, length: int) -> None:
+    done = 0
+    while done < length:
+        count = min(COPY_CHUNK, length - done)
+        try:
+            copied = os.copy_file_range(src, out, count, offset + done, at + done)
+        except OSError:  # not supported between these files: read and write
+            data = os.pread(src, count, offset + done)
+            copied = os.pwrite(out, data, at + done) if data else 0
+        if copied == 0:
+            return
+        done += copied
+
+
+def _write_stream(disk: GuestDisk, out: BinaryIO) -> None:
+    buffer = bytearray(min(COPY_CHUNK, max(disk.size, 1)))
+    while True:
+        n = disk.readinto(buffer)
+        if n == 0:
+            break
+        out.write(memoryview(buffer)[:n])
+    out.flush()

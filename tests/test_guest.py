@@ -1,0 +1,167 @@
+"""Guest data: convert, cat and the reader give exactly what qemu-img convert gives."""
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+from typing import Dict
+
+import numpy as np
+import pytest
+
+import imagekit
+from qcow2kit import Qcow2Error, tables
+from qcow2kit.guest import GuestDisk, convert
+from qcow2kit.mapping import select_snapshot
+from qcow2kit import open_image
+
+READABLE = sorted(k for k in imagekit.KINDS if k not in ("luks", "bitmaps_crafted"))
+WITH_SNAPSHOTS = ["snapshots", "refcount_2", "refcount_64"]
+
+
+def qemu_raw(path: Path, out: Path, *args: str) -> Path:
+    """qemu-img convert -O raw, run beside the image."""
+    subprocess.run(["qemu-img", "convert", "-O", "raw", *args, path.name, str(out)],
+                   check=True, capture_output=True, cwd=path.parent)
+    return out
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+@pytest.fixture(scope="module")
+def raws(images: Dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Dict[str, Path]:
+    """qemu-img's raw export of every readable kind."""
+    out = tmp_path_factory.mktemp("raw")
+    return {k: qemu_raw(images[k], out / f"{k}.raw") for k in READABLE}
+
+
+@pytest.mark.parametrize("kind", READABLE)
+def test_convert_equals_qemu(images: Dict[str, Path], raws: Dict[str, Path], tmp_path: Path,
+                             kind: str) -> None:
+    out = tmp_path / "out.raw"
+    cwd = os.getcwd()
+    os.chdir(images[kind].parent)  # qemu opens relative data file names from here
+    try:
+        convert(images[kind].name, out)
+    finally:
+        os.chdir(cwd)
+    assert out.stat().st_size == raws[kind].stat().st_size
+    assert sha256(out) == sha256(raws[kind])
+
+
+def test_reads_what_qemu_refuses(images: Dict[str, Path], raws: Dict[str, Path],
+                                 tmp_path: Path) -> None:
+    """qemu will not open an image with an invalid bitmap table entry; its guest data
+    reads all the same (as in the image it was crafted from)."""
+    out = tmp_path / "crafted.raw"
+    convert(images["bitmaps_crafted"], out)
+    assert sha256(out) == sha256(raws["bitmaps"])
+
+
+@pytest.mark.parametrize("kind", WITH_SNAPSHOTS)
+def test_snapshot_convert_equals_qemu(images: Dict[str, Path], tmp_path: Path,
+                                      kind: str) -> None:
+    path = images[kind]
+    with open_image(path) as image:
+        snaps = [(s.id, s.name) for s in image.qcow2.snapshots]
+    assert snaps
+    for snap_id, name in snaps:
+        expected = qemu_raw(path, tmp_path / "qemu.raw", "-l", f"snapshot.name={name}")
+        for key in (snap_id, name):
+            out = tmp_path / "ours.raw"
+            proc = subprocess.run(["qcow2kit", "convert", "--snapshot", key, path.name, str(out)],
+                                  capture_output=True, text=True, cwd=path.parent)
+            assert proc.returncode == 0, proc.stderr
+            assert sha256(out) == sha256(expected), (kind, key)
+
+
+@pytest.mark.parametrize("kind", ["extended_l2", "zlib_4k", "zstd", "backing_chain",
+                                  "backing_short", "snapshots", "cluster_512", "v2"])
+def test_random_reads_equal_raw(images: Dict[str, Path], raws: Dict[str, Path],
+                                kind: str) -> None:
+    data = raws[kind].read_bytes()
+    rng = random.Random(kind)
+    with GuestDisk(images[kind]) as disk:
+        assert disk.size == len(data)
+        for _ in range(300):
+            start = rng.randrange(len(data))
+            length = rng.choice([1, 511, 4096, 65537, 300000])
+            disk.seek(start)
+            assert disk.read(length) == data[start:start + length], (start, length)
+        disk.seek(-100, os.SEEK_END)
+        assert disk.read() == data[-100:]
+        assert disk.read(10) == b""
+
+
+def test_stdout_and_cat(images: Dict[str, Path], raws: Dict[str, Path]) -> None:
+    path, data = images["backing_chain"], raws["backing_chain"].read_bytes()
+    proc = subprocess.run(["qcow2kit", "convert", str(path), "-"], capture_output=True)
+    assert proc.returncode == 0 and proc.stdout == data
+    proc = subprocess.run(["qcow2kit", "cat", str(path), "--offset", "0x17f000",
+                           "--length", "8192"], capture_output=True)
+    assert proc.stdout == data[0x17F000:0x17F000 + 8192]
+    proc = subprocess.run(["qcow2kit", "cat", str(path), "--offset", str(len(data)),
+                           "--length", "1"], capture_output=True, text=True)
+    assert proc.returncode == 1 and "outside the disk" in proc.stderr
+
+
+def test_output_is_sparse(images: Dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "sparse.raw"
+    convert(images["prealloc_metadata"], out)
+    assert out.stat().st_size == 64 << 20
+    assert out.stat().st_blocks * 512 < 1 << 20
+
+
+def test_encrypted_image_is_refused(images: Dict[str, Path], tmp_path: Path) -> None:
+    proc = subprocess.run(["qcow2kit", "convert", str(images["luks"]), str(tmp_path / "x")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().endswith("encrypted images are not supported yet")
+    assert not (tmp_path / "x").exists()
+
+
+def test_zstd_without_the_package(images: Dict[str, Path], monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "zstandard", None)
+    with GuestDisk(images["zstd"]) as disk:
+        with pytest.raises(Qcow2Error) as err:
+            disk.read()
+    assert "pip install 'qcow2kit[zstd]'" in str(err.value)
+
+
+def test_corrupt_compressed_cluster(image_copy) -> None:
+    path = image_copy("zlib_4k")
+    with GuestDisk(path) as disk:
+        layer = disk.chain.top
+        run = next(r for r in layer.runs(0, disk.size) if r.kind == "compressed")
+    offset, _ = tables.compressed_extents(np.array([run.entries[0]]), layer.geometry)
+    with open(path, "r+b") as f:  # garbage where the first compressed cluster starts
+        f.seek(int(offset[0]))
+        f.write(b"\xff" * 64)
+    proc = subprocess.run(["qcow2kit", "convert", str(path), "-"], capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert "compressed cluster at offset" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_unknown_snapshot(images: Dict[str, Path]) -> None:
+    with open_image(images["snapshots"]) as image:
+        with pytest.raises(Qcow2Error) as err:
+            select_snapshot(image, "no-such")
+    assert "no snapshot with the id or name 'no-such'" in str(err.value)
+
+
+def test_missing_data_file(image_copy) -> None:
+    path = image_copy("data_file")
+    (path.parent / "data_file.data").unlink()
+    proc = subprocess.run(["qcow2kit", "convert", path.name, "-"], capture_output=True,
+                          text=True, cwd=path.parent)
+    assert proc.returncode == 1
+    assert "external data file" in proc.stderr and "No such file" in proc.stderr
