@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, BinaryIO, Iterator, List, Optional, Union
+from typing import Any, BinaryIO, Iterator, List, Optional, Tuple, Union
 
 from kaitaistruct import KaitaiStream, KaitaiStruct
 
@@ -244,29 +244,51 @@ class Image:
         with self.parsing(ext.parsed, ext.offset + 8, "feature_name_table"):
             return [FeatureName(int(e.type), e.bit, e.name) for e in ext.parsed.entries]
 
-    @property
-    def bitmaps(self) -> List[Bitmap]:
-        """The bitmap directory, each bitmap with its table classified."""
+    def _bitmap_entries(self) -> List[Tuple[int, Any]]:
+        """Each parsed bitmap directory entry with its offset in the file."""
         ext = self.extension("bitmaps")
         if ext is None:
             return []
         bx = ext.parsed
         with self.parsing(bx, ext.offset + 8, "bitmaps_extension"):
             directory = bx.bitmap_directory
-        out = []
-        for i, e in enumerate(directory.entries):
-            start = bx.ofs_bitmap_directory + directory._debug["entries"]["arr"][i]["start"]
-            with self.parsing(e, start, f"bitmap_directory.entries[{i}]"):
-                table = [BitmapTableEntry(
-                    kind=t.kind.name.replace("_", "-"), offset=t.ofs_data,
-                    reserved=(t.hi & RESERVED_HI) << 32 | (t.lo & RESERVED_LO))
-                    for t in e.bitmap_table]
-            out.append(Bitmap(
-                offset=start, name=e.name, table_offset=e.ofs_bitmap_table,
-                table_size=e.num_bitmap_table_entries, flags=e.flags, type=int(e.type),
-                granularity_bits=e.granularity_bits, name_size=e.len_name,
-                extra_data_size=e.len_extra_data, extra_data=e.extra_data, table=table))
-        return out
+        starts = directory._debug["entries"]["arr"]
+        return [(bx.ofs_bitmap_directory + starts[i]["start"], e)
+                for i, e in enumerate(directory.entries)]
+
+    def bitmap_directory(self) -> List[Bitmap]:
+        """The bitmap directory entries, their tables not read (table is empty)."""
+        return [Bitmap(
+            offset=start, name=e.name, table_offset=e.ofs_bitmap_table,
+            table_size=e.num_bitmap_table_entries, flags=e.flags, type=int(e.type),
+            granularity_bits=e.granularity_bits, name_size=e.len_name,
+            extra_data_size=e.len_extra_data, extra_data=e.extra_data, table=[])
+            for start, e in self._bitmap_entries()]
+
+    def bitmap_table(self, index: int) -> List[BitmapTableEntry]:
+        """The table of directory entry index, every entry classified.
+
+        A table that would run past the end of the file is refused before the
+        parser reads any of it.
+        """
+        start, e = self._bitmap_entries()[index]
+        path = f"bitmap_directory.entries[{index}]"
+        end = e.ofs_bitmap_table + 8 * e.num_bitmap_table_entries
+        if end > self.file_size:
+            raise Qcow2Error(f"{path}.bitmap_table", e.ofs_bitmap_table,
+                             f"{e.num_bitmap_table_entries} entries run past the end of "
+                             f"the file ({self.file_size} bytes)")
+        with self.parsing(e, start, path):
+            return [BitmapTableEntry(
+                kind=t.kind.name.replace("_", "-"), offset=t.ofs_data,
+                reserved=(t.hi & RESERVED_HI) << 32 | (t.lo & RESERVED_LO))
+                for t in e.bitmap_table]
+
+    @property
+    def bitmaps(self) -> List[Bitmap]:
+        """The bitmap directory, each bitmap with its table classified."""
+        return [replace(bitmap, table=self.bitmap_table(i))
+                for i, bitmap in enumerate(self.bitmap_directory())]
 
 
 def open_image(path: Union[str, Path], writable: bool = False) -> Image:

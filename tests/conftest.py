@@ -9,7 +9,7 @@ import pytest
 
 import imagekit
 
-REQUIRED_TOOLS = ("qemu-img", "qemu-io")
+REQUIRED_TOOLS = ("qemu-img", "qemu-io", "qemu-nbd")
 
 
 def pytest_configure(config: pytest.Config) -> None:
