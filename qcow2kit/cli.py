@@ -14,6 +14,7 @@ from .bitmaps import bitmap_report, render_json, render_text
 from .dump import render
 from .errors import Qcow2Error
 from .image import open_image
+from . import info as image_info, snapshots as snapshot_table
 
 EXIT_BAD_IMAGE = 1  # the image (or file) cannot be read or used; click uses 2 for usage
 
@@ -129,6 +130,29 @@ def del_header_ext(image: str, magic: str, force: bool) -> None:
     _report(edit.delete_extension(image, edit.parse_int(magic, "magic number"), force))
 
 
+@main.command("bitmaps")
+@IMAGE
+@click.option("--json", "as_json", is_flag=True,
+              help="JSON: every field, the dirty extents and the warnings.")
+@click.option("--name", help="Only the bitmap of this name.")
+@reports_errors
+def bitmaps_command(image: str, as_json: bool, name: Optional[str]) -> None:
+    """Show each persistent dirty bitmap and the guest ranges it marks dirty.
+
+    Flags, granularity, the bitmap table with every entry classified, and the dirty
+    extents (start, length in guest bytes). Inconsistencies are warnings (on stderr,
+    or under "warnings" in JSON); the exit status stays 0 as long as the bitmaps can
+    be shown.
+    """
+    with open_image(image) as img:
+        report = bitmap_report(img, name)
+    if as_json:
+        click.echo(render_json(report), nl=False)
+        return
+    _report(report.all_warnings)
+    click.echo(render_text(report), nl=False)
+
+
 @main.command("map")
 @IMAGE
 @click.option("--json", "as_json", is_flag=True,
@@ -188,25 +212,53 @@ def cat(image: str, offset: str, length: Optional[str], snapshot: Optional[str])
         out.flush()
 
 
-@main.command("bitmaps")
+def _echo_text(text: str) -> None:
+    """Write text as bytes: names cut inside a UTF-8 sequence stay the bytes qemu prints."""
+    click.echo(text.encode("utf-8", "surrogateescape"), nl=False)
+
+
+@main.command("info")
+@IMAGE
+@click.option("--json", "as_json", is_flag=True, help="JSON, as qemu-img info --output=json.")
+@click.option("--backing-chain", is_flag=True,
+              help="The image, then each backing file in turn (qcow2 and raw).")
+@click.option("--qemu", "qemu_only", is_flag=True,
+              help="Only what qemu-img info prints, byte for byte.")
+@reports_errors
+def info_command(image: str, as_json: bool, backing_chain: bool, qemu_only: bool) -> None:
+    """What qemu-img info says about the image, then what it does not.
+
+    Same fields, values, order and layout as qemu-img info (--output=json with
+    --json), followed by the feature bits that are set, named from the image's own
+    feature name table, and the header extensions; unknown bits and extensions are
+    flagged. Reads only the header, the extensions and the snapshot table.
+    """
+    extras = not qemu_only
+    if backing_chain:
+        infos = image_info.backing_chain(image, extras)
+    else:
+        infos = [image_info.image_info(image, extras)]
+    if as_json:
+        _echo_text(image_info.render_json(infos, chain=backing_chain))
+    else:
+        _echo_text(image_info.render_text(infos))
+
+
+@main.command("snapshots")
 @IMAGE
 @click.option("--json", "as_json", is_flag=True,
-              help="JSON: every field, the dirty extents and the warnings.")
-@click.option("--name", help="Only the bitmap of this name.")
+              help="JSON: qemu-img info's snapshot fields, the extra data and the L1 table.")
 @reports_errors
-def bitmaps_command(image: str, as_json: bool, name: Optional[str]) -> None:
-    """Show each persistent dirty bitmap and the guest ranges it marks dirty.
+def snapshots_command(image: str, as_json: bool) -> None:
+    """List the internal snapshots as qemu-img snapshot -l does, then their details.
 
-    Flags, granularity, the bitmap table with every entry classified, and the dirty
-    extents (start, length in guest bytes). Inconsistencies are warnings (on stderr,
-    or under "warnings" in JSON); the exit status stays 0 as long as the bitmaps can
-    be shown.
+    The details are each snapshot's extra data (virtual disk size, 64-bit VM state
+    size, icount; "-" where the extra data is too short for the field) and the size
+    and offset of its L1 table. Nothing is printed for an image without snapshots.
     """
     with open_image(image) as img:
-        report = bitmap_report(img, name)
+        table = snapshot_table.list_snapshots(img)
     if as_json:
-        click.echo(render_json(report), nl=False)
-        return
-    _report(report.all_warnings)
-    click.echo(render_text(report), nl=False)
-
+        _echo_text(snapshot_table.render_json(table))
+    else:
+        _echo_text(snapshot_table.render_text(table))

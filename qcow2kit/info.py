@@ -1,0 +1,366 @@
+"""`qcow2kit info`: what `qemu-img info` says about an image, and what it does not.
+
+image_info gives qemu's ImageInfo as a dict with qemu's field names and values, built
+in the order qemu inserts them; the renderers print it as qemu-img does, byte for
+byte. Only the header, the extensions, the snapshot table, the bitmap directory and
+the LUKS header are read, never the big tables. The "qcow2kit" member adds what
+qemu-img does not say: the set feature bits by name from the image's own feature name
+table, and the header extensions, unknown bits and extensions flagged.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Dict, List, Optional
+
+from .errors import Qcow2Error
+from .image import Image, enum_name, open_image
+from .qemu_style import InOrder, c_string, dump_tree, size_to_str, to_json
+from .snapshots import LISTING_HEADER, listing_line, qemu_snapshot_info, read_snapshots
+
+SECTOR = 512
+COMPAT = {2: "0.10", 3: "1.1"}
+EXTRAS = "qcow2kit"
+QCOW2_MAGIC = b"QFI\xfb"
+MAX_BITMAP_DIRECTORY = 1024 * 65535  # QEMU's limit in bytes
+# The bits the specification defines, under qcow2.ksy's names (its has_unknown_bits
+# instances mark every other bit).
+SPEC_BITS = {
+    "incompatible": ("dirty", "corrupt", "external_data_file", "compression_type",
+                     "extended_l2"),
+    "compatible": ("lazy_refcounts",),
+    "autoclear": ("bitmaps", "data_file_raw"),
+}
+BITMAP_FLAGS = ((1, "in-use"), (2, "auto"))
+
+
+# --- the qcow2 image ----------------------------------------------------------------
+
+def _allocated(path: str) -> int:
+    """Bytes the file occupies on disk, as qemu reports it."""
+    return os.stat(path).st_blocks * 512
+
+
+def _feature_masks(image: Image) -> Dict[str, int]:
+    h = image.header
+    return {"incompatible": h.incompatible_features, "compatible": h.compatible_features,
+            "autoclear": h.autoclear_features}
+
+
+def _last_string(image: Image, kind: str) -> Optional[str]:
+    """The value of the last string extension of that kind (qemu keeps the last)."""
+    found = [e for e in image.extensions if e.kind == kind]
+    return c_string(found[-1].parsed.value) if found else None
+
+
+def _dir_name(filename: str) -> str:
+    """The directory part of a file name, its last slash included ("" for none)."""
+    return filename[:filename.rfind("/") + 1]
+
+
+def _has_protocol(filename: str) -> bool:
+    """Whether qemu reads a "protocol:" prefix in the name (a colon before any slash)."""
+    head = filename.split("/", 1)[0]
+    return ":" in head
+
+
+def full_backing_filename(filename: str, backing: str) -> str:
+    """The backing file's name as qemu resolves it: relative to the image's directory."""
+    if backing.startswith("/") or _has_protocol(backing):
+        return backing
+    return _dir_name(filename) + backing
+
+
+def _backing(image: Image, filename: str) -> Dict[str, Any]:
+    backing = c_string(image.backing_file or "")
+    if not backing:
+        return {}
+    out = {"backing-filename": backing,
+           "full-backing-filename": full_backing_filename(filename, backing)}
+    backing_format = _last_string(image, "backing_file_format")
+    if backing_format:
+        out["backing-filename-format"] = backing_format
+    return out
+
+
+def _cipher_alg(luks: Any, mode: str) -> str:
+    key_bytes = luks.key_bytes // 2 if mode == "xts" else luks.key_bytes
+    return f"{luks.cipher_name}-{key_bytes * 8}"
+
+
+def _luks_slot(slot: Any) -> Dict[str, Any]:
+    active = enum_name(slot.active) == "enabled"
+    out: Dict[str, Any] = {"active": active}
+    if active:
+        out.update({"iters": slot.iterations, "stripes": slot.stripes})
+    out["key-offset"] = slot.key_material_offset * SECTOR
+    return out
+
+
+def _luks(image: Image) -> Dict[str, Any]:
+    """The LUKS details qemu reports under encrypt (nothing without the extension)."""
+    ext = image.extension("full_disk_encryption")
+    if ext is None:
+        return {}
+    with image.parsing(ext.parsed, ext.offset + 8, "full_disk_encryption_extension"):
+        luks = ext.parsed.luks_header
+    mode, _, ivgen = luks.cipher_mode.partition("-")
+    ivgen_alg, _, ivgen_hash = ivgen.partition(":")
+    out: Dict[str, Any] = {"cipher-alg": _cipher_alg(luks, mode), "cipher-mode": mode,
+                           "ivgen-alg": ivgen_alg}
+    if ivgen_alg == "essiv":
+        out["ivgen-hash-alg"] = ivgen_hash
+    out.update({"hash-alg": luks.hash_spec, "payload-offset": luks.payload_offset * SECTOR,
+                "master-key-iters": luks.mk_digest_iterations, "uuid": luks.uuid,
+                "slots": [_luks_slot(s) for s in luks.key_slots]})
+    return out
+
+
+def _encryption(image: Image) -> Optional[Dict[str, Any]]:
+    method = enum_name(image.qcow2.header.crypt_method)
+    if method in (None, "none"):
+        return None
+    out: Dict[str, Any] = {"format": method}
+    if method == "luks":
+        out.update(_luks(image))
+    return out
+
+
+def _check_bitmap_directory(image: Image) -> None:
+    ext = image.extension("bitmaps")
+    size, offset = ext.parsed.len_bitmap_directory, ext.parsed.ofs_bitmap_directory
+    if size > MAX_BITMAP_DIRECTORY or offset + size > image.file_size:
+        raise Qcow2Error("bitmap_directory", offset,
+                         f"{size} bytes exceed QEMU's limit of {MAX_BITMAP_DIRECTORY} "
+                         f"or run past the end of the file ({image.file_size} bytes)")
+
+
+def _bitmaps(image: Image) -> List[Dict[str, Any]]:
+    """Name, granularity and flags of each bitmap; qemu lists them only while the
+    bitmaps auto-clear bit says the extension is consistent."""
+    consistent = image.qcow2.header.autoclear_features.bitmaps
+    if not consistent or image.extension("bitmaps") is None:
+        return []
+    _check_bitmap_directory(image)
+    return [{"name": c_string(b.name), "granularity": 1 << b.granularity_bits,
+             "flags": [name for bit, name in BITMAP_FLAGS if b.flags & bit]}
+            for b in image.bitmap_directory()]
+
+
+def _v3_features(image: Image) -> Dict[str, Any]:
+    """The version 3 members before refcount-bits, in qemu's order."""
+    q, features = image.qcow2, image.qcow2.header
+    out: Dict[str, Any] = {}
+    data_file = _last_string(image, "external_data_file")
+    if data_file is not None:
+        out["data-file"] = data_file
+    if q.has_external_data_file:
+        out["data-file-raw"] = bool(features.autoclear_features.data_file_raw)
+    out.update({"extended-l2": bool(q.is_extended_l2),
+                "lazy-refcounts": bool(features.compatible_features.lazy_refcounts),
+                "corrupt": bool(features.incompatible_features.corrupt)})
+    return out
+
+
+def format_data(image: Image) -> Dict[str, Any]:
+    """qemu's qcow2 format-specific data (ImageInfoSpecificQCow2)."""
+    h = image.header
+    v3 = h.version >= 3
+    data: Dict[str, Any] = {"compat": COMPAT[h.version]}
+    if v3:
+        data.update(_v3_features(image))
+    data["refcount-bits"] = 1 << h.refcount_order
+    encrypt = _encryption(image)
+    if encrypt is not None:
+        data["encrypt"] = encrypt
+    bitmaps = _bitmaps(image) if v3 else []
+    if bitmaps:
+        data["bitmaps"] = bitmaps
+    compression = image.qcow2.header.compression_type_effective
+    data["compression-type"] = enum_name(compression) or str(int(compression))
+    return data
+
+
+def _spec_name(kind: str, bit: int) -> Optional[str]:
+    names = SPEC_BITS[kind]
+    return names[bit] if bit < len(names) else None
+
+
+def feature_bits(image: Image) -> List[Dict[str, Any]]:
+    """Every set feature bit: its name in the image's feature name table (None when
+    the table has none), its name in the specification (None for a bit the
+    specification does not define) and whether it is defined."""
+    names = {(f.type, f.bit): f.name for f in image.feature_names}
+    return [InOrder([("type", kind), ("bit", bit), ("name", names.get((t, bit))),
+                     ("spec-name", _spec_name(kind, bit)),
+                     ("known", _spec_name(kind, bit) is not None)])
+            for t, (kind, mask) in enumerate(_feature_masks(image).items())
+            for bit in range(64) if mask >> bit & 1]
+
+
+def extension_list(image: Image) -> List[Dict[str, Any]]:
+    """Every header extension: where, its type (None when unknown) and its length."""
+    return [InOrder(offset=e.offset, magic=e.magic, type=e.kind, length=e.length,
+                    known=e.kind is not None) for e in image.extensions]
+
+
+def extras(image: Image) -> Dict[str, Any]:
+    """What qemu-img info does not say."""
+    return InOrder([("version", image.header.version),
+                    ("feature-bits", feature_bits(image)),
+                    ("extensions", extension_list(image))])
+
+
+def qcow2_info(image: Image, filename: str, with_extras: bool = True) -> Dict[str, Any]:
+    """qemu's ImageInfo for an open qcow2 image named filename on the command line."""
+    h = image.header
+    dirty = h.version >= 3 and bool(image.qcow2.header.incompatible_features.dirty)
+    info: Dict[str, Any] = {
+        "filename": filename, "format": "qcow2", "dirty-flag": dirty,
+        "actual-size": _allocated(str(image.path)),
+        "virtual-size": h.size // SECTOR * SECTOR,
+        "cluster-size": image.cluster_size}
+    if h.crypt_method:
+        info["encrypted"] = True
+    info.update(_backing(image, filename))
+    snapshots = read_snapshots(image)
+    if snapshots:
+        info["snapshots"] = [qemu_snapshot_info(s) for s in snapshots]
+    info["format-specific"] = {"type": "qcow2", "data": format_data(image)}
+    if with_extras:
+        info[EXTRAS] = extras(image)
+    return info
+
+
+# --- files and chains -------------------------------------------------------------
+
+def _path(filename: str) -> str:
+    """The file qemu opens for a name (the file protocol's prefix dropped)."""
+    return filename[len("file:"):] if filename.startswith("file:") else filename
+
+
+def raw_info(filename: str) -> Dict[str, Any]:
+    """qemu's ImageInfo for a raw image."""
+    path = _path(filename)
+    size = os.stat(path).st_size
+    return {"filename": path, "format": "raw", "dirty-flag": False,
+            "actual-size": _allocated(path),
+            "virtual-size": -(-size // SECTOR) * SECTOR}
+
+
+def image_info(filename: str, with_extras: bool = True) -> Dict[str, Any]:
+    """qemu's ImageInfo for the qcow2 image named filename, plus the extras."""
+    path = _path(filename)
+    with open_image(path) as image:
+        return qcow2_info(image, path, with_extras)
+
+
+def _probe(path: str) -> str:
+    with open(path, "rb") as f:
+        return "qcow2" if f.read(4) == QCOW2_MAGIC else "raw"
+
+
+def _backing_info(filename: str, fmt: Optional[str], with_extras: bool) -> Dict[str, Any]:
+    if _has_protocol(filename) and not filename.startswith("file:"):
+        raise Qcow2Error("backing chain", None, f"cannot open {filename!r}: "
+                         "only plain file names are supported")
+    fmt = fmt or _probe(_path(filename))
+    if fmt == "raw":
+        return raw_info(filename)
+    if fmt != "qcow2":
+        raise Qcow2Error("backing chain", None,
+                         f"{filename!r}: the {fmt} format is not supported")
+    return image_info(filename, with_extras)
+
+
+def backing_chain(filename: str, with_extras: bool = True) -> List[Dict[str, Any]]:
+    """ImageInfo of the image and of each backing file in turn, as qemu-img info
+    --backing-chain follows them (qcow2 and raw backing files)."""
+    chain = [image_info(filename, with_extras)]
+    seen = {filename}
+    while "full-backing-filename" in chain[-1]:
+        name = chain[-1]["full-backing-filename"]
+        if name in seen:
+            raise Qcow2Error("backing chain", None,
+                             f"backing file {name!r} creates an infinite loop")
+        seen.add(name)
+        chain.append(_backing_info(name, chain[-1].get("backing-filename-format"),
+                                   with_extras))
+    return chain
+
+
+# --- rendering -------------------------------------------------------------------------
+
+def render_json(infos: List[Dict[str, Any]], chain: bool = False) -> str:
+    """qemu-img info --output=json: one object, or a list for a backing chain."""
+    return to_json(infos if chain else infos[0]) + "\n"
+
+
+def _backing_lines(info: Dict[str, Any]) -> List[str]:
+    backing, full = info["backing-filename"], info["full-backing-filename"]
+    actual = "" if full == backing else f" (actual path: {full})"
+    lines = [f"backing file: {backing}{actual}"]
+    if "backing-filename-format" in info:
+        lines.append(f"backing file format: {info['backing-filename-format']}")
+    return lines
+
+
+def _snapshot_lines(info: Dict[str, Any]) -> List[str]:
+    return ["Snapshot list:", LISTING_HEADER] + [listing_line(s) for s in info["snapshots"]]
+
+
+def _qemu_text(info: Dict[str, Any]) -> str:
+    lines = [f"image: {info['filename']}", f"file format: {info['format']}",
+             f"virtual size: {size_to_str(info['virtual-size'])} "
+             f"({info['virtual-size']} bytes)",
+             f"disk size: {size_to_str(info['actual-size'])}"]
+    if info.get("encrypted"):
+        lines.append("encrypted: yes")
+    if "cluster-size" in info:
+        lines.append(f"cluster_size: {info['cluster-size']}")
+    if info["dirty-flag"]:
+        lines.append("cleanly shut down: no")
+    if "backing-filename" in info:
+        lines += _backing_lines(info)
+    if "snapshots" in info:
+        lines += _snapshot_lines(info)
+    text = "".join(f"{line}\n" for line in lines)
+    if "format-specific" in info:
+        text += "Format specific information:\n"
+        text += dump_tree(info["format-specific"]["data"], 1)
+    return text
+
+
+def _feature_line(bit: Dict[str, Any]) -> str:
+    """"type: name (bit n)", the name from the specification when the image's table
+    has none, unknown bits flagged."""
+    name, note = bit["name"], ""
+    if not bit["known"]:
+        name, note = name or "unnamed", ", unknown"
+    elif name is None:
+        name, note = bit["spec-name"], ", name from the specification"
+    return f"    {bit['type']}: {name} (bit {bit['bit']}{note})"
+
+
+def _extension_line(ext: Dict[str, Any]) -> str:
+    kind = ext["type"].replace("_", " ") if ext["known"] else "unknown extension"
+    return (f"    {kind} ({ext['magic']:#010x}): {ext['length']} bytes "
+            f"at offset {ext['offset']:#x}")
+
+
+def _extras_text(extra: Dict[str, Any]) -> str:
+    lines = []
+    if extra["version"] >= 3:
+        bits = [_feature_line(b) for b in extra["feature-bits"]]
+        lines += ["Feature bits:"] + (bits or ["    none set"])
+    exts = [_extension_line(e) for e in extra["extensions"]]
+    lines += ["Header extensions:"] + (exts or ["    none"])
+    return "".join(f"{line}\n" for line in lines)
+
+
+def render_text(infos: List[Dict[str, Any]]) -> str:
+    """qemu-img info's human output (a blank line between the images of a chain),
+    each qcow2 image followed by its feature bits and header extensions when the
+    extras are there."""
+    blocks = [_qemu_text(info) + (_extras_text(info[EXTRAS]) if EXTRAS in info else "")
+              for info in infos]
+    return "\n".join(blocks)

@@ -1,0 +1,281 @@
+"""Internal snapshots: the snapshot table as `qemu-img snapshot -l` lists it, and more.
+
+The table is read entry by entry with the generated parser, each entry from a window
+of the file no larger than the biggest entry QEMU accepts, after the header's count
+and offset have been checked against the file size and QEMU's limits: no header field
+decides how much is read before it is checked.
+"""
+from __future__ import annotations
+
+import io
+import os
+import time
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Tuple
+
+from kaitaistruct import KaitaiStream
+
+from .errors import PARSE_ERRORS, Qcow2Error, describe, locate
+from .generated.qcow2 import Qcow2
+from .image import Image
+from .qemu_style import InOrder, c_string, ljust, size_to_str, to_json
+
+MAX_SNAPSHOTS = 65536  # QEMU's limits
+MAX_TABLE_BYTES = 64 << 20
+MAX_EXTRA_DATA = 1024
+ENTRY_FIXED_BYTES = 40
+MAX_ENTRY_BYTES = ENTRY_FIXED_BYTES + MAX_EXTRA_DATA + 2 * 0xFFFF + 7
+ID_BUFFER = 128  # qemu copies IDs and names into buffers of these sizes
+NAME_BUFFER = 256
+NS = 1_000_000_000
+L1_ENTRY_BYTES = 8
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One snapshot table entry.
+
+    vm_state_size is the size QEMU uses (the extra data's 64-bit size when present);
+    vm_state_size_large, disk_size and icount are None when the extra data is too
+    short to hold them.
+    """
+
+    index: int
+    offset: int
+    id: str
+    name: str
+    l1_table_offset: int
+    l1_size: int
+    date_sec: int
+    date_nsec: int
+    vm_clock_nsec: int
+    vm_state_size: int
+    extra_data_size: int
+    vm_state_size_large: Optional[int]
+    disk_size: Optional[int]
+    icount: Optional[int]
+
+
+# --- reading ---------------------------------------------------------------------
+
+class _Window(io.RawIOBase):
+    """size bytes of a file from start, read on demand, never more than asked."""
+
+    def __init__(self, fd: int, start: int, size: int) -> None:
+        super().__init__()
+        self._fd, self._start, self._size, self._pos = fd, start, size, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, pos: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
+        self._pos = base + pos
+        return self._pos
+
+    def read(self, n: int = -1) -> bytes:
+        left = max(0, self._size - self._pos)
+        n = left if n is None or n < 0 else min(n, left)
+        data = os.pread(self._fd, n, self._start + self._pos)
+        self._pos += len(data)
+        return data
+
+
+def _check_table(image: Image) -> None:
+    """The header's snapshot count and offset, before any entry is read."""
+    h = image.header
+    count, offset = h.nb_snapshots, h.snapshot_offset
+    if count > MAX_SNAPSHOTS:
+        field = image.qcow2.header._debug["num_snapshots"]["start"]
+        raise Qcow2Error("header.nb_snapshots", field,
+                         f"{count} snapshots exceed QEMU's limit of {MAX_SNAPSHOTS}")
+    if offset % image.cluster_size:
+        raise Qcow2Error("snapshots", offset, "the snapshot table is not cluster aligned")
+    if offset + count * ENTRY_FIXED_BYTES > image.file_size:
+        raise Qcow2Error("snapshots", offset,
+                         f"{count} entries of at least {ENTRY_FIXED_BYTES} bytes run past "
+                         f"the end of the file ({image.file_size} bytes)")
+
+
+def _check_extra_data(entry: Any, index: int, offset: int) -> None:
+    size = getattr(entry, "len_extra_data", 0)
+    if size > MAX_EXTRA_DATA:
+        field = offset + entry._debug["len_extra_data"]["start"]
+        raise Qcow2Error(f"snapshots[{index}].extra_data_size", field,
+                         f"{size} bytes exceed QEMU's limit of {MAX_EXTRA_DATA}")
+
+
+def _padding_cut_by_eof(entry: Any) -> bool:
+    """Whether only the padding of the entry is missing: qemu writes no padding after
+    the last entry when the table ends the file, and never reads it."""
+    padding = entry._debug.get("padding", {})
+    return "start" in padding and "end" not in padding
+
+
+def _parse_entry(image: Image, index: int, offset: int) -> Tuple[Any, int]:
+    """The parsed entry at offset, read from a window of at most MAX_ENTRY_BYTES, and
+    its size with padding."""
+    size = max(0, min(MAX_ENTRY_BYTES, image.file_size - offset))
+    window = _Window(image._file.fileno(), offset, size)
+    entry = Qcow2.Snapshot(KaitaiStream(window), image.qcow2, image.qcow2)
+    try:
+        entry._read()
+    except PARSE_ERRORS as exc:
+        _check_extra_data(entry, index, offset)
+        if not _padding_cut_by_eof(entry):
+            where = locate(image.qcow2, exc, entry, offset, f"snapshots[{index}]")
+            raise Qcow2Error(where.path, where.offset, describe(exc, in_file=True)) from None
+    _check_extra_data(entry, index, offset)
+    return entry, -(-entry._debug["padding"]["start"] // 8) * 8
+
+
+def _snapshot(index: int, offset: int, entry: Any) -> Snapshot:
+    extra = entry.extra_data
+    large = getattr(extra, "vm_state_size_large", None)  # absent fields are not set
+    return Snapshot(
+        index=index, offset=offset, id=entry.id, name=entry.name,
+        l1_table_offset=entry.ofs_l1_table, l1_size=entry.num_l1_entries,
+        date_sec=entry.date_sec, date_nsec=entry.date_nsec,
+        vm_clock_nsec=entry.vm_clock_nsec,
+        vm_state_size=entry.vm_state_size if large is None else large,
+        extra_data_size=entry.len_extra_data, vm_state_size_large=large,
+        disk_size=getattr(extra, "disk_size", None), icount=extra.icount)
+
+
+def read_snapshots(image: Image) -> List[Snapshot]:
+    """The snapshot table, checked against the file size and QEMU's limits."""
+    _check_table(image)
+    start = offset = image.header.snapshot_offset
+    out = []
+    for index in range(image.header.nb_snapshots):
+        entry, size = _parse_entry(image, index, offset)
+        out.append(_snapshot(index, offset, entry))
+        offset += size
+        if offset - start > MAX_TABLE_BYTES:
+            raise Qcow2Error(f"snapshots[{index}]", out[-1].offset,
+                             f"the snapshot table exceeds QEMU's limit of "
+                             f"{MAX_TABLE_BYTES >> 20} MiB")
+    return out
+
+
+def _check_l1(image: Image, snapshot: Snapshot) -> None:
+    size = snapshot.l1_size * L1_ENTRY_BYTES
+    if snapshot.l1_table_offset + size > image.file_size:
+        raise Qcow2Error(f"snapshots[{snapshot.index}].l1_table", snapshot.l1_table_offset,
+                         f"the L1 table of snapshot {snapshot.id!r} ({snapshot.name!r}), "
+                         f"{size} bytes, runs past the end of the file "
+                         f"({image.file_size} bytes)")
+
+
+def list_snapshots(image: Image) -> List[Snapshot]:
+    """The snapshot table; every snapshot's L1 table must lie inside the file (it is
+    not read)."""
+    snapshots = read_snapshots(image)
+    for snapshot in snapshots:
+        _check_l1(image, snapshot)
+    return snapshots
+
+
+# --- qemu's view ---------------------------------------------------------------------
+
+def _int64(value: int) -> int:
+    """An unsigned 64-bit value as qemu's JSON prints it (a signed integer)."""
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+def qemu_snapshot_info(snapshot: Snapshot) -> Dict[str, Any]:
+    """The snapshot as `qemu-img info --output=json` gives it (SnapshotInfo)."""
+    info: Dict[str, Any] = {
+        "id": c_string(snapshot.id, ID_BUFFER),
+        "name": c_string(snapshot.name, NAME_BUFFER),
+        "vm-state-size": _int64(snapshot.vm_state_size),
+        "date-sec": snapshot.date_sec, "date-nsec": snapshot.date_nsec,
+        "vm-clock-sec": snapshot.vm_clock_nsec // NS,
+        "vm-clock-nsec": snapshot.vm_clock_nsec % NS}
+    if snapshot.icount not in (None, -1):
+        info["icount"] = snapshot.icount
+    return info
+
+
+def snapshot_data(snapshot: Snapshot) -> Dict[str, Any]:
+    """qemu's fields for the snapshot, then the extra data as stored (None where it
+    is too short) and where the snapshot's L1 table is."""
+    return InOrder(**qemu_snapshot_info(snapshot),
+                   **{"extra-data-size": snapshot.extra_data_size,
+                      "vm-state-size-large": snapshot.vm_state_size_large,
+                      "disk-size": snapshot.disk_size,
+                      "l1-size": snapshot.l1_size,
+                      "l1-table-offset": snapshot.l1_table_offset})
+
+
+# --- text ------------------------------------------------------------------------------
+
+def _clock(nsec: int) -> str:
+    secs = nsec // NS
+    return (f"{secs // 3600:02d}:{secs // 60 % 60:02d}:{secs % 60:02d}."
+            f"{nsec // 1_000_000 % 1000:03d}")
+
+
+def _id_and_name(snapshot_id: str, name: str) -> str:
+    return f"{ljust(snapshot_id, 9)} {ljust(name, 16)}"
+
+
+LISTING_HEADER = f"{'ID':<10}{'TAG':<17}{'VM SIZE':>8}{'DATE':>20}{'VM CLOCK':>13}{'ICOUNT':>11}"
+
+
+def listing_line(info: Dict[str, Any]) -> str:
+    """The line of `qemu-img snapshot -l` for a snapshot as qemu_snapshot_info gives
+    it (the date in local time)."""
+    date = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(info["date-sec"]))
+    clock = info["vm-clock-sec"] * NS + info["vm-clock-nsec"]
+    vm_state_size = info["vm-state-size"] % (1 << 64)
+    return (f"{_id_and_name(info['id'], info['name'])} {size_to_str(vm_state_size):>8}"
+            f"{date:>20}{_clock(clock):>13}{info.get('icount', ''):>11}")
+
+
+def listing(snapshots: List[Snapshot]) -> str:
+    """`qemu-img snapshot -l` output: nothing without snapshots."""
+    if not snapshots:
+        return ""
+    lines = [listing_line(qemu_snapshot_info(s)) for s in snapshots]
+    return "\n".join(["Snapshot list:", LISTING_HEADER] + lines) + "\n"
+
+
+DETAIL_COLUMNS = (("DISK SIZE", 13), ("VM STATE SIZE", 15), ("ICOUNT", 10),
+                  ("EXTRA DATA", 10), ("L1 SIZE", 8), ("L1 OFFSET", 13))
+DETAILS_HEADER = f"{'ID':<9} {'TAG':<16}" + "".join(
+    f" {label:>{width}}" for label, width in DETAIL_COLUMNS)
+
+
+def _or_dash(value: Optional[int]) -> str:
+    return "-" if value is None else str(value)
+
+
+def details_line(snapshot: Snapshot) -> str:
+    """Extra data in bytes ("-" where the extra data is too short) and the L1 table."""
+    values = (_or_dash(snapshot.disk_size), _or_dash(snapshot.vm_state_size_large),
+              _or_dash(snapshot.icount), str(snapshot.extra_data_size),
+              str(snapshot.l1_size), hex(snapshot.l1_table_offset))
+    names = _id_and_name(c_string(snapshot.id, ID_BUFFER), c_string(snapshot.name, NAME_BUFFER))
+    return names + "".join(f" {value:>{width}}"
+                           for value, (_, width) in zip(values, DETAIL_COLUMNS))
+
+
+def render_text(snapshots: List[Snapshot]) -> str:
+    """`qemu-img snapshot -l` output, then a section with each snapshot's extra data
+    and L1 table."""
+    if not snapshots:
+        return ""
+    details = ["", "Snapshot details:", DETAILS_HEADER] + [details_line(s) for s in snapshots]
+    return listing(snapshots) + "\n".join(details) + "\n"
+
+
+def render_json(snapshots: List[Snapshot]) -> str:
+    """The snapshots as a JSON list in qemu-img's JSON style."""
+    return to_json([snapshot_data(s) for s in snapshots]) + "\n"
