@@ -19,6 +19,7 @@ import numpy as np
 from .errors import Qcow2Error
 from .image import Image, open_image
 from .progress import Progress
+from .snapshots import Snapshot, read_snapshots
 from . import tables
 
 SUBCLUSTERS = 32
@@ -253,20 +254,11 @@ def _probe_is_qcow2(path: Path) -> bool:
         return f.read(4) == b"QFI\xfb"
 
 
-MAX_SNAPSHOTS = 65536  # QEMU's limit
-MIN_SNAPSHOT_ENTRY = 40
-
-
-def select_snapshot(image: Image, key: str):
+def select_snapshot(image: Image, key: str) -> Snapshot:
     """The snapshot whose id is key, else the one whose name is key."""
-    count = image.header.nb_snapshots
-    if count > MAX_SNAPSHOTS or count * MIN_SNAPSHOT_ENTRY > image.file_size:
-        raise Qcow2Error("header.nb_snapshots", 60, f"{count} snapshots cannot be in a file "
-                         f"of {image.file_size} bytes (QEMU allows {MAX_SNAPSHOTS})")
-    with image.parsing():
-        snapshots = image.qcow2.snapshots or []
+    table = read_snapshots(image)
     for field in ("id", "name"):
-        found = [s for s in snapshots if getattr(s, field) == key]
+        found = [s for s in table if getattr(s, field) == key]
         if len(found) == 1:
             return found[0]
         if len(found) > 1:
@@ -308,11 +300,10 @@ def _open_layer(filename: str, fmt: str, budget: int, snapshot: Optional[str] = 
     if snapshot is None:
         return Qcow2Layer(image, filename, backing, data_file)
     snap = select_snapshot(image, snapshot)
-    l1 = tables.l1_table(image, snap.ofs_l1_table, snap.num_l1_entries,
+    l1 = tables.l1_table(image, snap.l1_table_offset, snap.l1_size,
                          f"L1 table of snapshot {snap.id}")
-    size = snap.extra_data.disk_size
     return Qcow2Layer(image, filename, backing, data_file, l1,
-                      image.header.size if size is None else size)
+                      image.header.size if snap.disk_size is None else snap.disk_size)
 
 
 def image_map(path: Union[str, Path]) -> Iterator[Extent]:

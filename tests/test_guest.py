@@ -165,3 +165,15 @@ def test_missing_data_file(image_copy) -> None:
                           text=True, cwd=path.parent)
     assert proc.returncode == 1
     assert "external data file" in proc.stderr and "No such file" in proc.stderr
+
+
+def test_snapshot_table_at_end_of_file(tmp_path: Path) -> None:
+    """qemu writes no padding after the last snapshot entry when it ends the file."""
+    path = tmp_path / "last.qcow2"
+    imagekit.create(path, "1M")
+    imagekit.qemu_io(path, "write -P 0x42 0 64k")
+    imagekit.run("qemu-img", "snapshot", "-c", "s1", str(path))
+    expected = qemu_raw(path, tmp_path / "qemu.raw", "-l", "snapshot.name=s1")
+    out = tmp_path / "ours.raw"
+    convert(path, out, snapshot="s1")
+    assert sha256(out) == sha256(expected)
