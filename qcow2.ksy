@@ -521,7 +521,8 @@ types:
       in_use:
         value: flags % 2 == 1
         doc: The bitmap was not saved correctly and may be inconsistent.
-      auto:
+      is_auto:
+        -orig-id: auto
         value: flags / 2 % 2 == 1
         doc: The bitmap is enabled and tracks every write to the virtual disk.
       extra_data_compatible:
@@ -711,7 +712,7 @@ types:
     doc-ref:
       - https://gitlab.com/qemu-project/qemu/-/blob/master/docs/interop/qcow2.txt Cluster mapping
       - https://gitlab.com/qemu-project/qemu/-/blob/master/docs/interop/qcow2.txt Extended L2 Entries
-    -webide-representation: '{type} {ofs_data:hex} copied={copied}'
+    -webide-representation: '{cluster_type} {ofs_data:hex} copied={copied}'
     seq:
       - id: hi
         type: u4
@@ -774,7 +775,7 @@ types:
         doc: |
           Bytes from the offset to the end of the last sector; the compressed stream
           may end before that.
-      type:
+      cluster_type:
         value: |
           compressed ? 4
             : (zero and not _root.is_extended_l2) ? (ofs_host_cluster != 0 ? 2 : 1)
@@ -910,8 +911,13 @@ types:
         type: str
         doc: Name of the snapshot, not null terminated.
       - id: padding
-        size: (8 - (40 + len_extra_data + len_id + len_name) % 8) % 8
-        doc: Padding to the next multiple of 8.
+        size: |
+          (8 - (40 + len_extra_data + len_id + len_name) % 8) % 8 <= _io.size - _io.pos
+            ? (8 - (40 + len_extra_data + len_id + len_name) % 8) % 8
+            : _io.size - _io.pos
+        doc: |
+          Padding to the next multiple of 8; cut short by the end of the file, where
+          QEMU writes none after the last entry.
     instances:
       vm_clock_nsec:
         value: (vm_clock_nsec_hi.as<u8> * 0x100000000 + vm_clock_nsec_lo.as<u8>).as<u8>

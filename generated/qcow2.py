@@ -303,15 +303,6 @@ class Qcow2(KaitaiStruct):
 
 
         @property
-        def auto(self):
-            """The bitmap is enabled and tracks every write to the virtual disk."""
-            if hasattr(self, '_m_auto'):
-                return self._m_auto
-
-            self._m_auto = (self.flags // 2) % 2 == 1
-            return getattr(self, '_m_auto', None)
-
-        @property
         def bitmap_table(self):
             """The bitmap table, one entry per cluster of bitmap data.
             
@@ -377,6 +368,15 @@ class Qcow2(KaitaiStruct):
 
             self._m_in_use = self.flags % 2 == 1
             return getattr(self, '_m_in_use', None)
+
+        @property
+        def is_auto(self):
+            """The bitmap is enabled and tracks every write to the virtual disk."""
+            if hasattr(self, '_m_is_auto'):
+                return self._m_is_auto
+
+            self._m_is_auto = (self.flags // 2) % 2 == 1
+            return getattr(self, '_m_is_auto', None)
 
 
     class BitmapTableEntry(KaitaiStruct):
@@ -1183,6 +1183,15 @@ class Qcow2(KaitaiStruct):
 
 
         @property
+        def cluster_type(self):
+            """How the guest cluster reads, as QEMU classifies it."""
+            if hasattr(self, '_m_cluster_type'):
+                return self._m_cluster_type
+
+            self._m_cluster_type = KaitaiStream.resolve_enum(Qcow2.ClusterType, (4 if self.compressed else ((2 if self.ofs_host_cluster != 0 else 1) if  ((self.zero) and ((not (self._root.is_extended_l2))))  else (3 if self.ofs_host_cluster != 0 else (3 if  ((self._root.has_external_data_file) and (self.copied))  else 0)))))
+            return getattr(self, '_m_cluster_type', None)
+
+        @property
         def compressed(self):
             """Bit 62, a compressed cluster."""
             if hasattr(self, '_m_compressed'):
@@ -1266,15 +1275,6 @@ class Qcow2(KaitaiStruct):
 
             self._m_ofs_host_cluster = (0 if self.compressed else (self.hi % 16777216) * 4294967296 + (self.lo - self.lo % 512))
             return getattr(self, '_m_ofs_host_cluster', None)
-
-        @property
-        def type(self):
-            """How the guest cluster reads, as QEMU classifies it."""
-            if hasattr(self, '_m_type'):
-                return self._m_type
-
-            self._m_type = KaitaiStream.resolve_enum(Qcow2.ClusterType, (4 if self.compressed else ((2 if self.ofs_host_cluster != 0 else 1) if  ((self.zero) and ((not (self._root.is_extended_l2))))  else (3 if self.ofs_host_cluster != 0 else (3 if  ((self._root.has_external_data_file) and (self.copied))  else 0)))))
-            return getattr(self, '_m_type', None)
 
         @property
         def zero(self):
@@ -1715,7 +1715,7 @@ class Qcow2(KaitaiStruct):
             self.name = (self._io.read_bytes(self.len_name)).decode(u"UTF-8")
             self._debug['name']['end'] = self._io.pos()
             self._debug['padding']['start'] = self._io.pos()
-            self.padding = self._io.read_bytes((8 - (((40 + self.len_extra_data) + self.len_id) + self.len_name) % 8) % 8)
+            self.padding = self._io.read_bytes(((8 - (((40 + self.len_extra_data) + self.len_id) + self.len_name) % 8) % 8 if (8 - (((40 + self.len_extra_data) + self.len_id) + self.len_name) % 8) % 8 <= self._io.size() - self._io.pos() else self._io.size() - self._io.pos()))
             self._debug['padding']['end'] = self._io.pos()
 
 

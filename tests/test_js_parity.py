@@ -233,18 +233,18 @@ def test_js_matches_python_on_wide_entries(images: Dict[str, Path], js_module: P
     expect(entries[100], hi=0x8000_0123, lo=0x4567_0000, copied=True, compressed=False,
            zero=False, ofs_host_cluster=0x123_4567_0000, has_reserved_bits=False,
            ofs_compressed_data=0, num_additional_sectors=0, ofs_data=0x123_4567_0000,
-           len_compressed_data=0, type=Qcow2.ClusterType.normal)
+           len_compressed_data=0, cluster_type=Qcow2.ClusterType.normal)
     expect(entries[101], hi=0x4140_00AB, lo=0xCDEF_1234, copied=False, compressed=True,
            zero=False, ofs_host_cluster=0, has_reserved_bits=False,
            ofs_compressed_data=0xAB_CDEF_1234, num_additional_sectors=5,
            ofs_data=0xAB_CDEF_1234, len_compressed_data=6 * 512 - 0x34,
-           type=Qcow2.ClusterType.compressed)
+           cluster_type=Qcow2.ClusterType.compressed)
     expect(entries[102], hi=0x7FDF_FFFF, lo=0xFFFF_FFFF, compressed=True,
            ofs_compressed_data=(1 << 53) - 1, num_additional_sectors=255,
-           len_compressed_data=256 * 512 - 511, type=Qcow2.ClusterType.compressed)
+           len_compressed_data=256 * 512 - 511, cluster_type=Qcow2.ClusterType.compressed)
     expect(entries[103], copied=True, compressed=False, zero=True,
            ofs_host_cluster=0xFF_FFFF_FFFF_FE00, has_reserved_bits=True,
-           type=Qcow2.ClusterType.zero_alloc)
+           cluster_type=Qcow2.ClusterType.zero_alloc)
     refcounts = py["refcount_table"]
     expect(refcounts[0], ofs_refcount_block=refcount_entry_0, has_reserved_bits=True)
     assert refcounts[0]["refcount_block"]["refcounts_16"] is not None

@@ -134,9 +134,9 @@ def referenced_clusters(q: Qcow2) -> Counter:
                 continue
             add(l1.ofs_l2_table, cs)
             for e in l1.l2_table.entries:
-                if e.type == ClusterType.compressed:
+                if e.cluster_type == ClusterType.compressed:
                     add(e.ofs_compressed_data, e.len_compressed_data)
-                elif e.type in (ClusterType.normal, ClusterType.zero_alloc) \
+                elif e.cluster_type in (ClusterType.normal, ClusterType.zero_alloc) \
                         and not q.has_external_data_file:
                     add(e.ofs_host_cluster, cs)
     bitmaps = extension(q, ExtType.bitmaps)
@@ -173,7 +173,7 @@ def check_messages(q: Qcow2, stored: Dict[int, int], refs: Counter) -> List[str]
             lines.append(f"ERROR OFLAG_COPIED L2 cluster: l1_index={i} "
                          f"l1_entry={raw64(l1):x} refcount={rc}")
         for e in l1.l2_table.entries:
-            if e.type in (ClusterType.normal, ClusterType.zero_alloc):
+            if e.cluster_type in (ClusterType.normal, ClusterType.zero_alloc):
                 rc = 1 if q.has_external_data_file else stored.get(e.ofs_host_cluster // cs, 0)
                 if (rc == 1) != e.copied:
                     lines.append(f"ERROR OFLAG_COPIED data cluster: l2_entry={raw64(e):x} "
@@ -262,16 +262,16 @@ def parser_units(q: Qcow2) -> List[Unit]:
             out += [("unallocated", None)] * n
             continue
         e = l1.l2_table.entries[l2_index]
-        if e.type == ClusterType.compressed:
+        if e.cluster_type == ClusterType.compressed:
             out += [("compressed", None)] * n
             continue
-        host = e.ofs_host_cluster if e.type in (ClusterType.normal,
+        host = e.ofs_host_cluster if e.cluster_type in (ClusterType.normal,
                                                 ClusterType.zero_alloc) else None
         if q.is_extended_l2:
             zero, alloc = e.subcluster_zero, e.subcluster_alloc
         else:
-            zero = all_bits if e.type in (ClusterType.zero_plain, ClusterType.zero_alloc) else 0
-            alloc = all_bits if e.type == ClusterType.normal else 0
+            zero = all_bits if e.cluster_type in (ClusterType.zero_plain, ClusterType.zero_alloc) else 0
+            alloc = all_bits if e.cluster_type == ClusterType.normal else 0
         for x in range(n):
             kind = "zero" if zero >> x & 1 else "data" if alloc >> x & 1 else "unallocated"
             offset = None if host is None or encrypted else host + x * unit
@@ -388,7 +388,7 @@ def test_bitmaps_match_qemu_info(kind: str, images: Dict[str, Path],
     """Name, granularity and flags of every bitmap (none on most kinds)."""
     data = qemu_json(kind, images[kind], "info")["format-specific"]["data"]
     expected = [{"name": bm.name, "granularity": bm.granularity,
-                 "flags": ["in-use"] * bm.in_use + ["auto"] * bm.auto}
+                 "flags": ["in-use"] * bm.in_use + ["auto"] * bm.is_auto}
                 for bm in bitmap_entries(parsed(kind))]
     assert data.get("bitmaps", []) == expected
 

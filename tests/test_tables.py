@@ -27,7 +27,7 @@ def _check_l1_and_l2(image, l1_raw: np.ndarray, parsed_l1, geometry) -> int:
         c_off, c_len = tables.compressed_extents(table.entries, geometry)
         for i, entry in enumerate(parsed):
             assert int(table.entries[i]) == u64(entry)
-            assert types[i] == entry.type, (table.l1_index, i)
+            assert types[i] == entry.cluster_type, (table.l1_index, i)
             assert bool(table.entries[i] & tables.COPIED) == entry.copied
             if entry.compressed:
                 assert (int(c_off[i]), int(c_len[i])) == \
