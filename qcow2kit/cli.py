@@ -15,6 +15,7 @@ from .dump import render
 from .errors import Qcow2Error
 from .image import open_image
 from . import info as image_info, snapshots as snapshot_table
+from . import check as image_check
 
 EXIT_BAD_IMAGE = 1  # the image (or file) cannot be read or used; click uses 2 for usage
 
@@ -262,3 +263,30 @@ def snapshots_command(image: str, as_json: bool) -> None:
         _echo_text(snapshot_table.render_json(table))
     else:
         _echo_text(snapshot_table.render_text(table))
+
+
+@main.command("check")
+@IMAGE
+@click.option("--json", "as_json", is_flag=True, help="JSON, as qemu-img check --output=json.")
+@click.option("--explain", is_flag=True,
+              help="After each finding: the structure at fault, its offset and what is wrong.")
+@reports_errors
+def check_command(image: str, as_json: bool, explain: bool) -> None:
+    """Check refcounts and copied flags as read-only qemu-img check does.
+
+    The same findings and messages (on stderr), report (on stdout) or JSON, and exit
+    status as qemu-img check: 0 clean, 2 corruptions, 3 leaked clusters only, 1 the
+    check failed or the image cannot be read. With --explain each finding is followed
+    by the structure at fault and its offset, and each refcount finding by the
+    structures that reference the cluster. Nothing is repaired.
+    """
+    with open_image(image) as img:
+        result = image_check.check_image(img, explain=explain, progress=True)
+    for line in image_check.stderr_lines(result, explain):
+        click.echo(line, err=True)
+    _echo_text(image_check.render_json(result, image) if as_json
+               else image_check.render_text(result))
+    failure = image_check.failure_line(result)
+    if failure is not None:
+        click.echo(f"qcow2kit: {failure}", err=True)
+    sys.exit(result.exit_code)
