@@ -9,13 +9,13 @@ from typing import Any, Callable, List, Optional
 
 import click
 
-from . import __version__, edit, guest, mapping
-from .bitmaps import bitmap_report, render_json, render_text
+from . import __version__, edit
 from .dump import render
 from .errors import Qcow2Error
 from .image import open_image
-from . import info as image_info, snapshots as snapshot_table
-from . import check as image_check
+
+# Commands import the modules built on numpy when they run, so that the others
+# (dump, the edits, info, snapshots) start as fast as qcow2.py does.
 
 EXIT_BAD_IMAGE = 1  # the image (or file) cannot be read or used; click uses 2 for usage
 
@@ -145,6 +145,8 @@ def bitmaps_command(image: str, as_json: bool, name: Optional[str]) -> None:
     or under "warnings" in JSON); the exit status stays 0 as long as the bitmaps can
     be shown.
     """
+    from .bitmaps import bitmap_report, render_json, render_text
+
     with open_image(image) as img:
         report = bitmap_report(img, name)
     if as_json:
@@ -165,6 +167,8 @@ def map_command(image: str, as_json: bool) -> None:
     Without --json: the ranges that hold data, with the file and offset they are
     mapped to (qemu-img map's default output).
     """
+    from . import mapping
+
     extents = mapping.image_map(image)
     if as_json:
         click.echo(mapping.render_json(extents), nl=False)
@@ -184,6 +188,8 @@ def convert(image: str, output: str, snapshot: Optional[str]) -> None:
     Reads as qemu does: backing chain, zero clusters, compressed clusters (zlib;
     zstd with the zstandard package), extended L2 subclusters, external data files.
     """
+    from . import guest
+
     if output == "-":
         guest.convert(image, sys.stdout.buffer, snapshot)
     else:
@@ -198,6 +204,8 @@ def convert(image: str, output: str, snapshot: Optional[str]) -> None:
 @reports_errors
 def cat(image: str, offset: str, length: Optional[str], snapshot: Optional[str]) -> None:
     """Copy guest bytes to stdout."""
+    from . import guest
+
     start = edit.parse_int(offset, "offset")
     with guest.GuestDisk(image, snapshot) as disk:
         count = disk.size - start if length is None else edit.parse_int(length, "length")
@@ -234,6 +242,8 @@ def info_command(image: str, as_json: bool, backing_chain: bool, qemu_only: bool
     feature name table, and the header extensions; unknown bits and extensions are
     flagged. Reads only the header, the extensions and the snapshot table.
     """
+    from . import info as image_info
+
     extras = not qemu_only
     if backing_chain:
         infos = image_info.backing_chain(image, extras)
@@ -257,6 +267,8 @@ def snapshots_command(image: str, as_json: bool) -> None:
     size, icount; "-" where the extra data is too short for the field) and the size
     and offset of its L1 table. Nothing is printed for an image without snapshots.
     """
+    from . import snapshots as snapshot_table
+
     with open_image(image) as img:
         table = snapshot_table.list_snapshots(img)
     if as_json:
@@ -280,6 +292,8 @@ def check_command(image: str, as_json: bool, explain: bool) -> None:
     by the structure at fault and its offset, and each refcount finding by the
     structures that reference the cluster. Nothing is repaired.
     """
+    from . import check as image_check
+
     with open_image(image) as img:
         result = image_check.check_image(img, explain=explain, progress=True)
     for line in image_check.stderr_lines(result, explain):
