@@ -4,7 +4,7 @@ VENV := .venv
 VPY := $(VENV)/bin/python
 KSC := node tools/ksc.js
 
-.PHONY: all targets check-generated diagram check-diagram deps install demo test clean
+.PHONY: all targets check-generated diagram check-diagram deps install demo test fuzz clean
 
 all: generated/qcow2.py
 
@@ -56,12 +56,23 @@ install: $(VPY)
 
 demo: install
 	$(VENV)/bin/qcow2kit dump samples/sample.qcow2
-	$(VENV)/bin/qcow2kit dump --json --exts-only samples/sample.qcow2
+	$(VENV)/bin/qcow2kit info samples/sample.qcow2
+	$(VENV)/bin/qcow2kit check samples/sample.qcow2
+	$(VENV)/bin/qcow2kit map samples/sample.qcow2
+	$(VENV)/bin/qcow2kit snapshots samples/sample.qcow2
+	$(VENV)/bin/qcow2kit bitmaps samples/sample.qcow2
+	$(VENV)/bin/qcow2kit whatis samples/sample.qcow2 0 0x4000 0x30000
 
 # The whole suite: the committed parser and diagram are current, every compiler target
 # builds clean, then pytest (qemu-made images, golden qcow2.py output, JavaScript parity).
 test: deps install check-generated check-diagram targets
 	$(VPY) -m pytest -q tests
+
+# The long fuzzing run (tests/fuzz/): every command on mutants of the qemu-made images,
+# figures per command, a minimized reproducer per defect under build/fuzz/.
+FUZZ_CASES ?= 100000
+fuzz: deps install
+	PYTHONPATH=tests $(VPY) -m fuzz --cases $(FUZZ_CASES) --timeout 30 --report build/fuzz/report.json
 
 clean:
 	rm -rf build .pytest_cache

@@ -21,6 +21,7 @@ KNOWN_FLAGS = (1 << len(FLAG_NAMES)) - 1
 IN_USE, EXTRA_DATA_COMPATIBLE = 1, 4
 DIRTY_TRACKING = 1
 QEMU_GRANULARITY_BITS = range(9, 32)
+QEMU_MAX_NAME = 1023  # bytes
 AUTOCLEAR_BITMAPS = 1
 
 Extent = Tuple[int, int]  # guest byte offset, length
@@ -72,7 +73,7 @@ class BitmapReport:
     granularity_bits: int
     table_offset: int
     table_size: int
-    table: List[BitmapTableEntry]
+    table: Sequence[BitmapTableEntry]
     extents: Extents
     warnings: List[str]
 
@@ -210,7 +211,7 @@ class Decoder:
         self.image = image
         self.owners: Dict[int, str] = {}  # data cluster offset -> the entry that uses it
 
-    def runs(self, bitmap: Bitmap, table: List[BitmapTableEntry], warn: Warn) -> Runs:
+    def runs(self, bitmap: Bitmap, table: Sequence[BitmapTableEntry], warn: Warn) -> Runs:
         """The merged runs of set bits of a bitmap (bit numbers, not bytes)."""
         geo = Geometry.of(self.image, bitmap)
         runs = []
@@ -282,6 +283,9 @@ def _entry_warnings(image: Image, bitmap: Bitmap, others: List[Bitmap]) -> List[
     problems = []
     if not bitmap.name.isascii():
         problems.append("the name is not ASCII")
+    if bitmap.name_size > QEMU_MAX_NAME:
+        problems.append(f"the name is {bitmap.name_size} bytes long, more than QEMU's limit "
+                        f"of {QEMU_MAX_NAME}: qemu refuses such a bitmap")
     problems += [f"the name is also used by the directory entry at offset {o.offset:#x}"
                  for o in others if o.name == bitmap.name and o.offset != bitmap.offset]
     if bitmap.flags & IN_USE:

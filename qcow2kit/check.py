@@ -13,51 +13,38 @@ The findings, their order, qemu's stderr lines for them, the counts and the exit
 status are qemu-img check's, so that the two can be compared with diff. Each finding
 also names the structure and its offset in the file (`Problem.explanation`).
 
-Speed: L2 tables are decoded whole with numpy and their references counted in bulk;
-a table takes the entry-by-entry path (which gives qemu's messages in qemu's order)
-only when it has something to report. Tables are read one at a time.
+The references come from the walk of `references`, shared with `whatis` and
+`layout`. Speed: L2 tables are decoded whole with numpy and their references counted
+in bulk; a table takes the entry-by-entry path (which gives qemu's messages in qemu's
+order) only when it has something to report. Tables are read one at a time.
 """
 from __future__ import annotations
 
 import contextlib
 import heapq
 import itertools
-import os
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import (Dict, Iterable, Iterator, List, NamedTuple, Optional, Protocol, Tuple,
-                    Union)
+from typing import Dict, Iterable, Iterator, List, NamedTuple, Optional, Tuple, Union
 
 import numpy as np
 
 from . import tables
-from .errors import Qcow2Error
-from .image import BitmapTableEntry, Image
+from .image import Image
+from .owners import OwnerTable
 from .progress import Progress
-from .qemu_style import byte_width, c_string, to_json
-from .snapshots import ENTRY_FIXED_BYTES, Snapshot, read_snapshots
+from .qemu_style import to_json
+from .references import (ALL_ALLOC, COPIED, L2_RESERVED, OFFSET, REFT_OFFSET,
+                         REFT_RESERVED, Context, Kind, L1Ref, L2Entries, Owner,
+                         StoredRefcounts, c_hex, snapshot_label, walk, walk_length)
 
 CORRUPTION = "corruption"
 LEAK = "leak"
 CHECK_ERROR = "check-error"
 NOTICE = "notice"  # printed by qemu-img check but counted nowhere
 
-COPIED = 1 << 63
-OFFSET = 0x00FFFFFFFFFFFE00  # L1 entry, standard L2 entry: bits 9..55
-L1_RESERVED = 0x7F000000000001FF
-L2_RESERVED = 0x3F000000000001FE
-REFT_OFFSET = 0xFFFFFFFFFFFFFE00
-REFT_RESERVED = 0x1FF
-ALL_ALLOC = 0xFFFFFFFF  # extended L2 bitmap: allocated subclusters
-AUTOCLEAR_BITMAPS = 1
-MAX_L1_ENTRIES = tables.MAX_L1_BYTES // 8
 MAX_CLUSTERS = 2**31 - 1  # qemu-img check gives up on larger files
 COUNT_MAX = 2**32 - 1  # rebuilt refcounts are uint32
-
-
-def _c_hex(value: int) -> str:
-    """C's %#x: 0x-prefixed, but a plain 0 for zero."""
-    return f"{value:#x}" if value else "0"
 
 
 @dataclass(frozen=True)
@@ -105,157 +92,24 @@ class CheckResult:
         return 3 if self.leaks else 0
 
 
-# --- reading the image as qemu does -------------------------------------------------
+# --- check's view of the references ------------------------------------------------
 
-def _label(snapshot: Snapshot) -> str:
-    """A snapshot as qemu names it in its messages."""
-    return f"snapshot {c_string(snapshot.id)} ({c_string(snapshot.name)})"
-
-
-def _snapshot_table_size(snapshots: List[Snapshot], table_offset: int) -> int:
-    """qemu's size of the snapshot table: up to the end of the last entry's name,
-    its padding left out."""
-    if not snapshots:
-        return 0
-    last = snapshots[-1]
-    end = (last.offset + ENTRY_FIXED_BYTES + last.extra_data_size + byte_width(last.id) +
-           byte_width(last.name))
-    return end - table_offset
-
-
-class _Context:
-    """The image, its geometry and tables, read as qemu reads them: zeros past the
-    end of the file, limits checked before anything is allocated."""
-
-    def __init__(self, image: Image) -> None:
-        self.image = image
-        self.geometry = g = tables.Geometry.of(image)
-        self.bits = g.cluster_bits
-        self.cs = g.cluster_size
-        self.file_size = g.file_size
-        self.entry_size = 16 if g.extended_l2 else 8
-        self._fd = image._file.fileno()
-        self._check_tables()
-        self.snapshots = read_snapshots(image)
-        self.snapshot_table_size = _snapshot_table_size(self.snapshots,
-                                                        image.header.snapshot_offset)
-        h = image.header
-        self.reftable = self.entries(h.refcount_table_offset,
-                                     h.refcount_table_clusters * self.cs // 8)
-
-    def read(self, offset: int, size: int) -> bytes:
-        """size bytes at offset, zeros past the end of the file."""
-        data = os.pread(self._fd, size, offset) if offset < self.file_size else b""
-        return data + bytes(size - len(data))
-
-    def entries(self, offset: int, count: int) -> np.ndarray:
-        """Up to count big-endian 64-bit entries at offset: those inside the file (qemu
-        reads the rest as zeros, which reference nothing)."""
-        inside = max(0, min(count * 8, self.file_size - offset))
-        return tables.u64_array(self.read(offset, -(-inside // 8) * 8))
-
-    def _check_tables(self) -> None:
-        """What qemu refuses to open: oversized or misaligned L1 and refcount tables."""
-        h = self.image.header
-        if h.l1_size > MAX_L1_ENTRIES:
-            raise Qcow2Error("L1 table", h.l1_table_offset, f"{h.l1_size} entries exceed "
-                             f"QEMU's limit of {MAX_L1_ENTRIES}")
-        if h.refcount_table_clusters * self.cs > tables.MAX_REFTABLE_BYTES:
-            raise Qcow2Error("refcount table", h.refcount_table_offset,
-                             f"{h.refcount_table_clusters} clusters exceed QEMU's limit of "
-                             f"{tables.MAX_REFTABLE_BYTES} bytes")
-        for what, offset in (("L1 table", h.l1_table_offset),
-                             ("refcount table", h.refcount_table_offset)):
-            if offset % self.cs:
-                raise Qcow2Error(what, offset, "not cluster aligned")
-
-
-class _Stored:
-    """The stored refcounts, as qemu's qcow2_get_refcount reads them: 0 beyond the
-    refcount table or in an unallocated block; a block whose offset is not cluster
-    aligned cannot be read."""
-
-    def __init__(self, ctx: _Context, count: int) -> None:
-        g = ctx.geometry
-        self.ctx = ctx
-        self.per_block = g.refcount_block_entries
-        self.offsets = (ctx.reftable & tables.REFTABLE_OFFSET_MASK).tolist()
-        self.values = np.zeros(count, dtype=tables.refcount_dtype(g.refcount_order))
-        self.unreadable: List[int] = []  # refcount table indices
-        for index, offset in enumerate(self.offsets[:-(-count // self.per_block)]):
-            if offset and offset % ctx.cs:
-                self.unreadable.append(index)
-            elif offset:
-                first = index * self.per_block
-                n = min(self.per_block, count - first)
-                self.values[first:first + n] = self._block(offset)[:n]
-
-    def _block(self, offset: int) -> np.ndarray:
-        data = self.ctx.read(offset, self.ctx.cs)
-        return tables.decode_refcount_block(data, self.ctx.geometry.refcount_order)
-
-    def get(self, cluster: int) -> Optional[int]:
-        """One cluster's refcount; None when its block cannot be read."""
-        index = cluster // self.per_block
-        offset = self.offsets[index] if index < len(self.offsets) else 0
-        if offset % self.ctx.cs:
-            return None
-        if not offset:
-            return 0
-        if cluster < len(self.values):
-            return int(self.values[cluster])
-        return int(self._block(offset)[cluster - index * self.per_block])
-
-    def lookup(self, clusters: np.ndarray) -> Tuple[np.ndarray, Optional[np.ndarray]]:
-        """Refcounts of many clusters, and which of them could be read (None: all)."""
-        inside = clusters < len(self.values)
-        if not self.unreadable and inside.all():
-            return self.values[clusters], None
-        values = np.zeros(clusters.size, dtype=np.uint64)
-        values[inside] = self.values[clusters[inside]]
-        readable = ~np.isin(clusters // self.per_block, self.unreadable)
-        for i in np.flatnonzero(~inside):
-            value = self.get(int(clusters[i]))
-            readable[i] = value is not None
-            values[i] = value or 0
-        return values, readable
+class _Stored(StoredRefcounts):
+    """The stored refcounts, and qemu's notice when it meets an unreadable block."""
 
     def corruption_notice(self, index: int) -> Problem:
         """qemu's one-time notice when a refcount lookup meets an unaligned block."""
         offset = self.offsets[index]
         return Problem(
-            NOTICE, f"qcow2: Image is corrupt: Refblock offset {_c_hex(offset)} unaligned "
-            f"(reftable index: {_c_hex(index)}); further non-fatal corruption events will "
+            NOTICE, f"qcow2: Image is corrupt: Refblock offset {c_hex(offset)} unaligned "
+            f"(reftable index: {c_hex(index)}); further non-fatal corruption events will "
             "be suppressed", "refcount table",
             self.ctx.image.header.refcount_table_offset + 8 * index,
             f"entry {index}: refcount block offset {offset:#x} is not cluster aligned")
 
 
-class _L2:
-    """One L2 table decoded whole, its entries classified as qemu classifies them."""
-
-    def __init__(self, data: bytes, ctx: _Context) -> None:
-        g = ctx.geometry
-        self.ctx = ctx
-        raw = np.frombuffer(data, dtype=">u8").astype(np.uint64)
-        self.entries = e = raw[0::2] if g.extended_l2 else raw
-        self.bitmaps = raw[1::2] if g.extended_l2 else None
-        self.compressed = (e & tables.COMPRESSED) != 0
-        self.any_compressed = bool(self.compressed.any())
-        self.offsets = e & tables.OFFSET_MASK
-        hosted = self.offsets != 0
-        if g.external_data_file:
-            zero = ((e & tables.ZERO) != 0) & (not g.extended_l2)
-            hosted |= ~zero & ((e & tables.COPIED) != 0)
-        if self.any_compressed:
-            hosted &= ~self.compressed
-        self.hosted = hosted  # normal and zero_alloc clusters
-        everything = bool(hosted.all())  # as in fully allocated tables: no copies
-        self.hosted_entries = e if everything else e[hosted]
-        self.hosted_offsets = self.offsets if everything else self.offsets[hosted]
-        self.hosted_clusters = (self.hosted_offsets >> np.uint64(ctx.bits)).view(np.intp)
-        self.c_offsets, self.c_lengths = tables.compressed_extents(
-            e[self.compressed], g) if self.any_compressed else (None, None)
+class _L2(L2Entries):
+    """An L2 table, and whether qemu has something to report about it."""
 
     def quiet(self) -> bool:
         """No entry for qemu to report, so the bulk path gives qemu's result."""
@@ -283,164 +137,6 @@ class _L2:
         return not ((alloc & (b >> np.uint64(32)))[self.hosted].any() or
                     alloc[unallocated].any() or b[self.compressed].any())
 
-    def references(self) -> Tuple[np.ndarray, np.ndarray]:
-        """(entry index, cluster) of every cluster the table's entries reference."""
-        positions, clusters = [], []
-        if not self.ctx.geometry.external_data_file:
-            hosted = np.flatnonzero(self.hosted)
-            straddling = (self.hosted_offsets % np.uint64(self.ctx.cs)) != 0
-            positions += [hosted, hosted[straddling]]
-            clusters += [self.hosted_clusters, self.hosted_clusters[straddling] + 1]
-        if self.any_compressed:
-            where = np.flatnonzero(self.compressed)
-            bits = np.uint64(self.ctx.bits)
-            first = (self.c_offsets >> bits).astype(np.intp)
-            last = ((self.c_offsets + self.c_lengths - np.uint64(1)) >> bits).astype(np.intp)
-            for k in range(int((last - first).max()) + 1):
-                spans = first + k <= last
-                positions.append(where[spans])
-                clusters.append(first[spans] + k)
-        if not clusters:
-            return np.zeros(0, dtype=np.intp), np.zeros(0, dtype=np.intp)
-        return np.concatenate(positions), np.concatenate(clusters)
-
-    def clusters(self) -> np.ndarray:
-        """The clusters of references(), without their entry indexes."""
-        if self.any_compressed or self.ctx.geometry.external_data_file:
-            return self.references()[1]
-        return self.hosted_clusters
-
-
-class _L1Entry(NamedTuple):
-    """An L1 entry and the L2 table it points at."""
-
-    label: str  # "L1", or "snapshot 1 (name) L1"
-    index: int
-    entry: int
-    offset: int  # of the L2 table
-
-    @property
-    def table(self) -> str:
-        return f"L2 table ({self.label} entry {self.index})"
-
-
-# --- the references, in qemu's order ------------------------------------------------
-
-class _Sink(Protocol):
-    """What the walk hands every reference and structural finding to."""
-
-    def problem(self, kind: str, message: str, structure: str, offset: Optional[int],
-                detail: str) -> None: ...
-
-    def region(self, name: str, offset: int, size: int) -> None: ...
-
-    def l2_table(self, ref: _L1Entry, data: bytes, active: bool) -> None: ...
-
-    def refblock(self, index: int, entry: int) -> None: ...
-
-
-def _walk(ctx: _Context, sink: _Sink, progress: Optional[Progress] = None) -> None:
-    """Hand every reference qemu counts to sink, in qemu's order."""
-    h = ctx.image.header
-    sink.region("header", 0, ctx.cs)
-    _walk_l1(ctx, sink, "L1", h.l1_table_offset, h.l1_size, True, progress)
-    if ctx.geometry.external_data_file and ctx.snapshots:
-        sink.problem(CORRUPTION, f"ERROR {len(ctx.snapshots)} snapshots in image with data "
-                     "file", "snapshot table", h.snapshot_offset,
-                     "internal snapshots are not allowed with an external data file")
-    for s in ctx.snapshots:
-        if _snapshot_l1_usable(s, ctx, sink):
-            _walk_l1(ctx, sink, f"{_label(s)} L1", s.l1_table_offset, s.l1_size, False,
-                     progress)
-    sink.region("snapshot table", h.snapshot_offset, ctx.snapshot_table_size)
-    sink.region("refcount table", h.refcount_table_offset, h.refcount_table_clusters * ctx.cs)
-    crypto = ctx.image.extension("full_disk_encryption")
-    if crypto is not None:
-        sink.region("encryption header", crypto.parsed.ofs_encryption_header,
-                    crypto.parsed.len_encryption_header)
-    _walk_bitmaps(ctx, sink)
-    for index in np.flatnonzero(ctx.reftable):
-        sink.refblock(int(index), int(ctx.reftable[index]))
-
-
-def _snapshot_l1_usable(s: Snapshot, ctx: _Context, sink: _Sink) -> bool:
-    label, offset = _label(s), s.l1_table_offset
-    if offset % ctx.cs:
-        sink.problem(CORRUPTION, f"ERROR {label} l1_offset={_c_hex(offset)}: L1 table is not "
-                     "cluster aligned; snapshot table entry corrupted", "snapshot table",
-                     s.offset, f"{label}: L1 table offset {offset:#x} is not cluster aligned")
-        return False
-    if s.l1_size > MAX_L1_ENTRIES:
-        sink.problem(CORRUPTION, f"ERROR {label} l1_size={_c_hex(s.l1_size)}: L1 table is "
-                     "too large; snapshot table entry corrupted", "snapshot table", s.offset,
-                     f"{label}: {s.l1_size} L1 entries exceed QEMU's limit of "
-                     f"{MAX_L1_ENTRIES}")
-        return False
-    return True
-
-
-def _walk_l1(ctx: _Context, sink: _Sink, label: str, offset: int, size: int, active: bool,
-             progress: Optional[Progress]) -> None:
-    """An L1 table, then each L2 table it points at (qemu's check_refcounts_l1)."""
-    if size == 0:
-        return
-    sink.region(f"{label} table", offset, size * 8)
-    l1 = ctx.entries(offset, size)
-    done = 0
-    for index in np.flatnonzero(l1):
-        ref = _L1Entry(label, int(index), int(l1[index]), int(l1[index]) & OFFSET)
-        at = offset + 8 * ref.index
-        if ref.entry & L1_RESERVED:
-            sink.problem(CORRUPTION, f"ERROR found L1 entry with reserved bits set: "
-                         f"{ref.entry:x}", f"{label} table", at, f"entry {ref.index} "
-                         f"({ref.entry:#x}) has reserved bits set")
-        sink.region(ref.table, ref.offset, ctx.cs)
-        if ref.offset % ctx.cs:
-            sink.problem(CORRUPTION, f"ERROR l2_offset={ref.offset:x}: Table is not cluster "
-                         "aligned; L1 entry corrupted", f"{label} table", at,
-                         f"entry {ref.index}: L2 table offset {ref.offset:#x} is not "
-                         "cluster aligned")
-        sink.l2_table(ref, ctx.read(ref.offset, ctx.cs), active)
-        if progress is not None:
-            progress.advance(ref.index + 1 - done)
-            done = ref.index + 1
-    if progress is not None:
-        progress.advance(size - done)
-
-
-def _bitmap_entry_fault(entry: BitmapTableEntry, cluster_size: int) -> Optional[str]:
-    """Why qemu rejects a bitmap table entry, if it does."""
-    if entry.reserved:
-        return f"reserved bits {entry.reserved:#x} are set"
-    if entry.kind == "invalid":
-        return f"the all-ones flag is set on allocated data at {entry.offset:#x}"
-    if entry.offset % cluster_size:
-        return f"data offset {entry.offset:#x} is not cluster aligned"
-    return None
-
-
-def _walk_bitmaps(ctx: _Context, sink: _Sink) -> None:
-    """The bitmap directory, each bitmap table and its data clusters, when the
-    bitmaps extension is valid (its autoclear bit set)."""
-    image = ctx.image
-    ext = image.extension("bitmaps")
-    if ext is None or not image.header.autoclear_features & AUTOCLEAR_BITMAPS:
-        return
-    sink.region("bitmap directory", ext.parsed.ofs_bitmap_directory,
-                ext.parsed.len_bitmap_directory)
-    for i, bitmap in enumerate(image.bitmap_directory()):
-        table = f"bitmap '{bitmap.name}' table"
-        sink.region(table, bitmap.table_offset, bitmap.table_size * 8)
-        for j, entry in enumerate(image.bitmap_table(i)):
-            fault = _bitmap_entry_fault(entry, ctx.cs)
-            if fault is not None:
-                sink.problem(CORRUPTION, f"ERROR bitmap '{bitmap.name}' table entry {j} is "
-                             f"invalid: {fault}", table, bitmap.table_offset + 8 * j,
-                             f"entry {j}: {fault}")
-            elif entry.offset:
-                sink.region(f"bitmap '{bitmap.name}' data (table entry {j})", entry.offset,
-                            ctx.cs)
-
 
 # --- counting ------------------------------------------------------------------------
 
@@ -448,7 +144,7 @@ class _Counter:
     """The sink that rebuilds refcounts, reports what qemu reports while doing so,
     keeps qemu's fragmentation figures and checks the active copied flags."""
 
-    def __init__(self, ctx: _Context, stored: _Stored) -> None:
+    def __init__(self, ctx: Context, stored: _Stored) -> None:
         self.ctx = ctx
         self.stored = stored
         self.computed = np.zeros(len(stored.values), dtype=np.uint32)
@@ -465,15 +161,20 @@ class _Counter:
                 detail: str) -> None:
         self.problems.append(Problem(kind, message, structure, offset, detail))
 
+    def corruption(self, message: str, structure: str, offset: Optional[int],
+                   detail: str) -> None:
+        self.problem(CORRUPTION, message, structure, offset, detail)
+
     # qemu's qcow2_inc_refcounts_imrt
-    def region(self, name: str, offset: int, size: int) -> None:
+    def region(self, owner: Owner, offset: int, size: int) -> None:
         if size <= 0:
             return
         if offset + size - self.ctx.file_size >= self.ctx.cs:
             self.problem(CORRUPTION, "ERROR: counting reference for region exceeding the end "
                          f"of the file by one cluster or more: offset {offset:#x} size "
-                         f"{size:#x}", name, offset, f"{size} bytes run past the end of the "
-                         f"file ({self.ctx.file_size} bytes) by a cluster or more")
+                         f"{size:#x}", self.ctx.name(owner), offset, f"{size} bytes run past "
+                         f"the end of the file ({self.ctx.file_size} bytes) by a cluster or "
+                         "more")
             return
         first, last = offset >> self.ctx.bits, (offset + size - 1) >> self.ctx.bits
         window = self.computed[first:last + 1]
@@ -482,15 +183,16 @@ class _Counter:
             self.nb_clusters = max(self.nb_clusters, last + 1)
             return
         for cluster in range(first, last + 1):
-            self._count(name, cluster)
+            self._count(owner, cluster)
 
-    def _count(self, name: str, cluster: int) -> None:
+    def _count(self, owner: Owner, cluster: int) -> None:
         if self.computed[cluster] >= self.limit:
             offset = cluster << self.ctx.bits
             self.problem(CORRUPTION, f"ERROR: overflow cluster offset={offset:#x}\nUse "
                          "qemu-img amend to increase the refcount entry width or qemu-img "
                          "convert to create a clean copy if the image cannot be opened for "
-                         "writing", name, offset, f"cluster {cluster} already has "
+                         "writing", self.ctx.name(owner), offset,
+                         f"cluster {cluster} already has "
                          f"{self.limit} references, the most its refcount can hold")
             return
         self.computed[cluster] += 1
@@ -517,7 +219,7 @@ class _Counter:
         return True
 
     # qemu's check_refcounts_l2
-    def l2_table(self, ref: _L1Entry, data: bytes, active: bool) -> None:
+    def l2_table(self, ref: L1Ref, data: bytes, active: bool) -> None:
         table = _L2(data, self.ctx)
         if active:
             self._check_copied(ref, table)
@@ -535,7 +237,7 @@ class _Counter:
         self.compressed += compressed
         self.fragmented += compressed + int(jumps)
 
-    def _l2_entries(self, ref: _L1Entry, table: _L2, active: bool) -> None:
+    def _l2_entries(self, ref: L1Ref, table: _L2, active: bool) -> None:
         """Entry by entry, for a table with something to report."""
         bitmaps = table.bitmaps if table.bitmaps is not None else np.zeros_like(table.entries)
         compressed = iter(zip(table.c_offsets if table.any_compressed else (),
@@ -561,7 +263,7 @@ class _Counter:
                              "allocation map", ref.table, at, f"entry {j}: unallocated "
                              f"cluster with allocated subclusters ({bitmap & ALL_ALLOC:#x})")
 
-    def _compressed_entry(self, ref: _L1Entry, j: int, at: int, entry: int, bitmap: int,
+    def _compressed_entry(self, ref: L1Ref, j: int, at: int, entry: int, bitmap: int,
                           offset: int, length: int, active: bool) -> None:
         if entry & COPIED:
             self.problem(CORRUPTION, f"ERROR: coffset={offset:#x}: copied flag must never be "
@@ -578,13 +280,13 @@ class _Counter:
                          f"allocation bitmap, entry={entry:#x}", ref.table, at,
                          f"entry {j}: compressed cluster with subcluster bitmap {bitmap:#x}")
             return
-        self.region(f"compressed data ({ref.table} entry {j})", offset, length)
+        self.region(Owner(Kind.COMPRESSED, ref.source, ref.index, j), offset, length)
         if active:
             self.allocated += 1
             self.compressed += 1
             self.fragmented += 1
 
-    def _hosted_entry(self, ref: _L1Entry, j: int, at: int, entry: int, bitmap: int,
+    def _hosted_entry(self, ref: L1Ref, j: int, at: int, entry: int, bitmap: int,
                       active: bool, contiguous: int) -> int:
         """A normal or preallocated zero cluster; returns the next contiguous offset."""
         offset = entry & OFFSET
@@ -604,7 +306,7 @@ class _Counter:
             self.fragmented += bool(contiguous and offset != contiguous)
             contiguous = offset + self.ctx.cs
         if not self.ctx.geometry.external_data_file:
-            self.region(f"data cluster ({ref.table} entry {j})", offset, self.ctx.cs)
+            self.region(Owner(Kind.DATA, ref.source, ref.index, j), offset, self.ctx.cs)
         return contiguous
 
     # qemu's check_refblocks, one refcount table entry
@@ -622,7 +324,7 @@ class _Counter:
             fault = (f"ERROR refcount block {index} is outside image", f"entry {index}: "
                      f"refcount block at {offset:#x} is beyond the end of the file")
         else:
-            self.region(f"refcount block {index}", offset, self.ctx.cs)
+            self.region(Owner(Kind.REFCOUNT_BLOCK, index=index), offset, self.ctx.cs)
             count = int(self.computed[offset >> self.ctx.bits])
             if count != 1:
                 self.problem(CORRUPTION, f"ERROR refcount block {index} refcount={count}",
@@ -632,7 +334,7 @@ class _Counter:
         self.problem(CORRUPTION, fault[0], "refcount table", at, fault[1])
 
     # qemu's check_oflag_copied, for one active L1 entry and its L2 table
-    def _check_copied(self, ref: _L1Entry, table: _L2) -> None:
+    def _check_copied(self, ref: L1Ref, table: _L2) -> None:
         if not ref.offset:
             return
         refcount = self.stored.get(ref.offset >> self.ctx.bits)
@@ -657,7 +359,7 @@ class _Counter:
         self.copied.append(_Unreadable(int(table.hosted_clusters[first])))
         self._keep(ref, table, refcounts, wrong[wrong > first])
 
-    def _keep(self, ref: _L1Entry, table: _L2, refcounts: np.ndarray,
+    def _keep(self, ref: L1Ref, table: _L2, refcounts: np.ndarray,
               which: np.ndarray) -> None:
         """Keep the copied flag findings for these hosted entries of table."""
         if which.size:
@@ -682,11 +384,11 @@ class _Unreadable(NamedTuple):
 class _CopiedData:
     """Data clusters of one L2 table whose copied flag disagrees with their refcount."""
 
-    ref: _L1Entry
+    ref: L1Ref
     positions: np.ndarray
     entries: np.ndarray
     refcounts: np.ndarray
-    ctx: _Context
+    ctx: Context
 
     def __len__(self) -> int:
         return len(self.positions)
@@ -706,51 +408,13 @@ def _set(entry: int) -> str:
     return "set" if entry & COPIED else "clear"
 
 
-# --- explanations --------------------------------------------------------------------
-
-class _Owners:
-    """The sink that records which structures reference some clusters."""
-
-    def __init__(self, ctx: _Context, targets: np.ndarray) -> None:
-        self.ctx = ctx
-        self.targets = targets  # bool per cluster
-        self.owners: Dict[int, List[str]] = defaultdict(list)
-
-    def problem(self, kind: str, message: str, structure: str, offset: Optional[int],
-                detail: str) -> None:
-        """Findings are the counter's business."""
-
-    def region(self, name: str, offset: int, size: int) -> None:
-        if size <= 0 or offset + size - self.ctx.file_size >= self.ctx.cs:
-            return
-        first, last = offset >> self.ctx.bits, (offset + size - 1) >> self.ctx.bits
-        for cluster in np.flatnonzero(self.targets[first:last + 1]) + first:
-            self.owners[int(cluster)].append(name)
-
-    def l2_table(self, ref: _L1Entry, data: bytes, active: bool) -> None:
-        table = _L2(data, self.ctx)
-        positions, clusters = table.references()
-        inside = clusters < self.targets.size
-        hit = np.zeros(clusters.size, dtype=bool)
-        hit[inside] = self.targets[clusters[inside]]
-        order = np.argsort(positions[hit], kind="stable")
-        for j, cluster in zip(positions[hit][order], clusters[hit][order]):
-            kind = "compressed data" if table.compressed[j] else "data cluster"
-            self.owners[int(cluster)].append(f"{kind} ({ref.table} entry {j})")
-
-    def refblock(self, index: int, entry: int) -> None:
-        offset = entry & REFT_OFFSET
-        if not entry & REFT_RESERVED and not offset % self.ctx.cs:
-            self.region(f"refcount block {index}", offset, self.ctx.cs)
-
-
 # --- comparing ---------------------------------------------------------------------
 
 class _Refcounts:
     """qemu's compare_refcounts findings, in cluster order, kept as arrays (a dirty
     image can have one for every cluster); the Problems are made when iterated."""
 
-    def __init__(self, ctx: _Context, stored: _Stored, counter: _Counter) -> None:
+    def __init__(self, ctx: Context, stored: _Stored, counter: _Counter) -> None:
         n = counter.nb_clusters
         values, computed = stored.values[:n], counter.computed[:n]
         differ = values != computed
@@ -844,13 +508,13 @@ def _copied_findings(counter: _Counter, notice_given: bool) -> List[Iterable[Pro
     return out
 
 
-def _incomplete_snapshots(ctx: _Context) -> List[Problem]:
+def _incomplete_snapshots(ctx: Context) -> List[Problem]:
     """Version 3 snapshot entries need 16 bytes of extra data (qemu checks this first)."""
     if ctx.image.header.version < 3:
         return []
     return [Problem(CORRUPTION, f"ERROR snapshot table entry {i} is incomplete",
-                    "snapshot table", s.offset, f"{_label(s)}: {s.extra_data_size} bytes of "
-                    "extra data, version 3 needs at least 16")
+                    "snapshot table", s.offset, f"{snapshot_label(s)}: {s.extra_data_size} "
+                    "bytes of extra data, version 3 needs at least 16")
             for i, s in enumerate(ctx.snapshots) if s.extra_data_size < 16]
 
 
@@ -872,26 +536,23 @@ def check_image(image: Image, explain: bool = False, progress: bool = False) -> 
     """Check image as read-only `qemu-img check` does.
 
     explain names, for each refcount finding, the structures that reference its
-    cluster (a second pass over the metadata); progress shows a bar on stderr when
-    it is a terminal. Raises Qcow2Error for what qemu refuses to open.
+    cluster (from an owner table: a second pass over the metadata); progress shows a
+    bar on stderr when it is a terminal. Raises Qcow2Error for what qemu refuses to
+    open.
     """
-    ctx = _Context(image)
+    ctx = Context(image)
     g = ctx.geometry
     if g.file_clusters > MAX_CLUSTERS:
         return CheckResult(0, 0, 0, 0, 0, 0, 0, 0, failure="File too large")
     stored = _Stored(ctx, g.file_clusters + 1)
     counter = _Counter(ctx, stored)
-    total = image.header.l1_size + sum(s.l1_size for s in ctx.snapshots
-                                       if s.l1_size <= MAX_L1_ENTRIES)
-    with Progress("check", total) if progress else contextlib.nullcontext() as bar:
-        _walk(ctx, counter, bar)
+    with Progress("check", walk_length(ctx)) if progress else contextlib.nullcontext() as bar:
+        walk(ctx, counter, bar)
     refcounts = _Refcounts(ctx, stored, counter)
     if explain and refcounts.clusters.size:
-        targets = np.zeros(len(stored.values), dtype=bool)
-        targets[refcounts.clusters] = True
-        owners = _Owners(ctx, targets)
-        _walk(ctx, owners)
-        refcounts.owners = {c: owners.owners.get(c, []) for c in refcounts.clusters.tolist()}
+        owners = OwnerTable(ctx)
+        refcounts.owners = {c: [ctx.name(o) for o in owners.cluster_owners(c)]
+                            for c in refcounts.clusters.tolist()}
     findings = (_incomplete_snapshots(ctx), counter.problems, refcounts,
                 *_copied_findings(counter, bool(refcounts.unreadable.size)))
     counts = _tally(findings)

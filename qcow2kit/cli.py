@@ -304,3 +304,52 @@ def check_command(image: str, as_json: bool, explain: bool) -> None:
     if failure is not None:
         click.echo(f"qcow2kit: {failure}", err=True)
     sys.exit(result.exit_code)
+
+
+@main.command("whatis", context_settings={"ignore_unknown_options": True})
+@IMAGE
+@click.argument("offsets", nargs=-1, required=True, metavar="OFFSET...")
+@click.option("--json", "as_json", is_flag=True,
+              help="JSON: per offset its cluster, refcount, status and holders.")
+@reports_errors
+def whatis_command(image: str, offsets: List[str], as_json: bool) -> None:
+    """What is at each host OFFSET of the file (any int() base: 4096, 0x1000).
+
+    For each offset: its cluster, the cluster's stored refcount and references, and
+    every structure that holds the byte: a header field, header extension or the
+    backing file name; an L1 or L2 table entry of the active state or a snapshot; the
+    data of a guest cluster and the states that map it; compressed data; the refcount
+    table or a refcount block and the clusters it counts; the snapshot table; the
+    bitmap directory, a bitmap table or bitmap data; the encryption header. Or: free,
+    leaked, or beyond the end of the file.
+    """
+    from . import whatis
+
+    wanted = [whatis.parse_offset(text) for text in offsets]
+    with open_image(image) as img:
+        answers = whatis.whatis(img, wanted, progress=True)
+    _echo_text(whatis.render_json(answers) if as_json else whatis.render_text(answers))
+
+
+@main.command("layout")
+@IMAGE
+@click.option("-o", "--output", required=True, metavar="FILE.svg|FILE.png",
+              help="The picture to write: SVG or PNG, by the name's suffix.")
+@reports_errors
+def layout_command(image: str, output: str) -> None:
+    """Draw the host file, one cell per cluster, coloured by what holds it.
+
+    Header, L1 and L2 tables, refcount table and blocks, snapshot table, data (of the
+    active state, or of snapshots only), compressed data, bitmaps, encryption header,
+    free, leaked (refcount above its references) and corrupt (below) clusters, with a
+    legend that counts them. Images of more than about 64K clusters are drawn in
+    cells of a power of two clusters (the caption says how many). Needs matplotlib:
+    pip install 'qcow2kit[layout]'.
+    """
+    from . import layout
+
+    picture = Path(output)
+    layout.picture_format(picture)
+    with open_image(image) as img:
+        found = layout.classify(img, progress=True)
+    layout.draw(found, picture)

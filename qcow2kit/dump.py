@@ -6,6 +6,7 @@ then the extensions; `dump-header-exts` is only the extensions.
 """
 from __future__ import annotations
 
+import io
 import json
 import string
 from typing import Any, Callable, Dict, List, Tuple
@@ -170,6 +171,15 @@ def extensions_json(image: Image) -> List[Dict[str, Any]]:
     return out
 
 
+def _json(value: Any) -> str:
+    """json.dumps(value, indent=4), written piece by piece: the pieces of a million-entry
+    bitmap table would take a gigabyte as one list."""
+    out = io.StringIO()
+    for chunk in json.JSONEncoder(indent=4).iterencode(value):
+        out.write(chunk)
+    return out.getvalue()
+
+
 def render(image: Image, exts_only: bool = False, as_json: bool = False) -> str:
     """The whole output of `qcow2.py IMAGE dump-header[-exts] [-j]`, newline-terminated."""
     parts: List[str] = []
@@ -179,7 +189,7 @@ def render(image: Image, exts_only: bool = False, as_json: bool = False) -> str:
         else:
             parts += header_text(image) + [""]
     if as_json:
-        parts.append(json.dumps(extensions_json(image), indent=4))
+        parts.append(_json(extensions_json(image)))
     else:
         parts += extensions_text(image)
     return "".join(line + "\n" for line in parts)

@@ -20,7 +20,7 @@ from kaitaistruct import KaitaiStream
 
 from .errors import PARSE_ERRORS, Qcow2Error, from_parse
 from .generated.qcow2 import Qcow2
-from .image import ExtensionType, Header, Image
+from .image import ExtensionType, Header, Image, read_header
 from .locking import ImageLocked, lock_for_writing
 
 # header field name (as dump prints it) -> qcow2.ksy attribute of the header
@@ -117,6 +117,9 @@ class FirstCluster:
             raise EditError("changing the version would reinterpret the header; "
                             "use qemu-img amend -o compat=...")
         if name == "header_length":
+            if value > self.image.cluster_size:
+                raise EditError(f"header_length {value} is larger than the cluster "
+                                f"({self.image.cluster_size})")
             self._resize_header(value)
         if name in ("backing_file_offset", "backing_file_size"):
             self.backing_placed_by_user = True
@@ -171,9 +174,10 @@ class FirstCluster:
         cluster = new + self.original[len(new):]
         parsed = Qcow2(KaitaiStream(BytesIO(cluster)))
         try:
+            read_header(parsed)
             parsed._read()
             header = Header.from_parsed(parsed.header)
-            area = parsed.header_extensions
+            area = getattr(parsed, "header_extensions", None)
             got = [] if area is None else [
                 (int(e.magic), e._raw_data if hasattr(e, "_raw_data") else e.data)
                 for e in area.extensions if e.magic != ExtensionType.end_of_extensions]
@@ -181,6 +185,8 @@ class FirstCluster:
         except PARSE_ERRORS as exc:
             raise EditError(f"the new header would not parse: {from_parse(parsed, exc)}") \
                 from None
+        except Qcow2Error as exc:
+            raise EditError(f"the new header would not parse: {exc}") from None
         for name in HEADER_FIELD_IDS:
             if name != "magic" and "end" in parsed.header._debug.get(HEADER_FIELD_IDS[name], {}):
                 if getattr(header, name) != self.get(name):

@@ -103,6 +103,8 @@ def describe(exc: BaseException, in_file: bool = True) -> str:
         return "is not valid UTF-8 text"
     if isinstance(exc, ks.KaitaiStructError):
         return str(exc)
+    if isinstance(exc, (OverflowError, ValueError)):  # a seek or size beyond 2^63
+        return "an offset or size larger than any file"
     return f"{type(exc).__name__}: {exc}"
 
 

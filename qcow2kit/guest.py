@@ -110,6 +110,9 @@ class Chain:
     def _data_fd(self, layer: Qcow2Layer) -> int:
         if not layer.geometry.external_data_file:
             return layer.fd
+        if not layer.data_file:
+            raise Qcow2Error("external data file", None, "the image keeps its data in an "
+                             "external data file and does not name it")
         key = id(layer)
         if key not in self.data_fds:
             try:  # QEMU opens a relative data file name from the current directory

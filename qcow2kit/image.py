@@ -2,18 +2,27 @@
 from __future__ import annotations
 
 import contextlib
+import os
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, BinaryIO, Iterator, List, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, BinaryIO, Iterator, List, Optional, Sequence, Tuple, Union
 
 from kaitaistruct import KaitaiStream, KaitaiStruct
 
 from .errors import PARSE_ERRORS, Qcow2Error, from_parse
 from .generated.qcow2 import Qcow2
 
+if TYPE_CHECKING:
+    from .tables import BitmapTable
+
 MAGIC = 0x514649FB
 MIN_CLUSTER_BITS = 9
-MAX_CLUSTER_BITS = 21  # QEMU's limit: 2 MiB clusters
+MAX_CLUSTER_BITS = 21  # QEMU's limits: 2 MiB clusters
+MAX_BACKING_NAME = 1023
+MAX_BITMAPS = 65535
+MAX_BITMAP_DIRECTORY = 1024 * MAX_BITMAPS
+MAX_BITMAP_TABLE = 0x8000000  # entries
+MAX_BITMAP_DATA = 512 << 20  # bytes of data clusters one bitmap table may point at
 
 ExtensionType = Qcow2.HeaderExtensionType
 ClusterType = Qcow2.ClusterType
@@ -23,6 +32,36 @@ BitmapTableEntryKind = Qcow2.BitmapTableEntryKind
 def u64(halves: KaitaiStruct) -> int:
     """The 64-bit value of an entry or bitmask the spec reads as hi/lo halves."""
     return halves.hi << 32 | halves.lo
+
+
+def _field_offset(obj: KaitaiStruct, field: str) -> int:
+    return obj._debug[field]["start"]
+
+
+def check_header(h: Any) -> None:
+    """Refuse the header values that size the rest of the parse, beyond QEMU's limits."""
+    if not MIN_CLUSTER_BITS <= h.cluster_bits <= MAX_CLUSTER_BITS:
+        raise Qcow2Error("header.cluster_bits", _field_offset(h, "cluster_bits"),
+                         f"{h.cluster_bits} is outside {MIN_CLUSTER_BITS}..{MAX_CLUSTER_BITS}")
+    cluster_size = 1 << h.cluster_bits
+    if h.version >= 3 and h.len_header > cluster_size:
+        raise Qcow2Error("header.header_length", _field_offset(h, "len_header"),
+                         f"{h.len_header} is larger than the cluster ({cluster_size})")
+
+
+def read_header(root: Qcow2) -> None:
+    """Read and check root's header alone, so that no header value sizes what is read
+    before it is checked; root is then ready for _read(). Raises Qcow2Error."""
+    header = Qcow2.Header(root._io, root, root)
+    try:
+        header._read()
+    except PARSE_ERRORS as exc:
+        err = from_parse(root, exc, header, 0, "header")
+        if err.structure == "header.magic":
+            raise Qcow2Error("header.magic", 0, "not a qcow2 image (no QFI\\xfb magic)") from None
+        raise err from None
+    check_header(header)
+    root._io.seek(0)
 
 
 def enum_name(value: Any) -> Optional[str]:
@@ -136,11 +175,7 @@ class Bitmap:
     name_size: int
     extra_data_size: int
     extra_data: bytes
-    table: List[BitmapTableEntry]
-
-
-RESERVED_HI = 0xFF000000  # bitmap table entry bits 56..63, in the upper half
-RESERVED_LO = 0x000001FE  # bits 1..8
+    table: Sequence[BitmapTableEntry]
 
 
 class Image:
@@ -151,9 +186,9 @@ class Image:
         self._file: BinaryIO = open(self.path, "r+b" if writable else "rb")
         try:
             self.qcow2 = Qcow2(KaitaiStream(self._file))
+            read_header(self.qcow2)
             with self.parsing():
                 self.qcow2._read()
-            self._check_limits()
         except BaseException:
             self._file.close()
             raise
@@ -177,29 +212,14 @@ class Image:
         try:
             yield
         except PARSE_ERRORS as exc:
-            err = from_parse(self.qcow2, exc, start, base, path)
-            if err.structure == "header.magic":
-                raise Qcow2Error("header.magic", 0, "not a qcow2 image (no QFI\\xfb magic)") from None
-            raise err from None
-
-    def _field_offset(self, obj: KaitaiStruct, field: str, base: int = 0) -> int:
-        return base + obj._debug[field]["start"]
-
-    def _check_limits(self) -> None:
-        h = self.qcow2.header
-        if not MIN_CLUSTER_BITS <= h.cluster_bits <= MAX_CLUSTER_BITS:
-            raise Qcow2Error("header.cluster_bits", self._field_offset(h, "cluster_bits"),
-                             f"{h.cluster_bits} is outside {MIN_CLUSTER_BITS}..{MAX_CLUSTER_BITS}")
-        if h.version >= 3 and h.len_header > self.cluster_size:
-            raise Qcow2Error("header.header_length", self._field_offset(h, "len_header"),
-                             f"{h.len_header} is larger than the cluster ({self.cluster_size})")
+            raise from_parse(self.qcow2, exc, start, base, path) from None
 
     # --- derived facts -------------------------------------------------------
 
     def read(self, offset: int, size: int) -> bytes:
-        """Raw bytes of the file (fewer at its end)."""
-        self._file.seek(offset)
-        return self._file.read(size)
+        """Raw bytes of the file (fewer at its end, none past it)."""
+        size = min(size, self.file_size - offset)
+        return os.pread(self._file.fileno(), size, offset) if size > 0 else b""
 
     @property
     def cluster_size(self) -> int:
@@ -212,7 +232,7 @@ class Image:
     @property
     def extensions(self) -> List[Extension]:
         """Header extensions in file order, the end marker left out."""
-        area = self.qcow2.header_extensions
+        area = getattr(self.qcow2, "header_extensions", None)  # absent: no room for any
         if area is None:
             return []
         base = self.qcow2._debug["header_extensions"]["start"]
@@ -232,7 +252,20 @@ class Image:
 
     @property
     def backing_file(self) -> Optional[str]:
-        """The backing file name, or None without a backing file."""
+        """The backing file name, or None without a backing file.
+
+        As QEMU requires, the name must be in the first cluster and at most 1023 bytes
+        long; it is not read otherwise.
+        """
+        h = self.qcow2.header
+        offset, size = h.ofs_backing_file_name, h.len_backing_file_name
+        if offset > self.cluster_size:
+            raise Qcow2Error("header.backing_file_offset", _field_offset(h, "ofs_backing_file_name"),
+                             f"{offset:#x} is past the first cluster ({self.cluster_size} bytes)")
+        if offset and size > min(MAX_BACKING_NAME, self.cluster_size - offset):
+            raise Qcow2Error("header.backing_file_size", _field_offset(h, "len_backing_file_name"),
+                             f"a backing file name of {size} bytes at {offset:#x} is longer than "
+                             f"QEMU's limit of {MAX_BACKING_NAME} or runs past the first cluster")
         with self.parsing():
             return self.qcow2.backing_file_name
 
@@ -250,11 +283,26 @@ class Image:
         if ext is None:
             return []
         bx = ext.parsed
+        self._check_bitmaps_extension(bx, ext.offset + 8)
         with self.parsing(bx, ext.offset + 8, "bitmaps_extension"):
             directory = bx.bitmap_directory
         starts = directory._debug["entries"]["arr"]
         return [(bx.ofs_bitmap_directory + starts[i]["start"], e)
                 for i, e in enumerate(directory.entries)]
+
+    def _check_bitmaps_extension(self, bx: Any, base: int) -> None:
+        """QEMU's limits on the bitmap count and directory, before it is read."""
+        if bx.num_bitmaps > MAX_BITMAPS:
+            raise Qcow2Error("bitmaps_extension.nb_bitmaps", base + _field_offset(bx, "num_bitmaps"),
+                             f"{bx.num_bitmaps} bitmaps exceed QEMU's limit of {MAX_BITMAPS}")
+        size, offset = bx.len_bitmap_directory, bx.ofs_bitmap_directory
+        if size > MAX_BITMAP_DIRECTORY:
+            raise Qcow2Error("bitmaps_extension.bitmap_directory_size",
+                             base + _field_offset(bx, "len_bitmap_directory"),
+                             f"{size} bytes exceed QEMU's limit of {MAX_BITMAP_DIRECTORY}")
+        if offset + size > self.file_size:
+            raise Qcow2Error("bitmaps_extension.bitmap_directory", offset,
+                             "runs past the end of the file")
 
     def bitmap_directory(self) -> List[Bitmap]:
         """The bitmap directory entries, their tables not read (table is empty)."""
@@ -265,24 +313,26 @@ class Image:
             extra_data_size=e.len_extra_data, extra_data=e.extra_data, table=[])
             for start, e in self._bitmap_entries()]
 
-    def bitmap_table(self, index: int) -> List[BitmapTableEntry]:
+    def bitmap_table(self, index: int) -> BitmapTable:
         """The table of directory entry index, every entry classified.
 
-        A table that would run past the end of the file is refused before the
-        parser reads any of it.
+        A table past the end of the file or beyond QEMU's limits (2^27 entries, 512 MiB
+        of bitmap data) is refused before any of it is read.
         """
         start, e = self._bitmap_entries()[index]
         path = f"bitmap_directory.entries[{index}]"
-        end = e.ofs_bitmap_table + 8 * e.num_bitmap_table_entries
-        if end > self.file_size:
+        count = e.num_bitmap_table_entries
+        if e.ofs_bitmap_table + 8 * count > self.file_size:
             raise Qcow2Error(f"{path}.bitmap_table", e.ofs_bitmap_table,
-                             f"{e.num_bitmap_table_entries} entries run past the end of "
+                             f"{count} entries run past the end of "
                              f"the file ({self.file_size} bytes)")
-        with self.parsing(e, start, path):
-            return [BitmapTableEntry(
-                kind=t.kind.name.replace("_", "-"), offset=t.ofs_data,
-                reserved=(t.hi & RESERVED_HI) << 32 | (t.lo & RESERVED_LO))
-                for t in e.bitmap_table]
+        if count > MAX_BITMAP_TABLE or count * self.cluster_size > MAX_BITMAP_DATA:
+            raise Qcow2Error(f"{path}.bitmap_table_size",
+                             start + _field_offset(e, "num_bitmap_table_entries"),
+                             f"{count} entries exceed QEMU's limits ({MAX_BITMAP_TABLE} "
+                             f"entries, {MAX_BITMAP_DATA >> 20} MiB of bitmap data)")
+        from .tables import BitmapTable  # numpy: loaded for images with bitmaps only
+        return BitmapTable.decode(self.read(e.ofs_bitmap_table, 8 * count))
 
     @property
     def bitmaps(self) -> List[Bitmap]:

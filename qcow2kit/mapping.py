@@ -12,7 +12,7 @@ import os
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Iterator, List, NamedTuple, Optional, Union
+from typing import Iterator, List, NamedTuple, Optional, Tuple, Union
 
 import numpy as np
 
@@ -113,6 +113,7 @@ class Run(NamedTuple):
     entries: np.ndarray
 
 KIND = {name: np.uint8(i) for i, name in enumerate(_KINDS)}
+NO_ENTRIES = np.zeros(0, dtype=np.uint64)
 _FROM_CLUSTER_TYPE = np.array([KIND["unallocated"], KIND["zero_plain"], KIND["zero_alloc"],
                                KIND["normal"], KIND["compressed"]], dtype=np.uint8)
 
@@ -122,18 +123,30 @@ class Qcow2Layer(Layer):
 
     def __init__(self, image: Image, filename: str, backing: Optional[Layer],
                  data_file: Optional[str], l1: Optional[np.ndarray] = None,
-                 size: Optional[int] = None) -> None:
+                 size: Optional[int] = None,
+                 l1_where: Optional[Tuple[str, int]] = None) -> None:
         self.image = image
         self.geometry = tables.Geometry.of(image)
         self.size = image.header.size if size is None else size
         self.filename = filename
         self.backing = backing
+        self.data_file = data_file  # the external data file's name, if the image gives one
         self.data_filename = data_file or filename
         self.encrypted = image.header.crypt_method != 0
         self.l1 = tables.l1_table(image) if l1 is None else l1
+        self._check_l1_covers(*(l1_where or ("L1 table", image.header.l1_table_offset)))
+        self.mapped = np.flatnonzero(self.l1 & tables.OFFSET_MASK)  # L1 entries with an L2 table
         self.unit = self.geometry.cluster_size // (SUBCLUSTERS if self.geometry.extended_l2 else 1)
         self.preallocated = self._metadata_preallocated()
         self.fd = image._file.fileno()
+
+    def _check_l1_covers(self, what: str, offset: int) -> None:
+        """QEMU's "L1 table is too small": the L1 table must map the whole disk."""
+        g = self.geometry
+        covered = len(self.l1) * g.l2_entries * g.cluster_size
+        if self.size > covered:
+            raise Qcow2Error(what, offset, f"{len(self.l1)} entries map {covered} bytes, "
+                             f"less than the virtual disk size {self.size}")
 
     def _metadata_preallocated(self) -> bool:
         """QEMU's test: many more refcounted clusters than the file has blocks."""
@@ -148,23 +161,18 @@ class Qcow2Layer(Layer):
 
     def _table(self, l1_index: int):
         """Kinds, host offsets and raw L2 entries of every unit (subcluster or cluster)
-        one L2 table maps."""
+        the L2 table of an allocated L1 entry maps."""
         g = self.geometry
-        per_table = g.l2_entries * (SUBCLUSTERS if g.extended_l2 else 1)
-        entry = int(self.l1[l1_index]) if l1_index < len(self.l1) else 0
-        if not entry & int(tables.OFFSET_MASK):
-            return (np.full(per_table, KIND["unallocated"], dtype=np.uint8),
-                    np.zeros(per_table, dtype=np.uint64), np.zeros(per_table, dtype=np.uint64))
         table = next(tables.l2_tables(self.image, self.l1[l1_index:l1_index + 1], g))
         types = _FROM_CLUSTER_TYPE[tables.cluster_types(table.entries, g)]
         host = tables.host_offsets(table.entries)
         if not g.extended_l2:
             return types, host, table.entries
-        kinds, offsets = self._subclusters(types, host, table.bitmaps)
+        kinds, offsets = self._subclusters(types, host, table)
         return kinds, offsets, np.repeat(table.entries, SUBCLUSTERS)
 
-    def _subclusters(self, types: np.ndarray, host: np.ndarray, bitmaps: np.ndarray):
-        g = self.geometry
+    def _subclusters(self, types: np.ndarray, host: np.ndarray, table: tables.L2Table):
+        bitmaps = table.bitmaps
         bits = np.arange(SUBCLUSTERS, dtype=np.uint64)
         alloc = ((bitmaps[:, None] >> bits) & np.uint64(1)).astype(bool)
         zero = ((bitmaps[:, None] >> (bits + np.uint64(32))) & np.uint64(1)).astype(bool)
@@ -174,7 +182,8 @@ class Qcow2Layer(Layer):
             ((cluster == KIND["unallocated"]) & ((bitmaps & np.uint64(0xFFFFFFFF)) != 0)[:, None])
         if invalid.any():
             index = int(np.flatnonzero(invalid.any(axis=1))[0])
-            raise Qcow2Error("L2 entry", None, f"entry {index} has an invalid subcluster bitmap")
+            raise Qcow2Error(f"L2 table (L1 entry {table.l1_index}) entry {index}",
+                             table.offset + 16 * index, "invalid subcluster bitmap")
         kinds = np.select(
             [cluster == KIND["compressed"], normal & zero, normal & alloc, normal,
              (cluster == KIND["unallocated"]) & zero],
@@ -195,12 +204,23 @@ class Qcow2Layer(Layer):
         while pos < end:
             l1_index = pos // span
             base = l1_index * span
+            mapped = self._next_mapped(l1_index)
+            if mapped != l1_index:  # up to the next L2 table, nothing is allocated
+                stop = end if mapped is None else min(end, mapped * span)
+                yield Run("unallocated", pos, stop, 0, NO_ENTRIES)
+                pos = stop
+                continue
             stop = min(end, base + span)
             kinds, offsets, entries = self._table(l1_index)
             first, last = (pos - base) // self.unit, -(-(stop - base) // self.unit)
             yield from self._split(kinds[first:last], offsets[first:last], entries[first:last],
                                    base + first * self.unit, pos, stop)
             pos = stop
+
+    def _next_mapped(self, l1_index: int) -> Optional[int]:
+        """The first L1 entry from l1_index on that has an L2 table, if any."""
+        i = int(np.searchsorted(self.mapped, l1_index))
+        return int(self.mapped[i]) if i < len(self.mapped) else None
 
     def _split(self, kinds: np.ndarray, offsets: np.ndarray, entries: np.ndarray,
                first_start: int, start: int, end: int) -> Iterator[Run]:
@@ -268,6 +288,12 @@ def select_snapshot(image: Image, key: str) -> Snapshot:
                      f"no snapshot with the id or name {key!r}")
 
 
+def _c_string(name: Optional[str]) -> Optional[str]:
+    """A name as QEMU reads it from the image, a C string: up to its first NUL (an
+    empty backing file name is no backing file)."""
+    return None if name is None else name.split("\0", 1)[0]
+
+
 def open_chain(path: Union[str, Path], snapshot: Optional[str] = None,
                max_depth: int = 64) -> Layer:
     """The image at path (or one of its snapshots) with its backing chain opened, as
@@ -288,22 +314,23 @@ def _open_layer(filename: str, fmt: str, budget: int, snapshot: Optional[str] = 
         raise Qcow2Error("backing file format", None, f"{fmt!r} images are not supported")
     image = open_image(filename)
     backing = None
-    name = image.backing_file
-    if name is not None:
+    name = _c_string(image.backing_file)
+    if name:
         full = name if os.path.isabs(name) else os.path.join(os.path.dirname(filename), name)
         fmt_ext = image.extension("backing_file_format")
-        below_fmt = fmt_ext.data.decode("utf-8", "replace") if fmt_ext else (
+        below_fmt = _c_string(fmt_ext.data.decode("utf-8", "replace")) if fmt_ext else (
             "qcow2" if _probe_is_qcow2(Path(full)) else "raw")
         backing = _open_layer(full, below_fmt, budget - 1)
     data_ext = image.extension("external_data_file")
-    data_file = data_ext.data.decode("utf-8", "replace") if data_ext else None
+    data_file = _c_string(data_ext.data.decode("utf-8", "replace")) if data_ext else None
     if snapshot is None:
         return Qcow2Layer(image, filename, backing, data_file)
     snap = select_snapshot(image, snapshot)
-    l1 = tables.l1_table(image, snap.l1_table_offset, snap.l1_size,
-                         f"L1 table of snapshot {snap.id}")
+    what = f"L1 table of snapshot {snap.id}"
+    l1 = tables.l1_table(image, snap.l1_table_offset, snap.l1_size, what)
     return Qcow2Layer(image, filename, backing, data_file, l1,
-                      image.header.size if snap.disk_size is None else snap.disk_size)
+                      image.header.size if snap.disk_size is None else snap.disk_size,
+                      (what, snap.l1_table_offset))
 
 
 def image_map(path: Union[str, Path]) -> Iterator[Extent]:

@@ -164,6 +164,15 @@ def read_snapshots(image: Image) -> List[Snapshot]:
     return out
 
 
+def entry_field(image: Image, snapshot: Snapshot, offset: int) -> Optional[str]:
+    """The field of the snapshot's table entry that holds the byte at offset, as the
+    generated parser names it; None outside the entry."""
+    entry, _ = _parse_entry(image, snapshot.index, snapshot.offset)
+    at = offset - snapshot.offset
+    return next((name for name, span in entry._debug.items()
+                 if span.get("start", at + 1) <= at < span.get("end", 0)), None)
+
+
 def _check_l1(image: Image, snapshot: Snapshot) -> None:
     size = snapshot.l1_size * L1_ENTRY_BYTES
     if snapshot.l1_table_offset + size > image.file_size:

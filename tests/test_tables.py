@@ -89,3 +89,20 @@ def test_oversized_l1_is_refused_before_reading(image_copy) -> None:
         with pytest.raises(Qcow2Error) as err:
             tables.l1_table(image, size=2**32 - 1)
     assert "exceed QEMU's limit" in str(err.value)
+
+
+def test_bitmap_tables_equal_generated_parser(image_copy) -> None:
+    """Every kind and the reserved bits: the crafted image has all-ones and invalid
+    entries; reserved bits are set in one more."""
+    path = image_copy("bitmaps_crafted")
+    fine = next(e for e in imagekit.bitmap_directory(path) if e["name"] == "fine")
+    imagekit.set_u64(path, fine["table_offset"] + 24, 0xFF00000000000106)
+    with open_image(path) as image:
+        for index, (_, parsed) in enumerate(image._bitmap_entries()):
+            table = image.bitmap_table(index)
+            assert [(t.kind, t.offset, t.reserved) for t in table] == [
+                (e.kind.name.replace("_", "-"), e.ofs_data,
+                 u64(e) & 0xFF000000000001FE) for e in parsed.bitmap_table]
+            assert list(table[1:]) == list(table)[1:]
+        kinds = {t.kind for i in range(3) for t in image.bitmap_table(i)}
+    assert kinds == {"all-zeroes", "all-ones", "serialized", "invalid"}
