@@ -167,6 +167,10 @@ class FirstCluster:
         if len(new) > self.image.cluster_size:
             raise EditError(f"the header, extensions and backing file name need {len(new)} "
                             f"bytes, more than the first cluster ({self.image.cluster_size})")
+        if len(new) > self.image.file_size:
+            raise EditError(f"the file ends at byte {self.image.file_size}, before the new "
+                            f"header area does ({len(new)} bytes): a truncated image is not "
+                            "extended by an edit")
         return new
 
     def verify(self, new: bytes) -> None:

@@ -335,3 +335,14 @@ def test_locked_image_refused_then_forced(image_copy, tmp_path: Path) -> None:
         server.terminate()
         server.wait(timeout=10)
     assert info(path)["format-specific"]["data"]["lazy-refcounts"] is True
+
+
+def test_truncated_image_is_not_extended(image_copy) -> None:
+    """Found by the fuzzer: an edit of a file cut inside its header area grew the file."""
+    path = image_copy("cluster_512")
+    path.write_bytes(path.read_bytes()[:123])
+    data = path.read_bytes()
+    proc = qcow2kit("add-header-ext", str(path), "0x99", "x" * 100)
+    assert proc.returncode == 1
+    assert "a truncated image is not extended by an edit" in proc.stderr
+    assert path.read_bytes() == data
