@@ -28,12 +28,18 @@ def reports_errors(func: Callable[..., Any]) -> Callable[..., Any]:
             return func(*args, **kwargs)
         except Qcow2Error as exc:
             image = kwargs.get("image", "")
-            click.echo(f"qcow2kit: {image}: {exc}", err=True)
+            click.echo(one_line(f"qcow2kit: {image}: {exc}"), err=True)
         except OSError as exc:
             name = exc.filename if exc.filename is not None else kwargs.get("image", "")
-            click.echo(f"qcow2kit: {name}: {exc.strerror or exc}", err=True)
+            click.echo(one_line(f"qcow2kit: {name}: {exc.strerror or exc}"), err=True)
         sys.exit(EXIT_BAD_IMAGE)
     return wrapper
+
+
+def one_line(text: str) -> str:
+    """The text with unprintable characters (a newline in a file name read from an
+    image, say) escaped, so that an error stays one line."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 IMAGE = click.argument("image", type=click.Path(dir_okay=True, path_type=str))

@@ -299,3 +299,16 @@ def test_nul_in_data_file_name(image_copy) -> None:
     one_line_error(qcow2kit("convert", path.name, "-", cwd=path.parent),
                    "external data file: the image keeps its data in an external data file "
                    "and does not name it")
+
+
+def test_newline_in_backing_name_keeps_the_error_on_one_line(image_copy) -> None:
+    """Found by the long fuzzing run: a backing file name with a newline (a missing
+    file) printed a two-line error."""
+    path = image_copy("backing")
+    with open(path, "r+b") as f:
+        offset = int.from_bytes(f.read(16)[8:16], "big")
+        f.seek(offset + len("backing_b"))
+        f.write(b"\n")
+    proc = subprocess.run(["qcow2kit", "map", str(path)], capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert proc.stderr.count("\n") == 1 and "backing_b\\nse.qcow2" in proc.stderr

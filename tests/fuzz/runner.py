@@ -204,12 +204,11 @@ def judge(cmd: Command, code: Optional[int], sig: Optional[int], growth: int,
 # --- the input must not change ------------------------------------------------------
 
 def digest(path: Path, start: int = 0) -> str:
-    """A hash of a file's holes and bytes from start on, and of its size (of start when
-    it is shorter: an edit may extend a file that ends inside its first cluster)."""
+    """A hash of a file's size, and of its holes and bytes from start on."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         size = os.fstat(f.fileno()).st_size
-        h.update(str(max(size, start)).encode())
+        h.update(str(size).encode())
         for a, b in data_runs(f.fileno(), size):
             a = max(a, start)
             while a < b:
