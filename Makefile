@@ -4,7 +4,7 @@ VENV := .venv
 VPY := $(VENV)/bin/python
 KSC := node tools/ksc.js
 
-.PHONY: all targets check-generated diagram check-diagram deps install demo test fuzz clean
+.PHONY: all targets check-generated diagram check-diagram deps install install-test demo test fuzz clean
 
 all: generated/qcow2.py
 
@@ -42,17 +42,26 @@ check-diagram: node_modules/.package-lock.json
 	diff -q docs/qcow2.svg build/check-diagram/qcow2.svg
 
 # System tools the tests drive: qemu-img/qemu-io/qemu-nbd, node and npm, graphviz's dot.
+# tools/deps.sh installs the Debian package of each missing tool, and only those.
 deps:
-	@command -v qemu-img >/dev/null && command -v node >/dev/null && command -v npm >/dev/null \
-	  && command -v dot >/dev/null || { apt-get update -qq \
-	  && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq qemu-utils nodejs npm graphviz; }
+	tools/deps.sh
 
 $(VPY):
 	$(PYTHON) -m venv $(VENV)
 
-install: $(VPY)
-	$(VPY) -m pip install -q --upgrade pip
-	$(VPY) -m pip install -q -e '.[test]'
+# The package alone (what the demo needs), then with the test tools (what make test needs).
+# A stamp per set, so that a second run installs nothing.
+$(VENV)/.installed: $(VPY) pyproject.toml
+	$(VPY) -m pip install -q --disable-pip-version-check -e .
+	@touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed
+	$(VPY) -m pip install -q --disable-pip-version-check -e '.[test]'
+	@touch $@
+
+install: $(VENV)/.installed
+
+install-test: $(VENV)/.installed-test
 
 demo: install
 	$(VENV)/bin/qcow2kit dump samples/sample.qcow2
@@ -65,13 +74,13 @@ demo: install
 
 # The whole suite: the committed parser and diagram are current, every compiler target
 # builds clean, then pytest (qemu-made images, golden qcow2.py output, JavaScript parity).
-test: deps install check-generated check-diagram targets
+test: deps install-test check-generated check-diagram targets
 	$(VPY) -m pytest -q tests
 
 # The long fuzzing run (tests/fuzz/): every command on mutants of the qemu-made images,
 # figures per command, a minimized reproducer per defect under build/fuzz/.
 FUZZ_CASES ?= 100000
-fuzz: deps install
+fuzz: deps install-test
 	PYTHONPATH=tests $(VPY) -m fuzz --cases $(FUZZ_CASES) --timeout 30 --report build/fuzz/report.json
 
 clean:

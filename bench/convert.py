@@ -18,6 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
+# The qcow2kit of the interpreter running this script (python3 from .venv/bin).
+OURS = str(Path(sys.executable).with_name("qcow2kit"))
 SIZE = 4 << 30
 BLOCK = 64 << 20
 
@@ -73,7 +75,7 @@ def measure(work: Path, name: str, compressible: bool) -> None:
     t_qemu, _ = timed("qemu-img", "convert", "-O", "raw", str(image), str(theirs))
     digest = sha256(theirs)
     theirs.unlink()
-    t_ours, peak = timed("qcow2kit", "convert", str(image), str(ours))
+    t_ours, peak = timed(OURS, "convert", str(image), str(ours))
     same = sha256(ours) == digest
     print(f"{name:>14}: qemu-img {t_qemu:6.2f} s  qcow2kit {t_ours:6.2f} s  "
           f"ratio {t_ours / t_qemu:4.2f}  identical: {same}  qcow2kit peak {peak:.0f} MiB")

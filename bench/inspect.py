@@ -19,6 +19,8 @@ import time
 from pathlib import Path
 from typing import List, Tuple
 
+# The qcow2kit of the interpreter running this script (python3 from .venv/bin).
+OURS = str(Path(sys.executable).with_name("qcow2kit"))
 SIZE = "1T"
 
 
@@ -46,9 +48,9 @@ def main() -> None:
         meta = metadata_mib(image)
         print(f"{SIZE} image, {meta:.0f} MiB of metadata")
         for name, ours, theirs in (
-                ("check", ["qcow2kit", "check", "--json", str(image)],
+                ("check", [OURS, "check", "--json", str(image)],
                  ["qemu-img", "check", "--output=json", str(image)]),
-                ("map --json", ["qcow2kit", "map", "--json", str(image)],
+                ("map --json", [OURS, "map", "--json", str(image)],
                  ["qemu-img", "map", "--output=json", str(image)])):
             t_qemu, _, out_qemu = run(theirs)
             t_ours, peak, out_ours = run(ours)
@@ -61,9 +63,9 @@ def main() -> None:
                   f"qcow2kit peak {peak:.0f} MiB ({peak / meta:.2f}x metadata)")
         last = os.stat(image).st_size - 1
         for name, ours in (
-                ("whatis", ["qcow2kit", "whatis", str(image), "0", "0x50000", "0x8000000000",
+                ("whatis", [OURS, "whatis", str(image), "0", "0x50000", "0x8000000000",
                             hex(last)]),
-                ("layout", ["qcow2kit", "layout", str(image), "-o", f"{tmp}/big.png"])):
+                ("layout", [OURS, "layout", str(image), "-o", f"{tmp}/big.png"])):
             t_ours, peak, _ = run(ours)
             print(f"{name:>11}: qcow2kit {t_ours:5.2f} s  peak {peak:.0f} MiB")
 

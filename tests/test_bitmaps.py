@@ -21,6 +21,7 @@ import pytest
 import imagekit
 from qcow2kit import open_image
 from qcow2kit.bitmaps import BitmapNotFound, BitmapsReport, bitmap_report
+from ourcmd import QCOW2KIT
 
 KIB, MIB = 1 << 10, 1 << 20
 SIZE = 600 * MIB + 7680  # a multiple of 512, of no granularity above it
@@ -174,7 +175,7 @@ def without(extents: List[Extent], lo: int, hi: int) -> List[Extent]:
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["qcow2kit", "bitmaps", *args], capture_output=True, text=True)
+    return subprocess.run([*QCOW2KIT, "bitmaps", *args], capture_output=True, text=True)
 
 
 def qemu_info_bitmaps(path: Path) -> list:

@@ -17,6 +17,7 @@ from qcow2kit import Qcow2Error, open_image
 from qcow2kit import compat
 from qcow2kit.cli import main as cli
 from qcow2kit.dump import render
+from ourcmd import QCOW2KIT, COMPAT
 
 GOLDEN = json.loads((Path(__file__).parent / "golden" / "qcow2py.json").read_text())
 MODES = {  # golden mode -> (exts_only, as_json)
@@ -64,10 +65,10 @@ def test_cli_and_compat_equal_qcow2py(images: Dict[str, Path], kind: str, mode: 
 def test_entry_points_run(images: Dict[str, Path]) -> None:
     """The installed console script and `python -m qcow2kit.compat` work end to end."""
     path = str(images["bitmaps"])
-    out = subprocess.run(["qcow2kit", "dump", "-j", path], capture_output=True, text=True,
+    out = subprocess.run([*QCOW2KIT, "dump", "-j", path], capture_output=True, text=True,
                          check=True).stdout
     assert out == GOLDEN["outputs"]["bitmaps"]["dump-header -j"]
-    out = subprocess.run([sys.executable, "-m", "qcow2kit.compat", path, "-j",
+    out = subprocess.run([*COMPAT, path, "-j",
                           "dump-header-exts"], capture_output=True, text=True, check=True).stdout
     assert out == GOLDEN["outputs"]["bitmaps"]["dump-header-exts -j"]
 
@@ -137,8 +138,8 @@ def test_bad_input_is_one_clear_line(image_copy, case: str) -> None:
     kind, damage, expected = BAD_INPUTS[case]
     path = damage(image_copy(kind))
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    for cmd in (["qcow2kit", "dump", str(path)],
-                [sys.executable, "-m", "qcow2kit.compat", str(path), "dump-header"]):
+    for cmd in ([*QCOW2KIT, "dump", str(path)],
+                [*COMPAT, str(path), "dump-header"]):
         proc = subprocess.run(cmd, capture_output=True, text=True)
         assert proc.returncode == 1, proc
         assert proc.stdout == ""
@@ -151,7 +152,7 @@ def test_bad_input_is_one_clear_line(image_copy, case: str) -> None:
 @pytest.mark.parametrize("target", ["missing", "directory"])
 def test_unreadable_path(tmp_path: Path, target: str) -> None:
     path = tmp_path / "nothing.qcow2" if target == "missing" else tmp_path
-    proc = subprocess.run(["qcow2kit", "dump", str(path)], capture_output=True, text=True)
+    proc = subprocess.run([*QCOW2KIT, "dump", str(path)], capture_output=True, text=True)
     assert proc.returncode == 1
     assert proc.stderr.strip() == f"qcow2kit: {path}: " + (
         "No such file or directory" if target == "missing" else "Is a directory")

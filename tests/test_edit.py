@@ -16,6 +16,7 @@ import pytest
 import imagekit
 from qcow2kit import open_image
 from qcow2kit.dump import render
+from ourcmd import QCOW2KIT, COMPAT
 
 GOLDEN = json.loads((Path(__file__).parent / "golden" / "qcow2py.json").read_text())
 TEST_MAGIC = 0x71C0D3E5
@@ -23,11 +24,11 @@ BACKING_FORMAT = 0xE2792ACA
 
 
 def qcow2kit(*args: str, stdin: str = "") -> subprocess.CompletedProcess:
-    return subprocess.run(["qcow2kit", *args], input=stdin, capture_output=True, text=True)
+    return subprocess.run([*QCOW2KIT, *args], input=stdin, capture_output=True, text=True)
 
 
 def compat(*args: str, stdin: str = "") -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "qcow2kit.compat", *args], input=stdin,
+    return subprocess.run([*COMPAT, *args], input=stdin,
                           capture_output=True, text=True)
 
 

@@ -17,6 +17,7 @@ from qcow2kit import Qcow2Error, tables
 from qcow2kit.guest import GuestDisk, convert
 from qcow2kit.mapping import select_snapshot
 from qcow2kit import open_image
+from ourcmd import QCOW2KIT
 
 READABLE = sorted(k for k in imagekit.KINDS if k not in ("luks", "bitmaps_crafted"))
 WITH_SNAPSHOTS = ["snapshots", "refcount_2", "refcount_64"]
@@ -78,7 +79,7 @@ def test_snapshot_convert_equals_qemu(images: Dict[str, Path], tmp_path: Path,
         expected = qemu_raw(path, tmp_path / "qemu.raw", "-l", f"snapshot.name={name}")
         for key in (snap_id, name):
             out = tmp_path / "ours.raw"
-            proc = subprocess.run(["qcow2kit", "convert", "--snapshot", key, path.name, str(out)],
+            proc = subprocess.run([*QCOW2KIT, "convert", "--snapshot", key, path.name, str(out)],
                                   capture_output=True, text=True, cwd=path.parent)
             assert proc.returncode == 0, proc.stderr
             assert sha256(out) == sha256(expected), (kind, key)
@@ -104,12 +105,12 @@ def test_random_reads_equal_raw(images: Dict[str, Path], raws: Dict[str, Path],
 
 def test_stdout_and_cat(images: Dict[str, Path], raws: Dict[str, Path]) -> None:
     path, data = images["backing_chain"], raws["backing_chain"].read_bytes()
-    proc = subprocess.run(["qcow2kit", "convert", str(path), "-"], capture_output=True)
+    proc = subprocess.run([*QCOW2KIT, "convert", str(path), "-"], capture_output=True)
     assert proc.returncode == 0 and proc.stdout == data
-    proc = subprocess.run(["qcow2kit", "cat", str(path), "--offset", "0x17f000",
+    proc = subprocess.run([*QCOW2KIT, "cat", str(path), "--offset", "0x17f000",
                            "--length", "8192"], capture_output=True)
     assert proc.stdout == data[0x17F000:0x17F000 + 8192]
-    proc = subprocess.run(["qcow2kit", "cat", str(path), "--offset", str(len(data)),
+    proc = subprocess.run([*QCOW2KIT, "cat", str(path), "--offset", str(len(data)),
                            "--length", "1"], capture_output=True, text=True)
     assert proc.returncode == 1 and "outside the disk" in proc.stderr
 
@@ -122,7 +123,7 @@ def test_output_is_sparse(images: Dict[str, Path], tmp_path: Path) -> None:
 
 
 def test_encrypted_image_is_refused(images: Dict[str, Path], tmp_path: Path) -> None:
-    proc = subprocess.run(["qcow2kit", "convert", str(images["luks"]), str(tmp_path / "x")],
+    proc = subprocess.run([*QCOW2KIT, "convert", str(images["luks"]), str(tmp_path / "x")],
                           capture_output=True, text=True)
     assert proc.returncode == 1
     assert proc.stderr.strip().endswith("encrypted images are not supported yet")
@@ -146,7 +147,7 @@ def test_corrupt_compressed_cluster(image_copy) -> None:
     with open(path, "r+b") as f:  # garbage where the first compressed cluster starts
         f.seek(int(offset[0]))
         f.write(b"\xff" * 64)
-    proc = subprocess.run(["qcow2kit", "convert", str(path), "-"], capture_output=True, text=True)
+    proc = subprocess.run([*QCOW2KIT, "convert", str(path), "-"], capture_output=True, text=True)
     assert proc.returncode == 1
     assert "compressed cluster at offset" in proc.stderr and "Traceback" not in proc.stderr
 
@@ -161,7 +162,7 @@ def test_unknown_snapshot(images: Dict[str, Path]) -> None:
 def test_missing_data_file(image_copy) -> None:
     path = image_copy("data_file")
     (path.parent / "data_file.data").unlink()
-    proc = subprocess.run(["qcow2kit", "convert", path.name, "-"], capture_output=True,
+    proc = subprocess.run([*QCOW2KIT, "convert", path.name, "-"], capture_output=True,
                           text=True, cwd=path.parent)
     assert proc.returncode == 1
     assert "external data file" in proc.stderr and "No such file" in proc.stderr

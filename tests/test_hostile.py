@@ -20,6 +20,7 @@ from typing import Optional
 import pytest
 
 import imagekit
+from ourcmd import QCOW2KIT
 
 MEMORY = 512 << 20  # address space of a command: a fresh Python with numpy takes ~150 MiB
 TIMEOUT = 60
@@ -35,7 +36,7 @@ def qcow2kit(*args: str, cwd: Optional[Path] = None) -> subprocess.CompletedProc
     def limit() -> None:
         resource.setrlimit(resource.RLIMIT_AS, (MEMORY, MEMORY))
     env = dict(os.environ, OPENBLAS_NUM_THREADS="1")
-    return subprocess.run([sys.executable, "-m", "qcow2kit", *args], capture_output=True,
+    return subprocess.run([*QCOW2KIT, *args], capture_output=True,
                           text=True, timeout=TIMEOUT, preexec_fn=limit, cwd=cwd, env=env)
 
 
@@ -309,6 +310,6 @@ def test_newline_in_backing_name_keeps_the_error_on_one_line(image_copy) -> None
         offset = int.from_bytes(f.read(16)[8:16], "big")
         f.seek(offset + len("backing_b"))
         f.write(b"\n")
-    proc = subprocess.run(["qcow2kit", "map", str(path)], capture_output=True, text=True)
+    proc = subprocess.run([*QCOW2KIT, "map", str(path)], capture_output=True, text=True)
     assert proc.returncode == 1
     assert proc.stderr.count("\n") == 1 and "backing_b\\nse.qcow2" in proc.stderr

@@ -8,6 +8,7 @@ from typing import Dict, List
 import pytest
 
 import imagekit
+from ourcmd import QCOW2KIT
 
 KINDS = sorted(k for k in imagekit.KINDS if k != "bitmaps_crafted")
 
@@ -23,7 +24,7 @@ def qemu_map(kind: str, path: Path, *args: str) -> subprocess.CompletedProcess:
 
 
 def ours(path: Path, *args: str, name: str = "") -> subprocess.CompletedProcess:
-    return subprocess.run(["qcow2kit", "map", *args, name or path.name], capture_output=True,
+    return subprocess.run([*QCOW2KIT, "map", *args, name or path.name], capture_output=True,
                           text=True, cwd=path.parent)
 
 
@@ -76,7 +77,7 @@ def test_missing_backing_file(image_copy) -> None:
 
 def test_backing_loop_terminates(image_copy) -> None:
     path = image_copy("v3")
-    assert subprocess.run(["qcow2kit", "add-header-ext", str(path), "0xe2792aca", "qcow2"],
+    assert subprocess.run([*QCOW2KIT, "add-header-ext", str(path), "0xe2792aca", "qcow2"],
                           capture_output=True).returncode == 0
     with open(path, "r+b") as f:  # backing file name: the image itself, after the header
         name = path.name.encode()

@@ -1,0 +1,63 @@
+"""The set-up the README promises: the command under test is this checkout's, and the
+system packages make deps would ask apt for can be installed on this machine."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+import qcow2kit
+from conftest import DECOY_STATUS
+from ourcmd import QCOW2KIT, REPO, SCRIPT
+
+DEPS = REPO / "tools" / "deps.sh"
+
+
+def test_command_is_built_from_this_checkout(tmp_path: Path) -> None:
+    """The script's own interpreter, started away from the checkout, imports qcow2kit
+    from this checkout (the editable install), as the script itself does."""
+    assert SCRIPT.is_file(), f"{SCRIPT} missing: make install-test installs it"
+    shebang = SCRIPT.read_text().splitlines()[0]
+    assert shebang.startswith("#!"), shebang
+    proc = subprocess.run([shebang[2:].strip(), "-c",
+                           "import qcow2kit.cli; print(qcow2kit.cli.__file__)"],
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert Path(proc.stdout.strip()).resolve() == REPO / "qcow2kit" / "cli.py"
+    assert Path(qcow2kit.__file__).resolve() == REPO / "qcow2kit" / "__init__.py"
+    proc = subprocess.run([*QCOW2KIT, "--version"], capture_output=True, text=True)
+    assert (proc.returncode, proc.stdout) == (0, f"qcow2kit, version {qcow2kit.__version__}\n")
+
+
+def test_path_holds_only_a_decoy() -> None:
+    """A test that looks qcow2kit up on PATH meets the decoy and fails."""
+    found = shutil.which("qcow2kit")
+    assert found is not None and Path(found).resolve() != SCRIPT.resolve()
+    proc = subprocess.run(["qcow2kit", "--version"], capture_output=True, text=True)
+    assert proc.returncode == DECOY_STATUS
+    assert "from PATH" in proc.stderr
+
+
+@pytest.mark.parametrize("missing", [
+    "", "qemu-img", "qemu-nbd", "dot", "node", "npm", "node npm",
+    "qemu-img qemu-io qemu-nbd dot node npm"])
+def test_deps_asks_apt_only_for_what_it_can_install(missing: str) -> None:
+    """With these tools counted missing, the packages tools/deps.sh would ask for
+    install on this machine (apt-get -s), and none is asked for twice."""
+    proc = subprocess.run([str(DEPS), "--check", *missing.split()],
+                          capture_output=True, text=True, env=dict(os.environ, LC_ALL="C"))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    listed = subprocess.run([str(DEPS), "--list"], capture_output=True, text=True)
+    assert listed.returncode == 0 and listed.stdout == "\n"
+
+
+def test_deps_lists_one_package_per_missing_tool() -> None:
+    """qemu's three tools come from one package; npm from nodejs when the installed
+    nodejs provides it (NodeSource), else from Debian's npm."""
+    proc = subprocess.run([str(DEPS), "--check", "qemu-img", "qemu-io", "qemu-nbd", "dot"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "deps: apt can install qemu-utils graphviz\n"
