@@ -224,18 +224,11 @@ def backing(d: Path) -> Path:
 
 
 def luks(d: Path) -> Path:
-    # qemu's PBKDF benchmark fails ("Unable to get accurate CPU usage") when its first
-    # round ends before the thread's CPU clock ticks: sha512 rounds are slow enough
-    # (sha256 failed 10 times in 20 here, sha512 never), and a retry covers the rest.
-    for attempt in range(5):
-        try:
-            p = create(d / "luks.qcow2", "4M", objects=[SECRET], **{
-                "encrypt.format": "luks", "encrypt.key-secret": "sec0",
-                "encrypt.hash-alg": "sha512", "encrypt.iter-time": "10"})
-            break
-        except RuntimeError as exc:
-            if "accurate CPU usage" not in str(exc) or attempt == 4:
-                raise
+    # sha512: its PBKDF rounds are slow enough to make qemu's timing flake rare (sha256
+    # failed 10 times in 20 here); run() retries the rest.
+    p = create(d / "luks.qcow2", "4M", objects=[SECRET], **{
+        "encrypt.format": "luks", "encrypt.key-secret": "sec0",
+        "encrypt.hash-alg": "sha512", "encrypt.iter-time": "10"})
     qemu_io(p, "write -P 0x11 0 64k", "write -P 0x22 1M 64k", objects=[SECRET],
             image_opts=f"driver=qcow2,file.filename={p},encrypt.key-secret=sec0")
     return p

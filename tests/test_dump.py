@@ -5,7 +5,6 @@ import hashlib
 import json
 import struct
 import subprocess
-import sys
 from pathlib import Path
 from typing import Dict
 

@@ -12,7 +12,6 @@ import os
 import resource
 import struct
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Optional
