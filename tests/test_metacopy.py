@@ -1,0 +1,233 @@
+"""`qcow2kit metadata-copy`: qemu sees the copy as it sees the image, guest data aside.
+
+For every image kind, and for damaged copies: qemu-img check (report, JSON, exit code),
+info (but the allocated size), map (but the zero flag of data extents, which qemu reads
+from the file's holes) and snapshot -l are equal on the copy and the original; the
+guest data the image stores reads as zeros from the copy; the copy's allocation stays
+within a file-system block or two of each metadata range.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+import subprocess
+from pathlib import Path
+from typing import List, Tuple
+
+import pytest
+
+import imagekit
+from ourcmd import QCOW2KIT
+from sidebyside import LUKS_OPTS
+
+KINDS = sorted(imagekit.KINDS)
+EXTERNAL_DATA = ("data_file", "data_file_raw")
+COMPRESSED = ("zlib", "zlib_4k", "zstd")
+BLOCK = 4096
+
+
+def image_args(path: Path) -> List[str]:
+    """How qemu-img is given the image (the LUKS image and its copy with the secret)."""
+    if "luks" in path.name:
+        return ["--object", imagekit.SECRET, "--image-opts", LUKS_OPTS.format(path.name)]
+    return [path.name]
+
+
+def qemu(path: Path, *args: str) -> Tuple[int, str, str]:
+    """qemu-img ARGS on the image, run beside it, with the image's name as NAME."""
+    image = image_args(path)
+    proc = subprocess.run(["qemu-img", *args, *image], capture_output=True, text=True,
+                          cwd=path.parent)
+    def named(text: str) -> str:
+        return text.replace(image[-1], "NAME").replace(path.name, "NAME")
+    return proc.returncode, named(proc.stdout), named(proc.stderr)
+
+
+def copy_of(path: Path) -> Path:
+    out = path.with_name("copy-" + path.name)
+    proc = subprocess.run([*QCOW2KIT, "metadata-copy", path.name, out.name],
+                          capture_output=True, text=True, cwd=path.parent)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""
+    return out
+
+
+def info_but_allocation(text: str) -> dict:
+    data = json.loads(text)
+    data.pop("actual-size")
+    return data
+
+
+def map_but_data_zero_flag(text: str) -> List[dict]:
+    """The extents without the zero flag of data extents, joined where they then
+    continue each other (holes split what small clusters share a file block with)."""
+    out: List[dict] = []
+    for extent in json.loads(text):
+        if extent["data"]:
+            extent.pop("zero")
+        last = out[-1] if out else None
+        if last is not None and "offset" in extent and "offset" in last \
+                and {**last, "start": 0, "length": 0, "offset": 0} \
+                == {**extent, "start": 0, "length": 0, "offset": 0} \
+                and last["start"] + last["length"] == extent["start"] \
+                and last["offset"] + last["length"] == extent["offset"]:
+            last["length"] += extent["length"]
+        else:
+            out.append(extent)
+    return out
+
+
+def assert_qemu_sees_the_same(original: Path, copy: Path) -> None:
+    for args in (["check"], ["check", "--output=json"], ["snapshot", "-l"]):
+        assert qemu(copy, *args) == qemu(original, *args), args
+    rc, out, err = qemu(original, "info", "--output=json")
+    got = qemu(copy, "info", "--output=json")
+    assert (got[0], got[2]) == (rc, err)
+    if rc == 0:
+        assert info_but_allocation(got[1]) == info_but_allocation(out)
+    rc, out, err = qemu(original, "map", "--output=json")
+    got = qemu(copy, "map", "--output=json")
+    assert (got[0], got[2]) == (rc, err)
+    if rc == 0:
+        assert map_but_data_zero_flag(got[1]) == map_but_data_zero_flag(out)
+
+
+def metadata_ranges(stdout: str) -> int:
+    return int(stdout.split(" in ")[1].split()[0])
+
+
+def raw(path: Path, out: Path) -> bytes:
+    proc = subprocess.run(["qemu-img", "convert", "-O", "raw", *image_args(path), str(out)],
+                          capture_output=True, text=True, cwd=path.parent)
+    assert proc.returncode == 0, proc.stderr
+    return out.read_bytes()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_qemu_sees_the_copy_as_the_image(kind: str, image_copy) -> None:
+    path = image_copy(kind)
+    before = hashlib.sha256(path.read_bytes()).hexdigest()
+    copy = copy_of(path)
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == before
+    assert copy.stat().st_size == path.stat().st_size
+    assert_qemu_sees_the_same(path, copy)
+
+
+# Guest data that is not in the image file (external data files), or does not read as
+# zeros from zeroed clusters (compressed: qemu cannot inflate a hole; LUKS: zeros
+# decrypt to noise), is tested apart; bitmaps_crafted is an image qemu refuses.
+PLAIN = sorted(set(KINDS) - set(EXTERNAL_DATA) - set(COMPRESSED)
+               - {"bitmaps_crafted", "luks"})
+
+
+@pytest.mark.parametrize("kind", PLAIN)
+def test_guest_data_stored_in_the_image_reads_as_zeros(kind: str, image_copy) -> None:
+    """Every guest range the image itself maps (depth 0, data) reads as zeros from the
+    copy; ranges the backing chain provides read as before."""
+    path = image_copy(kind)
+    copy = copy_of(path)
+    rc, out, err = qemu(path, "map", "--output=json")
+    assert rc == 0, err
+    mine, theirs = raw(copy, path.parent / "copy.raw"), raw(path, path.parent / "orig.raw")
+    assert len(mine) == len(theirs)
+    stored = 0
+    for extent in json.loads(out):
+        lo, hi = extent["start"], extent["start"] + extent["length"]
+        if extent["depth"] == 0 and extent["data"]:
+            assert mine[lo:hi].count(0) == hi - lo, extent
+            stored += hi - lo
+        else:
+            assert mine[lo:hi] == theirs[lo:hi], extent
+    if kind in ("v3", "snapshots", "zlib", "backing"):
+        assert stored and theirs.count(0) < len(theirs)  # the copy really left data out
+
+
+@pytest.mark.parametrize("kind", ["v3", "zlib", "snapshots", "bitmaps", "prealloc_metadata"])
+def test_copy_allocates_about_the_metadata(kind: str, image_copy) -> None:
+    path = image_copy(kind)
+    copy = path.with_name("copy-" + path.name)
+    proc = subprocess.run([*QCOW2KIT, "metadata-copy", str(path), str(copy)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    metadata = int(proc.stdout.split(": ")[1].split()[0])
+    ranges = metadata_ranges(proc.stdout)
+    allocated = os.stat(copy).st_blocks * 512
+    assert allocated <= metadata + 2 * BLOCK * ranges
+    assert allocated < os.stat(path).st_blocks * 512 or kind == "prealloc_metadata"
+
+
+@pytest.mark.parametrize("kind", sorted(COMPRESSED) + ["luks"])
+def test_stored_guest_data_is_left_out(kind: str, image_copy) -> None:
+    """Compressed and encrypted images: the copy is the image with every byte outside
+    the metadata zeroed, and qemu cannot read that guest data back (a hole is no
+    deflate stream; zeros decrypt to noise)."""
+    path = image_copy(kind)
+    copy = copy_of(path)
+    original, copied = path.read_bytes(), copy.read_bytes()
+    assert len(original) == len(copied)
+    kept = bytes(a if a == b else 0 for a, b in zip(original, copied))
+    assert kept == copied  # every byte of the copy is the original's or zero
+    raw_copy = path.parent / "copy.raw"
+    proc = subprocess.run(["qemu-img", "convert", "-O", "raw", *image_args(copy),
+                           str(raw_copy)], capture_output=True, text=True, cwd=path.parent)
+    if kind == "luks":
+        assert proc.returncode == 0, proc.stderr
+        assert raw_copy.read_bytes() != raw(path, path.parent / "orig.raw")
+    else:
+        assert proc.returncode == 1 and "Input/output error" in proc.stderr
+
+
+def _l2_entry_offset(path: Path, guest: int) -> int:
+    """The file offset of the L2 entry that maps guest offset (standard L2), by struct."""
+    data = path.read_bytes()
+    bits = struct.unpack_from(">I", data, 20)[0]
+    l1_offset = struct.unpack_from(">Q", data, 40)[0]
+    per_l2 = 1 << (bits - 3)
+    l1 = struct.unpack_from(">Q", data, l1_offset + 8 * (guest >> bits >> (bits - 3)))[0]
+    return (l1 & 0x00FFFFFFFFFFFE00) + 8 * ((guest >> bits) % per_l2)
+
+
+def _damage_into_header(path: Path) -> None:
+    """The first L2 entry points at cluster 0 (the header), copied flag kept."""
+    at = _l2_entry_offset(path, 0)
+    with open(path, "r+b") as f:
+        f.seek(at)
+        f.write(struct.pack(">Q", 1 << 63))
+
+
+def _damage_leak(path: Path) -> None:
+    """The header cluster's refcount raised to 2: a leak."""
+    data = path.read_bytes()
+    reftable = struct.unpack_from(">Q", data, 48)[0]
+    block = struct.unpack_from(">Q", data, reftable)[0]
+    with open(path, "r+b") as f:
+        f.seek(block)
+        f.write(struct.pack(">H", 2))
+
+
+def _damage_truncate(path: Path) -> None:
+    """The last data cluster cut off the end of the file."""
+    os.truncate(path, path.stat().st_size - 65536)
+
+
+@pytest.mark.parametrize("damage", [_damage_into_header, _damage_leak, _damage_truncate])
+def test_a_damaged_image_copies_with_its_damage(damage, image_copy) -> None:
+    path = image_copy("v3")
+    damage(path)
+    assert qemu(path, "check")[0] != 0  # damaged, as qemu sees it
+    assert_qemu_sees_the_same(path, copy_of(path))
+
+
+def test_existing_output_is_refused_and_left_alone(image_copy) -> None:
+    path = image_copy("v3")
+    other = path.with_name("other")
+    other.write_bytes(b"keep me")
+    for target in (other, path):
+        before = target.read_bytes()
+        proc = subprocess.run([*QCOW2KIT, "metadata-copy", str(path), str(target)],
+                              capture_output=True, text=True)
+        assert proc.returncode == 1
+        assert proc.stderr == f"qcow2kit: {target}: File exists\n"
+        assert target.read_bytes() == before
