@@ -365,8 +365,11 @@ def layout_command(image: str, output: str) -> None:
 @main.command("metadata-copy")
 @IMAGE
 @click.argument("output")
+@click.option("--scrub-names", is_flag=True,
+              help="Replace snapshot, bitmap, backing and data file names by neutral "
+                   "ones of the same length.")
 @reports_errors
-def metadata_copy_command(image: str, output: str) -> None:
+def metadata_copy_command(image: str, output: str, scrub_names: bool) -> None:
     """Copy the image's metadata to OUTPUT, a new file, leaving guest data out.
 
     Every metadata byte (header cluster, L1 and L2 tables of the image and its
@@ -376,14 +379,16 @@ def metadata_copy_command(image: str, output: str) -> None:
     map and snapshot -l see the copy as they see the image, corruptions included, so
     it can be shared to show a problem without the data. The copy is sparse and has
     the image's size. OUTPUT must not exist; on failure it is removed. Backing and
-    external data files are not copied.
+    external data files are not copied. With --scrub-names no name a user gave is
+    left in the copy (a scrubbed backing or data file name names no file).
     """
     from . import metacopy
 
     with open_image(image) as img:
-        report = metacopy.metadata_copy(img, output)
+        report = metacopy.metadata_copy(img, output, scrub_names=scrub_names)
     click.echo(f"{output}: {report.metadata_bytes} bytes of metadata in "
-               f"{len(report.ranges)} ranges, file size {report.file_size}")
+               f"{len(report.ranges)} ranges, file size {report.file_size}"
+               + (f", {len(report.scrubbed)} names scrubbed" if scrub_names else ""))
 
 
 @main.command("diff")

@@ -133,6 +133,7 @@ class Extension:
     data: bytes
     padding: bytes
     parsed: Any
+    data_offset: int  # where data starts in the file
 
     @property
     def length(self) -> int:
@@ -176,6 +177,7 @@ class Bitmap:
     extra_data_size: int
     extra_data: bytes
     table: Sequence[BitmapTableEntry]
+    name_offset: int  # where the name starts in the file
 
 
 class Image:
@@ -243,7 +245,8 @@ class Image:
             start = base + area._debug["extensions"]["arr"][i]["start"]
             parsed = ext.data if isinstance(ext.data, KaitaiStruct) else None
             raw = ext._raw_data if parsed is not None else ext.data
-            out.append(Extension(start, int(ext.magic), raw, ext.padding, parsed))
+            out.append(Extension(start, int(ext.magic), raw, ext.padding, parsed,
+                                 base + ext._debug["data"]["start"]))
         return out
 
     def extension(self, kind: str) -> Optional[Extension]:
@@ -277,8 +280,9 @@ class Image:
         with self.parsing(ext.parsed, ext.offset + 8, "feature_name_table"):
             return [FeatureName(int(e.type), e.bit, e.name) for e in ext.parsed.entries]
 
-    def _bitmap_entries(self) -> List[Tuple[int, Any]]:
-        """Each parsed bitmap directory entry with its offset in the file."""
+    def _bitmap_entries(self) -> List[Tuple[int, Any, int]]:
+        """Each parsed bitmap directory entry with its offset in the file, and the
+        offset its parsed positions are relative to (the directory's)."""
         ext = self.extension("bitmaps")
         if ext is None:
             return []
@@ -287,8 +291,8 @@ class Image:
         with self.parsing(bx, ext.offset + 8, "bitmaps_extension"):
             directory = bx.bitmap_directory
         starts = directory._debug["entries"]["arr"]
-        return [(bx.ofs_bitmap_directory + starts[i]["start"], e)
-                for i, e in enumerate(directory.entries)]
+        base = bx.ofs_bitmap_directory
+        return [(base + starts[i]["start"], e, base) for i, e in enumerate(directory.entries)]
 
     def _check_bitmaps_extension(self, bx: Any, base: int) -> None:
         """QEMU's limits on the bitmap count and directory, before it is read."""
@@ -310,8 +314,9 @@ class Image:
             offset=start, name=e.name, table_offset=e.ofs_bitmap_table,
             table_size=e.num_bitmap_table_entries, flags=e.flags, type=int(e.type),
             granularity_bits=e.granularity_bits, name_size=e.len_name,
-            extra_data_size=e.len_extra_data, extra_data=e.extra_data, table=[])
-            for start, e in self._bitmap_entries()]
+            extra_data_size=e.len_extra_data, extra_data=e.extra_data, table=[],
+            name_offset=base + e._debug["name"]["start"])
+            for start, e, base in self._bitmap_entries()]
 
     def bitmap_table(self, index: int) -> BitmapTable:
         """The table of directory entry index, every entry classified.
@@ -319,7 +324,7 @@ class Image:
         A table past the end of the file or beyond QEMU's limits (2^27 entries, 512 MiB
         of bitmap data) is refused before any of it is read.
         """
-        start, e = self._bitmap_entries()[index]
+        start, e, _ = self._bitmap_entries()[index]
         path = f"bitmap_directory.entries[{index}]"
         count = e.num_bitmap_table_entries
         if e.ofs_bitmap_table + 8 * count > self.file_size:

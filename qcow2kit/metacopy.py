@@ -22,17 +22,80 @@ from .errors import Qcow2Error
 from .image import Image
 from .owners import OwnerTable
 from .references import Context, Kind
+from .snapshots import read_snapshots
 
 CHUNK = 8 << 20  # bytes copied per read
 _GUEST_DATA = (Kind.DATA, Kind.COMPRESSED)
 
 
 class CopyReport(NamedTuple):
-    """What a copy holds: its ranges of metadata and their total, the file's size."""
+    """What a copy holds: its ranges of metadata and their total, the file's size,
+    and the names it replaced (what, offset, length)."""
 
     ranges: List[Tuple[int, int]]
     metadata_bytes: int
     file_size: int
+    scrubbed: List[Tuple[str, int, int]]
+
+
+class NameSpan(NamedTuple):
+    """A name stored in the image: what names it, and where its bytes lie."""
+
+    what: str
+    offset: int
+    length: int
+
+
+def name_spans(image: Image) -> List[NameSpan]:
+    """Every name a user gave: snapshot and bitmap names, the backing file and the
+    external data file."""
+    spans = []
+    h = image.header
+    if h.backing_file_offset and h.backing_file_size:
+        spans.append(NameSpan("backing file", h.backing_file_offset, h.backing_file_size))
+    for ext in image.extensions:
+        if ext.kind == "external_data_file" and ext.length:
+            spans.append(NameSpan("data file", ext.data_offset, ext.length))
+    spans += [NameSpan(f"snapshot {s.id}", s.name_offset, s.name_size)
+              for s in read_snapshots(image)]
+    spans += [NameSpan(f"bitmap {i}", b.name_offset, b.name_size)
+              for i, b in enumerate(image.bitmap_directory())]
+    return [s for s in spans if s.length]
+
+
+SCRUB_ALPHABET = b"0123456789abcdefghijklmnopqrstuvwxyz"
+
+
+def _neutral(what: str, number: int, length: int) -> bytes:
+    """The kind's letter and number in base 36, padded with 'x' to length bytes."""
+    digits = b""
+    while True:
+        number, digit = divmod(number, len(SCRUB_ALPHABET))
+        digits = SCRUB_ALPHABET[digit:digit + 1] + digits
+        if not number:
+            break
+    name = (what[:1].encode() + digits)[-length:]
+    return name + b"x" * (length - len(name))
+
+
+def neutral_names(image: Image, spans: List[NameSpan]) -> List[bytes]:
+    """For each name, one of the same length that tells nothing: none equal to a name
+    of the image or to another, where the length leaves room for that."""
+    originals = {image.read(s.offset, s.length) for s in spans}
+    taken: set = set()
+    out = []
+    number = 0
+    for span in spans:
+        tries = 0
+        while True:
+            name = _neutral(span.what, number, span.length)
+            number += 1
+            tries += 1
+            if (name not in originals and name not in taken) or tries > 4096:
+                break
+        taken.add(name)
+        out.append(name)
+    return out
 
 
 def metadata_ranges(image: Image) -> List[Tuple[int, int]]:
@@ -67,12 +130,15 @@ def _write_all(fd: int, data: bytes, offset: int) -> None:
         done += n
 
 
-def metadata_copy(image: Image, out: Union[str, Path]) -> CopyReport:
+def metadata_copy(image: Image, out: Union[str, Path], scrub_names: bool = False
+                  ) -> CopyReport:
     """Write the metadata-only copy of image to out, a new file (never an existing
-    one); on any failure out is removed, so nothing half-done is left. An OSError
-    about out names it."""
+    one); with scrub_names, every name a user gave replaced by a neutral one of the
+    same length. On any failure out is removed, so nothing half-done is left. An
+    OSError about out names it."""
     out = Path(out)
     ranges = metadata_ranges(image)
+    scrub = name_spans(image) if scrub_names else []
     src = image._file.fileno()
     size = os.fstat(src).st_size
     try:
@@ -90,6 +156,11 @@ def metadata_copy(image: Image, out: Union[str, Path]) -> CopyReport:
                     _write_all(fd, data, at)
                 except OSError as exc:
                     raise OSError(exc.errno, exc.strerror, str(out)) from None
+        for span, name in zip(scrub, neutral_names(image, scrub)):
+            try:
+                _write_all(fd, name, span.offset)
+            except OSError as exc:
+                raise OSError(exc.errno, exc.strerror, str(out)) from None
         try:
             os.ftruncate(fd, size)
             os.fsync(fd)
@@ -100,4 +171,5 @@ def metadata_copy(image: Image, out: Union[str, Path]) -> CopyReport:
         os.unlink(out)
         raise
     os.close(fd)
-    return CopyReport(ranges, sum(end - start for start, end in ranges), size)
+    return CopyReport(ranges, sum(end - start for start, end in ranges), size,
+                      [tuple(span) for span in scrub])

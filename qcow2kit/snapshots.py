@@ -54,6 +54,8 @@ class Snapshot:
     vm_state_size_large: Optional[int]
     disk_size: Optional[int]
     icount: Optional[int]
+    name_offset: int  # where the name starts in the file
+    name_size: int
 
 
 # --- reading ---------------------------------------------------------------------
@@ -145,7 +147,8 @@ def _snapshot(index: int, offset: int, entry: Any) -> Snapshot:
         vm_clock_nsec=entry.vm_clock_nsec,
         vm_state_size=entry.vm_state_size if large is None else large,
         extra_data_size=entry.len_extra_data, vm_state_size_large=large,
-        disk_size=getattr(extra, "disk_size", None), icount=extra.icount)
+        disk_size=getattr(extra, "disk_size", None), icount=extra.icount,
+        name_offset=offset + entry._debug["name"]["start"], name_size=entry.len_name)
 
 
 def read_snapshots(image: Image) -> List[Snapshot]:

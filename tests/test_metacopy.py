@@ -231,3 +231,43 @@ def test_existing_output_is_refused_and_left_alone(image_copy) -> None:
         assert proc.returncode == 1
         assert proc.stderr == f"qcow2kit: {target}: File exists\n"
         assert target.read_bytes() == before
+
+
+SECRETS = {"snapshot": "secret-snap-alpha", "bitmap": "secret-bitmap-beta",
+           "backing": "secret-base-gamma.qcow2", "data": "secret-data-delta.raw"}
+
+
+def test_scrubbed_names_leave_no_trace(tmp_path: Path) -> None:
+    """Every name a user gave is replaced by a neutral one of the same length: the
+    copy holds none of the original names' bytes, and qemu reads the rest as before."""
+    base = imagekit.create(tmp_path / SECRETS["backing"], "16M")
+    top = imagekit.create(tmp_path / "top.qcow2", "16M", backing=base.name)
+    imagekit.qemu_io(top, "write -P 0x11 0 64k")
+    subprocess.run(["qemu-img", "snapshot", "-c", SECRETS["snapshot"], str(top)], check=True)
+    subprocess.run(["qemu-img", "snapshot", "-c", SECRETS["snapshot"] + "2", str(top)],
+                   check=True)
+    subprocess.run(["qemu-img", "bitmap", "--add", str(top), SECRETS["bitmap"]], check=True)
+    data = imagekit.create(tmp_path / "data.qcow2", "16M", data_file=SECRETS["data"])
+    for image, names in ((top, ("snapshot", "bitmap", "backing")), (data, ("data",))):
+        copy = image.with_name("copy-" + image.name)
+        proc = subprocess.run([*QCOW2KIT, "metadata-copy", "--scrub-names", image.name,
+                               copy.name], capture_output=True, text=True, cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.endswith(f", {len(names) + (names[0] == 'snapshot')} names "
+                                    "scrubbed\n")
+        content = copy.read_bytes()
+        assert all(SECRETS[n].encode() not in content for n in names)
+        assert all(SECRETS[n].encode() in image.read_bytes() for n in names)
+    info = json.loads(subprocess.run(
+        ["qemu-img", "info", "--output=json", "copy-top.qcow2"], capture_output=True,
+        text=True, cwd=tmp_path, check=True).stdout)
+    assert len(info["backing-filename"]) == len(SECRETS["backing"])
+    listed = [s["name"] for s in info["snapshots"]]
+    assert [len(n) for n in listed] == [len(SECRETS["snapshot"]), len(SECRETS["snapshot"]) + 1]
+    assert len(set(listed)) == 2
+    bitmap = info["format-specific"]["data"]["bitmaps"][0]["name"]
+    assert len(bitmap) == len(SECRETS["bitmap"]) and bitmap != SECRETS["bitmap"]
+    proc = subprocess.run([*QCOW2KIT, "dump", "copy-data.qcow2"], capture_output=True,
+                          text=True, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "secret" not in proc.stdout
