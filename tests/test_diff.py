@@ -8,9 +8,8 @@ import shutil
 import struct
 import subprocess
 from pathlib import Path
-from typing import Dict, List, Set, Tuple
+from typing import Dict, Set, Tuple
 
-import pytest
 
 import imagekit
 from ourcmd import QCOW2KIT
