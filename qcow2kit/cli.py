@@ -381,6 +381,10 @@ def metadata_copy_command(image: str, output: str, scrub_names: bool) -> None:
     the image's size. OUTPUT must not exist; on failure it is removed. Backing and
     external data files are not copied. With --scrub-names no name a user gave is
     left in the copy (a scrubbed backing or data file name names no file).
+
+    An OUTPUT named .tar, .tar.gz/.tgz, .tar.xz/.txz or .tar.zst/.tzst is a tar
+    archive (GNU tar, compressed by the suffix) holding the copy as a sparse member
+    named as the image: one file to send, small whatever the image's size.
     """
     from . import metacopy
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import errno
 import os
+import subprocess
+import tempfile
 from pathlib import Path
 from typing import List, NamedTuple, Tuple, Union
 
@@ -130,21 +132,26 @@ def _write_all(fd: int, data: bytes, offset: int) -> None:
         done += n
 
 
-def metadata_copy(image: Image, out: Union[str, Path], scrub_names: bool = False
-                  ) -> CopyReport:
-    """Write the metadata-only copy of image to out, a new file (never an existing
-    one); with scrub_names, every name a user gave replaced by a neutral one of the
-    same length. On any failure out is removed, so nothing half-done is left. An
-    OSError about out names it."""
-    out = Path(out)
-    ranges = metadata_ranges(image)
-    scrub = name_spans(image) if scrub_names else []
+ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.xz", ".txz", ".tar.zst", ".tzst")
+
+
+def is_archive(name: Union[str, Path]) -> bool:
+    """Whether a copy named so is written as a (compressed) tar archive."""
+    return str(name).endswith(ARCHIVE_SUFFIXES)
+
+
+def _named(exc: OSError, out: Path) -> OSError:
+    return OSError(exc.errno, exc.strerror, str(out))
+
+
+def _write_copy(image: Image, out: Path, ranges: List[Tuple[int, int]],
+                scrub: List[NameSpan]) -> None:
+    """Write the copy to out, a new file, and remove it on any failure."""
     src = image._file.fileno()
-    size = os.fstat(src).st_size
     try:
         fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     except OSError as exc:
-        raise OSError(exc.errno, exc.strerror, str(out)) from None
+        raise _named(exc, out) from None
     try:
         for start, end in ranges:
             for at in range(start, end, CHUNK):
@@ -152,24 +159,56 @@ def metadata_copy(image: Image, out: Union[str, Path], scrub_names: bool = False
                 data = os.pread(src, want, at)
                 if len(data) != want:
                     raise Qcow2Error("image", at, "the file shrank while it was copied")
-                try:
-                    _write_all(fd, data, at)
-                except OSError as exc:
-                    raise OSError(exc.errno, exc.strerror, str(out)) from None
+                _write_all(fd, data, at)
         for span, name in zip(scrub, neutral_names(image, scrub)):
-            try:
-                _write_all(fd, name, span.offset)
-            except OSError as exc:
-                raise OSError(exc.errno, exc.strerror, str(out)) from None
-        try:
-            os.ftruncate(fd, size)
-            os.fsync(fd)
-        except OSError as exc:
-            raise OSError(exc.errno, exc.strerror, str(out)) from None
+            _write_all(fd, name, span.offset)
+        os.ftruncate(fd, image.file_size)
+        os.fsync(fd)
+    except OSError as exc:
+        os.close(fd)
+        os.unlink(out)
+        raise _named(exc, out) from None
     except BaseException:
         os.close(fd)
         os.unlink(out)
         raise
     os.close(fd)
-    return CopyReport(ranges, sum(end - start for start, end in ranges), size,
+
+
+def _write_archive(image: Image, out: Path, ranges: List[Tuple[int, int]],
+                   scrub: List[NameSpan]) -> None:
+    """The copy as a sparse member, named as the image, of a tar archive that GNU tar
+    compresses by out's suffix; nothing is left behind on failure."""
+    if out.exists() or out.is_symlink():
+        raise OSError(errno.EEXIST, os.strerror(errno.EEXIST), str(out))
+    with tempfile.TemporaryDirectory(prefix=".metadata-copy-", dir=out.parent) as tmp:
+        member = Path(tmp) / image.path.name
+        _write_copy(image, member, ranges, scrub)
+        try:
+            proc = subprocess.run(
+                ["tar", "--create", "--auto-compress", "--sparse", "--hole-detection=seek",
+                 "--format=posix", "--file", str(out), "--directory", tmp, member.name],
+                capture_output=True, text=True, stdin=subprocess.DEVNULL)
+        except BaseException:
+            out.unlink(missing_ok=True)
+            raise
+        if proc.returncode != 0:
+            out.unlink(missing_ok=True)
+            problem = proc.stderr.strip().splitlines()[-1:] or [f"exit {proc.returncode}"]
+            raise OSError(errno.EIO, f"tar failed: {problem[0]}", str(out))
+
+
+def metadata_copy(image: Image, out: Union[str, Path], scrub_names: bool = False
+                  ) -> CopyReport:
+    """Write the metadata-only copy of image to out, a new file (never an existing
+    one), or when out's name ends as a tar archive's (ARCHIVE_SUFFIXES), an archive
+    holding the copy as a sparse member; with scrub_names, every name a user gave is
+    replaced by a neutral one of the same length. On any failure out is removed, so
+    nothing half-done is left; an OSError about out names it."""
+    out = Path(out)
+    ranges = metadata_ranges(image)
+    scrub = name_spans(image) if scrub_names else []
+    write = _write_archive if is_archive(out) else _write_copy
+    write(image, out, ranges, scrub)
+    return CopyReport(ranges, sum(end - start for start, end in ranges), image.file_size,
                       [tuple(span) for span in scrub])

@@ -271,3 +271,27 @@ def test_scrubbed_names_leave_no_trace(tmp_path: Path) -> None:
                           text=True, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "secret" not in proc.stdout
+
+
+@pytest.mark.parametrize("suffix", [".tar.xz", ".tar.gz", ".tar.zst"])
+def test_archive_holds_the_copy_as_a_sparse_member(suffix: str, image_copy) -> None:
+    path = image_copy("snapshots")
+    plain = copy_of(path)
+    archive = path.with_name("shared" + suffix)
+    proc = subprocess.run([*QCOW2KIT, "metadata-copy", path.name, archive.name],
+                          capture_output=True, text=True, cwd=path.parent)
+    assert proc.returncode == 0, proc.stderr
+    assert archive.stat().st_size < 64 << 10
+    out = path.parent / "extracted"
+    out.mkdir()
+    subprocess.run(["tar", "-xf", str(archive), "-C", str(out)], check=True)
+    extracted = out / path.name
+    assert [p.name for p in out.iterdir()] == [path.name]
+    assert extracted.read_bytes() == plain.read_bytes()
+    assert os.stat(extracted).st_blocks <= os.stat(plain).st_blocks + 16
+    before = archive.read_bytes()
+    proc = subprocess.run([*QCOW2KIT, "metadata-copy", path.name, archive.name],
+                          capture_output=True, text=True, cwd=path.parent)
+    assert (proc.returncode, proc.stderr) == (1, f"qcow2kit: {archive.name}: File exists\n")
+    assert archive.read_bytes() == before
+    assert sorted(p.name for p in path.parent.iterdir() if p.name.startswith(".")) == []
