@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from dataclasses import dataclass
-from typing import Any, Callable, List, Optional, Tuple
+from typing import Any, Callable, List, NamedTuple, Optional, Tuple
 
 import numpy as np
 
@@ -206,9 +206,34 @@ class Decryptor:
         return self.cipher.decrypt(data, start // SECTOR)
 
 
-def luks_slots(image: Image) -> List[Any]:
-    """The parsed LUKS key slots."""
-    return list(_luks(image)[1].key_slots)
+class LuksPart(NamedTuple):
+    """A byte range of the LUKS header clusters: a header field, a key slot's field
+    or its key material (slot None for the header's own fields)."""
+
+    start: int
+    end: int
+    field: str
+    slot: Optional[int]
+    active: bool
+
+
+def luks_parts(image: Image) -> List[LuksPart]:
+    """Every field of the LUKS header and of its key slots, and each slot's key
+    material, as file ranges (the parser's positions, taken relative to the header's
+    magic, so that they hold whichever stream the header is read from)."""
+    base, header = _luks(image)
+    origin = header._debug["magic"]["start"]
+    out = [LuksPart(base + span["start"] - origin, base + span["end"] - origin, name,
+                    None, False)
+           for name, span in header._debug.items() if name != "key_slots"]
+    for index, ks in enumerate(header.key_slots):
+        active = int(ks.active) == LUKS_SLOT_ACTIVE
+        out += [LuksPart(base + span["start"] - origin, base + span["end"] - origin, name,
+                         index, active) for name, span in ks._debug.items()]
+        material = base + ks.key_material_offset * SECTOR
+        size = -(-header.key_bytes * ks.stripes // SECTOR) * SECTOR
+        out.append(LuksPart(material, material + size, "key_material", index, active))
+    return out
 
 
 def _luks(image: Image) -> Tuple[int, Any]:

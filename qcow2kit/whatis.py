@@ -18,6 +18,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from . import tables
+from .crypto import CRYPT_LUKS, luks_parts
 from .errors import Qcow2Error
 from .image import ClusterType, ExtensionType, Image
 from .owners import OwnerTable
@@ -430,8 +431,28 @@ class _Explainer:
 
     def _encryption(self, offset: int, owner: Owner, start: int, end: int,
                     sources: List[int]) -> Described:
-        return "encryption-header", f"encryption header, byte {offset - start} of " \
-            f"{end - start}", {}
+        text = f"encryption header, byte {offset - start} of {end - start}"
+        if self.image.header.crypt_method != CRYPT_LUKS:
+            return "encryption-header", text, {}
+        try:
+            luks = luks_parts(self.image)
+        except Qcow2Error as exc:
+            return "encryption-header", f"{text} (LUKS header unreadable: {exc})", {}
+        for part in luks:
+            if part.start <= offset < part.end:
+                where = f"byte {offset - part.start} of {part.end - part.start}"
+                if part.slot is None:
+                    return "encryption-header", f"{text}: LUKS header field {part.field}, " \
+                        f"{where}", {"luks-field": part.field}
+                state = "active" if part.active else "inactive"
+                label = f"key slot {part.slot} ({state})"
+                if part.field == "key_material":
+                    return "encryption-header", f"{text}: key material of LUKS {label}, " \
+                        f"{where}", {"key-slot": part.slot, "active": part.active,
+                                     "luks-field": part.field}
+                return "encryption-header", f"{text}: LUKS {label}, field {part.field}", \
+                    {"key-slot": part.slot, "active": part.active, "luks-field": part.field}
+        return "encryption-header", f"{text}: unused", {}
 
     def _bitmap_directory(self, offset: int, owner: Owner, start: int, end: int,
                           sources: List[int]) -> Described:

@@ -5,6 +5,7 @@ writes patterns; every data cluster decrypted here equals the same guest range o
 `qemu-img convert -O raw`."""
 from __future__ import annotations
 
+import struct
 import subprocess
 from pathlib import Path
 from typing import Dict
@@ -13,6 +14,7 @@ import pytest
 
 import imagekit
 from qcow2kit import open_image, tables
+from ourcmd import QCOW2KIT
 from qcow2kit.crypto import SecretRejected, open_decryptor
 
 PASSWORD = "qcow2kit-test"
@@ -111,3 +113,36 @@ def test_second_key_slot(tmp_path: Path) -> None:
     with open_image(path) as image:
         assert open_decryptor(image, b"another").slot == 1
         assert open_decryptor(image, PASSWORD.encode()).slot == 0
+
+
+def _luks_layout(path: Path) -> tuple:
+    """The encryption header's offset, key size and each slot's (active, material
+    offset, stripes), read with struct from the LUKS1 on-disk format."""
+    data = path.read_bytes()
+    for off, magic, _ in imagekit.extensions(path):
+        if magic == 0x0537BE77:
+            base = struct.unpack_from(">Q", data, off + 8)[0]
+    key_bytes = struct.unpack_from(">I", data, base + 108)[0]
+    slots = [struct.unpack_from(">I4x32xII", data, base + 208 + 48 * k) for k in range(8)]
+    return base, key_bytes, slots
+
+
+def test_whatis_names_luks_fields_and_key_material(tmp_path: Path) -> None:
+    path = make(tmp_path / "luks.qcow2", "luks", **{"encrypt.hash-alg": "sha512"})
+    base, key_bytes, slots = _luks_layout(path)
+    probes = {base + 8: "LUKS header field cipher_name, byte 0 of 32",
+              base + 208 + 48 + 4: "LUKS key slot 1 (inactive), field iterations"}
+    for k in (0, 3):
+        active, material, stripes = slots[k]
+        size = -(-key_bytes * stripes // 512) * 512
+        state = "active" if active == 0x00AC71F3 else "inactive"
+        probes[base + material * 512 + 5] = \
+            f"key material of LUKS key slot {k} ({state}), byte 5 of {size}"
+    assert slots[0][0] == 0x00AC71F3 and slots[3][0] != 0x00AC71F3
+    proc = subprocess.run([*QCOW2KIT, "whatis", str(path), *map(hex, probes)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    described = [line for line in proc.stdout.splitlines() if line.startswith("    ")]
+    assert len(described) == len(probes)
+    for line, expected in zip(described, probes.values()):
+        assert line.endswith(": " + expected), (line, expected)
