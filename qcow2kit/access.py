@@ -181,13 +181,9 @@ def open_input(path: str, role: str = IMAGE, name: Optional[str] = None,
         raise
 
 
-_warned: set = set()
-
-
 def share_read(fd: int, path: str) -> None:
     """Take qemu's shared read lock, or with force-share, warn about a writer."""
     if not current().force_share:
         lock_for_reading(fd, path)
-    elif writer_present(fd) and path not in _warned:
-        _warned.add(path)
+    elif writer_present(fd):
         warn(f"{path}: a qemu process is writing to it; the result may be inconsistent")

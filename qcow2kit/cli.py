@@ -281,7 +281,7 @@ def cat(image: str, offset: str, length: Optional[str], snapshot: Optional[str])
                              f"disk ({disk.size} bytes)")
         count = disk.size - start if count is None else min(count, disk.size - start)
         with open_stream(sys.stdout.fileno(), "stdout", disk.chain.inputs()) as out:
-            guest.copy(disk, out, start, count)
+            guest.copy(disk, out, start, count, "cat")
 
 
 def _count(text: str, option: str) -> int:

@@ -257,34 +257,34 @@ def convert(path: PathLike, output: Union[PathLike, int], snapshot: Optional[str
             out.finish(disk.size)
 
 
-def copy(disk: GuestDisk, out: Output, start: int, length: int) -> None:
+def copy(disk: GuestDisk, out: Output, start: int, length: int,
+         label: str = "convert") -> None:
     """Write guest bytes [start, start+length) to out, at their offsets less start."""
-    with Progress("convert", length) as progress:
+    buffer = memoryview(bytearray(min(COPY_CHUNK, max(length, 1))))
+    with Progress(label, length) as progress:
         for piece in disk.chain.pieces(disk.chain.top, start, start + length):
             at = piece.start - start
             if piece.data is not None:
                 out.write(at, piece.data)
             elif piece.fd is not None:
-                _copy_file(piece, out, at)
+                _copy_file(piece, out, at, buffer)
             else:
                 out.zeros(at, piece.length)
             progress.advance(piece.length)
 
 
-def _copy_file(piece: Piece, out: Output, at: int) -> None:
-    """Copy a file range in chunks; the source's holes and what lies past its end
-    are zeros (holes in a sparse output)."""
-    pos = piece.offset
-    end = piece.offset + piece.length
-    for a, b, is_data in file_runs(piece.fd, piece.offset, end):
+def _copy_file(piece: Piece, out: Output, at: int, buffer: memoryview) -> None:
+    """Copy a file range through buffer; the source's holes and what lies past its
+    end are zeros (holes in a sparse output)."""
+    for a, b, is_data in file_runs(piece.fd, piece.offset, piece.offset + piece.length):
         if not is_data:
-            out.zeros(at + a - pos, b - a)
+            out.zeros(at + a - piece.offset, b - a)
             continue
         while a < b:
-            data = os.pread(piece.fd, min(COPY_CHUNK, b - a), a)
-            if data:
-                out.write(at + a - pos, data)
-            if len(data) < min(COPY_CHUNK, b - a):  # the file ended: zeros
-                out.zeros(at + a - pos + len(data), b - a - len(data))
+            view = buffer[:min(len(buffer), b - a)]
+            done = os.preadv(piece.fd, [view], a)
+            out.write(at + a - piece.offset, view[:done])
+            if done < len(view):  # the file ended: zeros
+                out.zeros(at + a - piece.offset + done, b - a - done)
                 break
-            a += len(data)
+            a += done
