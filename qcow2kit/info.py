@@ -248,11 +248,14 @@ def _backing_info(path: str, fmt: Optional[str], with_extras: bool) -> Dict[str,
 def backing_chain(filename: str, with_extras: bool = True) -> List[Dict[str, Any]]:
     """ImageInfo of the image and of each backing file in turn, as qemu-img info
     --backing-chain follows them (qcow2 and raw backing files), under the chain
-    policy of access."""
+    policy of access (which vets the external data files too)."""
     chain = [image_info(filename, with_extras)]
     seen = {filename}
     while True:
         info = chain[-1]
+        data_file = info.get("format-specific", {}).get("data", {}).get("data-file")
+        if data_file:
+            access.data_file(info["filename"], data_file)
         below = access.backing_file(info["filename"], info.get("backing-filename"),
                                     info.get("backing-filename-format"), len(chain) - 1)
         if below is None:

@@ -141,8 +141,12 @@ def open_file(path: str, inputs: Dict[FileId, str]) -> Iterator[Output]:
     known not to be an input and qemu's write lock is held); sparse when it is a
     regular file. On failure or interrupt a file created here is removed, and an
     overwritten one is named in a note on the exception."""
-    with contextlib.suppress(FileNotFoundError):
+    try:
         _refuse_input(path, os.stat(path), inputs)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise OutputError(path, exc.strerror or str(exc)) from None
     fd, created = _open(path)
     out = None
     try:

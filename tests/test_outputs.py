@@ -12,7 +12,6 @@ import hashlib
 import os
 import re
 import resource
-import shutil
 import signal
 import struct
 import subprocess
@@ -240,6 +239,30 @@ def test_short_write(images, tmp_path: Path) -> None:
     proc = qcow2kit("convert", str(images["backing_chain"]), str(out), preexec=small_files)
     assert proc.returncode == exits.OUTPUT_FAILED
     assert error_lines(proc) == [f"qcow2kit: {out}: File too large"]
+    assert not out.exists()
+
+
+def test_io_error(images, tmp_path: Path, monkeypatch) -> None:
+    """EIO from the disk (injected: no device-mapper error target here) names the
+    output, and the output this run created is removed."""
+    import errno
+    from click.testing import CliRunner
+    from qcow2kit.cli import main
+
+    pwrite = os.pwrite
+    calls: List[int] = []
+
+    def failing(fd: int, data, offset: int) -> int:
+        calls.append(offset)
+        if len(calls) > 1:
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        return pwrite(fd, data, offset)
+    monkeypatch.setattr(os, "pwrite", failing)
+    out = tmp_path / "out.raw"
+    result = CliRunner().invoke(main, ["convert", str(images["backing_chain"]), str(out)])
+    assert len(calls) == 2
+    assert result.exit_code == exits.OUTPUT_FAILED
+    assert result.stderr == f"qcow2kit: {out}: Input/output error\n"
     assert not out.exists()
 
 
