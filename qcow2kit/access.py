@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import errno
 import os
 import stat
 import sys
@@ -128,7 +129,8 @@ def vet(path: str, name: str, role: str, image: str) -> None:
     policy = current()
     if policy.safe:
         if os.path.isabs(name) or has_protocol(name):
-            raise _refused(role, name, "an absolute name")
+            raise _refused(role, name, "an absolute name" if os.path.isabs(name)
+                           else "a protocol name")
         home = os.path.realpath(os.path.dirname(image) or ".")
         if os.path.commonpath([home, os.path.realpath(path)]) != home:
             raise _refused(role, name, f"outside the image's directory {home}")
@@ -171,7 +173,7 @@ def open_input(path: str, role: str = IMAGE, name: Optional[str] = None,
         if role != IMAGE:
             _refuse_special(mode, role, name or path)
         elif stat.S_ISDIR(mode):
-            raise IsADirectoryError(21, os.strerror(21), path)
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
         os.set_blocking(fd, True)
         if lock:
             share_read(fd, path)

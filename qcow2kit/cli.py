@@ -40,15 +40,9 @@ def reports_errors(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _fail(exc: BaseException, message: str, status: int) -> None:
-    for line in [message, *getattr(exc, "__notes__", [])]:
-        click.echo(f"qcow2kit: {one_line(line)}", err=True)
+    for line in [message, *getattr(exc, "__notes__", [])]:  # escaped: names from images
+        click.echo(f"qcow2kit: {printable.escape(line)}", err=True)
     sys.exit(status)
-
-
-def one_line(text: str) -> str:
-    """The text with unprintable characters (a newline in a file name read from an
-    image, say) escaped, so that an error stays one line."""
-    return printable.escape(text)
 
 
 FORCE_SHARE = click.option(
@@ -128,7 +122,7 @@ FORCE = click.option("--force", is_flag=True,
 
 def _report(warnings: List[str]) -> None:
     for warning in warnings:
-        click.echo(f"qcow2kit: warning: {one_line(warning)}", err=True)
+        click.echo(f"qcow2kit: warning: {printable.escape(warning)}", err=True)
 
 
 @main.command("set-header")

@@ -266,6 +266,38 @@ def test_io_error(images, tmp_path: Path, monkeypatch) -> None:
     assert not out.exists()
 
 
+def test_failed_conversion_leaves_no_output(image_copy, tmp_path: Path) -> None:
+    """A corrupt compressed cluster is found after the output was created (it used
+    to stay behind, empty): the error names the image and the output is gone."""
+    path = image_copy("zlib_4k")
+    data = bytearray(path.read_bytes())
+    l2 = int.from_bytes(data[int.from_bytes(data[40:48], "big"):][:8], "big") & 0x00FFFFFFFFFFFE00
+    entry = int.from_bytes(data[l2:l2 + 8], "big")  # guest cluster 0: compressed (qcow2.txt)
+    assert entry >> 62 == 1, hex(entry)
+    start = entry & ((1 << 62 - (12 - 8)) - 1)  # x = 62 - (cluster_bits - 8) offset bits
+    data[start:start + 64] = b"\xff" * 64
+    path.write_bytes(bytes(data))
+    out = tmp_path / "out.raw"
+    proc = qcow2kit("convert", str(path), str(out))
+    assert proc.returncode == exits.BAD_IMAGE
+    [line] = error_lines(proc)
+    assert line.startswith(f"qcow2kit: {path}: compressed cluster at offset {start:#x}: "), line
+    assert not out.exists()
+
+
+def test_missing_package_leaves_no_output(images, tmp_path: Path, monkeypatch) -> None:
+    import sys
+    from click.testing import CliRunner
+    from qcow2kit.cli import main
+
+    monkeypatch.setitem(sys.modules, "zstandard", None)
+    out = tmp_path / "out.raw"
+    result = CliRunner().invoke(main, ["convert", str(images["zstd"]), str(out)])
+    assert result.exit_code == exits.BAD_IMAGE
+    assert "pip install 'qcow2kit[zstd]'" in result.stderr
+    assert not out.exists()
+
+
 # --- interrupted -------------------------------------------------------------------------------
 
 def _interrupt_when(proc: subprocess.Popen, ready: Callable[[], bool]) -> None:
