@@ -29,7 +29,7 @@ from typing import Dict, Iterable, Iterator, List, NamedTuple, Optional, Tuple, 
 
 import numpy as np
 
-from . import tables
+from . import printable, tables
 from .image import Image
 from .owners import OwnerTable
 from .progress import Progress
@@ -594,11 +594,12 @@ def render_text(result: CheckResult) -> str:
 
 def stderr_lines(result: CheckResult, explain: bool = False) -> Iterator[str]:
     """The findings as qemu-img check prints them on stderr; with explain, each
-    followed by the structure, its offset and what is wrong."""
+    followed by the structure, its offset and what is wrong (names read from the
+    image in it escaped: the explanation is qcow2kit's own)."""
     for problem in result.problems():
         yield from problem.message.split("\n")
         if explain:
-            yield f"    {problem.explanation}"
+            yield f"    {printable.escape(problem.explanation)}"
 
 
 def failure_line(result: CheckResult) -> Optional[str]:

@@ -9,51 +9,93 @@ from typing import Any, Callable, List, Optional
 
 import click
 
-from . import __version__, edit
+from . import __version__, access, edit, exits, printable
 from .dump import render
 from .errors import Qcow2Error
 from .image import open_image
+from .output import OutputError
 
 # Commands import the modules built on numpy when they run, so that the others
 # (dump, the edits, info, snapshots) start as fast as qcow2.py does.
 
-EXIT_BAD_IMAGE = 1  # the image (or file) cannot be read or used; click uses 2 for usage
-DIFF_DIFFERENT, DIFF_TROUBLE = 1, 2  # diff's exit codes, as diff(1) has them
-
 
 def reports_errors(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Print a bad image's error as one line on stderr and exit non-zero."""
+    """Print a failure as one line on stderr (then any notes about the output) and
+    exit with its status from exits.py."""
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        image = kwargs.get("image", "")
         try:
             return func(*args, **kwargs)
+        except OutputError as exc:
+            _fail(exc, str(exc), exits.OUTPUT_FAILED)
         except Qcow2Error as exc:
-            image = kwargs.get("image", "")
-            click.echo(one_line(f"qcow2kit: {image}: {exc}"), err=True)
+            _fail(exc, f"{image}: {exc}", exits.BAD_IMAGE)
         except OSError as exc:
-            name = exc.filename if exc.filename is not None else kwargs.get("image", "")
-            click.echo(one_line(f"qcow2kit: {name}: {exc.strerror or exc}"), err=True)
-        sys.exit(EXIT_BAD_IMAGE)
+            name = exc.filename if exc.filename is not None else image
+            _fail(exc, f"{name}: {exc.strerror or exc}", exits.BAD_IMAGE)
+        except KeyboardInterrupt as exc:
+            _fail(exc, "interrupted", exits.INTERRUPTED)
     return wrapper
 
 
-def one_line(text: str) -> str:
-    """The text with unprintable characters (a newline in a file name read from an
-    image, say) escaped, so that an error stays one line."""
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+def _fail(exc: BaseException, message: str, status: int) -> None:
+    for line in [message, *getattr(exc, "__notes__", [])]:  # escaped: names from images
+        click.echo(f"qcow2kit: {printable.escape(line)}", err=True)
+    sys.exit(status)
+
+
+FORCE_SHARE = click.option(
+    "-U", "--force-share", is_flag=True,
+    help="Read even when a qemu process has the image (or a file of its chain) open "
+         "for writing, with a warning: the result may be inconsistent.")
+CHAIN_OPTIONS = (
+    click.option("--no-backing", is_flag=True,
+                 help="The image alone: what it does not allocate reads as zeros "
+                      "(qemu's backing=null)."),
+    click.option("--backing", "backing", metavar="FILE",
+                 help="Use FILE (qcow2 or raw, probed) as the image's backing file."),
+    click.option("--safe", is_flag=True, envvar=access.SAFE_ENV, show_envvar=True,
+                 help="Refuse backing and data files that the image names by an "
+                      "absolute name, outside its directory, or that are not regular "
+                      "files."),
+    click.option("--allow-special", is_flag=True,
+                 help="Follow backing and data files that are FIFOs, devices or "
+                      "sockets (refused otherwise; never in safe mode)."),
+)
+
+
+def reads_images(chain: bool = False) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """The options of a command that reads images (-U; with chain, those that steer
+    the backing chain), put in force as the access policy while it runs."""
+    def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(func)
+        def wrapper(*args: Any, force_share: bool = False, no_backing: bool = False,
+                    backing: Optional[str] = None, safe: bool = False,
+                    allow_special: bool = False, **kwargs: Any) -> Any:
+            if no_backing and backing is not None:
+                raise click.UsageError("--no-backing and --backing exclude each other")
+            policy = access.Policy(no_backing=no_backing, backing=backing, safe=safe,
+                                   allow_special=allow_special, force_share=force_share)
+            with access.using(policy):
+                return func(*args, **kwargs)
+        for option in reversed((FORCE_SHARE, *(CHAIN_OPTIONS if chain else ()))):
+            wrapper = option(wrapper)
+        return wrapper
+    return decorate
 
 
 IMAGE = click.argument("image", type=click.Path(dir_okay=True, path_type=str))
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(context_settings={"help_option_names": ["-h", "--help"]},
+             help="Look inside, check and safely edit QEMU qcow2 disk images.\n\n"
+                  "Commands that read an image take qemu's shared read lock and refuse "
+                  "an image a qemu process writes to (-U reads it anyway).\n\n"
+                  + exits.HELP)
 @click.version_option(__version__, prog_name="qcow2kit")
 def main() -> None:
-    """Look inside, check and safely edit QEMU qcow2 disk images.
-
-    Exit status: 0 success, 1 the image or file cannot be read or used (one line on
-    stderr names the structure and offset), 2 a usage error.
-    """
+    """The command group."""
 
 
 @main.command()
@@ -62,6 +104,7 @@ def main() -> None:
               help="Only the header extensions (qcow2.py dump-header-exts).")
 @click.option("-j", "--json", "as_json", is_flag=True,
               help="JSON, as qcow2.py -j prints it.")
+@reads_images()
 @reports_errors
 def dump(image: str, exts_only: bool, as_json: bool) -> None:
     """Print the header and header extensions exactly as qemu's qcow2.py does.
@@ -79,7 +122,7 @@ FORCE = click.option("--force", is_flag=True,
 
 def _report(warnings: List[str]) -> None:
     for warning in warnings:
-        click.echo(f"qcow2kit: warning: {warning}", err=True)
+        click.echo(f"qcow2kit: warning: {printable.escape(warning)}", err=True)
 
 
 @main.command("set-header")
@@ -143,6 +186,7 @@ def del_header_ext(image: str, magic: str, force: bool) -> None:
 @click.option("--json", "as_json", is_flag=True,
               help="JSON: every field, the dirty extents and the warnings.")
 @click.option("--name", help="Only the bitmap of this name.")
+@reads_images()
 @reports_errors
 def bitmaps_command(image: str, as_json: bool, name: Optional[str]) -> None:
     """Show each persistent dirty bitmap and the guest ranges it marks dirty.
@@ -167,6 +211,7 @@ def bitmaps_command(image: str, as_json: bool, name: Optional[str]) -> None:
 @IMAGE
 @click.option("--json", "as_json", is_flag=True,
               help="qemu-img map --output=json: every extent with its status.")
+@reads_images(chain=True)
 @reports_errors
 def map_command(image: str, as_json: bool) -> None:
     """Where each guest range is stored, through the backing chain, as qemu-img map.
@@ -188,17 +233,23 @@ def map_command(image: str, as_json: bool) -> None:
 @IMAGE
 @click.argument("output")
 @click.option("--snapshot", metavar="ID|NAME", help="Export this internal snapshot instead.")
+@reads_images(chain=True)
 @reports_errors
 def convert(image: str, output: str, snapshot: Optional[str]) -> None:
-    """Write the guest disk as a raw image to OUTPUT (sparse), or to stdout for -.
+    """Write the guest disk as a raw image to OUTPUT, or to stdout for -.
 
     Reads as qemu does: backing chain, zero clusters, compressed clusters (zlib;
-    zstd with the zstandard package), extended L2 subclusters, external data files.
+    zstd with the zstandard package), extended L2 subclusters, external data
+    files. A regular OUTPUT is written sparse: zero runs of 4 KiB and more stay
+    holes, as qemu-img convert leaves them. OUTPUT may not be the image nor a file
+    of its chain (by any name) nor a file a qemu process uses; qemu's write lock is
+    held on it while writing. When the conversion fails or is interrupted, an
+    OUTPUT it created is removed; an existing one it overwrote is named.
     """
     from . import guest
 
     if output == "-":
-        guest.convert(image, sys.stdout.buffer, snapshot)
+        guest.convert(image, sys.stdout.fileno(), snapshot)
     else:
         guest.convert(image, output, snapshot)
 
@@ -206,26 +257,36 @@ def convert(image: str, output: str, snapshot: Optional[str]) -> None:
 @main.command()
 @IMAGE
 @click.option("--offset", default="0", help="First guest byte (any int() base).")
-@click.option("--length", default=None, help="Number of bytes (default: to the end).")
+@click.option("--length", default=None,
+              help="Number of bytes (default: to the end; a range past the end is cut there).")
 @click.option("--snapshot", metavar="ID|NAME", help="Read this internal snapshot instead.")
+@reads_images(chain=True)
 @reports_errors
 def cat(image: str, offset: str, length: Optional[str], snapshot: Optional[str]) -> None:
     """Copy guest bytes to stdout."""
     from . import guest
+    from .output import open_stream
 
-    start = edit.parse_int(offset, "offset")
+    start = _count(offset, "--offset")
+    count = None if length is None else _count(length, "--length")
     with guest.GuestDisk(image, snapshot) as disk:
-        count = disk.size - start if length is None else edit.parse_int(length, "length")
-        if start < 0 or count < 0 or start + count > disk.size:
-            raise Qcow2Error("guest disk", None,
-                             f"range {start}+{count} is outside the disk ({disk.size} bytes)")
-        disk.seek(start)
-        out = sys.stdout.buffer
-        while count:
-            chunk = disk.read(min(count, guest.COPY_CHUNK))
-            out.write(chunk)
-            count -= len(chunk)
-        out.flush()
+        if start > disk.size:
+            raise Qcow2Error("guest disk", None, f"offset {start} is past the end of the "
+                             f"disk ({disk.size} bytes)")
+        count = disk.size - start if count is None else min(count, disk.size - start)
+        with open_stream(sys.stdout.fileno(), "stdout", disk.chain.inputs()) as out:
+            guest.copy(disk, out, start, count, "cat")
+
+
+def _count(text: str, option: str) -> int:
+    """A byte offset or count: any int() base, not negative."""
+    try:
+        value = int(text, 0)
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not a number", param_hint=option) from None
+    if value < 0:
+        raise click.BadParameter(f"{text} is negative", param_hint=option)
+    return value
 
 
 def _echo_text(text: str) -> None:
@@ -240,6 +301,7 @@ def _echo_text(text: str) -> None:
               help="The image, then each backing file in turn (qcow2 and raw).")
 @click.option("--qemu", "qemu_only", is_flag=True,
               help="Only what qemu-img info prints, byte for byte.")
+@reads_images(chain=True)
 @reports_errors
 def info_command(image: str, as_json: bool, backing_chain: bool, qemu_only: bool) -> None:
     """What qemu-img info says about the image, then what it does not.
@@ -266,6 +328,7 @@ def info_command(image: str, as_json: bool, backing_chain: bool, qemu_only: bool
 @IMAGE
 @click.option("--json", "as_json", is_flag=True,
               help="JSON: qemu-img info's snapshot fields, the extra data and the L1 table.")
+@reads_images()
 @reports_errors
 def snapshots_command(image: str, as_json: bool) -> None:
     """List the internal snapshots as qemu-img snapshot -l does, then their details.
@@ -289,6 +352,7 @@ def snapshots_command(image: str, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="JSON, as qemu-img check --output=json.")
 @click.option("--explain", is_flag=True,
               help="After each finding: the structure at fault, its offset and what is wrong.")
+@reads_images()
 @reports_errors
 def check_command(image: str, as_json: bool, explain: bool) -> None:
     """Check refcounts and copied flags as read-only qemu-img check does.
@@ -318,6 +382,7 @@ def check_command(image: str, as_json: bool, explain: bool) -> None:
 @click.argument("offsets", nargs=-1, required=True, metavar="OFFSET...")
 @click.option("--json", "as_json", is_flag=True,
               help="JSON: per offset its cluster, refcount, status and holders.")
+@reads_images()
 @reports_errors
 def whatis_command(image: str, offsets: List[str], as_json: bool) -> None:
     """What is at each host OFFSET of the file (any int() base: 4096, 0x1000).
@@ -342,6 +407,7 @@ def whatis_command(image: str, offsets: List[str], as_json: bool) -> None:
 @IMAGE
 @click.option("-o", "--output", required=True, metavar="FILE.svg|FILE.png",
               help="The picture to write: SVG or PNG, by the name's suffix.")
+@reads_images()
 @reports_errors
 def layout_command(image: str, output: str) -> None:
     """Draw the host file, one cell per cluster, coloured by what holds it.
@@ -426,7 +492,6 @@ def diff_command(image_a: str, image_b: str, as_json: bool, data: bool) -> None:
     except (Qcow2Error, OSError) as exc:
         name = getattr(exc, "filename", None) or [image_a, image_b][min(len(opened), 1)]
         problem = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
-        click.echo(one_line(f"qcow2kit: {name}: {problem}"), err=True)
-        sys.exit(DIFF_TROUBLE)
+        _fail(exc, f"{name}: {problem}", exits.DIFF_TROUBLE)
     _echo_text(diff.render_json(changes) if as_json else diff.render_text(changes))
-    sys.exit(DIFF_DIFFERENT if any(changes.values()) else 0)
+    sys.exit(exits.DIFF_DIFFERENT if any(changes.values()) else 0)

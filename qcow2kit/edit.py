@@ -236,9 +236,9 @@ def _write(path: Path, new: bytes, force: bool) -> None:
     with open(path, "r+b") as f:
         if not force:
             try:
-                lock_for_writing(f)
+                lock_for_writing(f.fileno(), "--force edits it anyway")
             except ImageLocked as exc:
-                raise EditError(str(exc)) from None
+                raise EditError(exc.problem) from None
         f.seek(0)
         f.write(new)
         f.flush()
@@ -266,7 +266,7 @@ class Edit:
         self.image: Optional[Image] = None
 
     def __enter__(self) -> "Edit":
-        self.image = Image(self.path)
+        self.image = Image(self.path, lock=False)  # _write takes the write lock
         try:
             self.cluster = FirstCluster(self.image)
         except BaseException:

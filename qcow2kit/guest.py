@@ -6,15 +6,18 @@ Unallocated ranges read from the backing chain, or zeros past its end.
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import zlib
 from pathlib import Path
-from typing import BinaryIO, Dict, Iterator, NamedTuple, Optional, Union
+from typing import Dict, Iterator, NamedTuple, Optional, Union
 
 import numpy as np
 
+from . import access
 from .errors import Qcow2Error
+from .output import FileId, Output, file_id, open_file, open_stream
 from .mapping import Layer, Qcow2Layer, RawLayer, Run, file_runs, open_chain
 from .progress import Progress
 from . import tables
@@ -116,11 +119,27 @@ class Chain:
         key = id(layer)
         if key not in self.data_fds:
             try:  # QEMU opens a relative data file name from the current directory
-                self.data_fds[key] = os.open(layer.data_filename, os.O_RDONLY)
+                self.data_fds[key] = access.open_input(layer.data_filename, access.DATA,
+                                                       layer.data_file)
             except OSError as exc:
                 raise Qcow2Error("external data file", None,
                                  f"{layer.data_filename}: {exc.strerror}") from None
         return self.data_fds[key]
+
+    def inputs(self) -> Dict[FileId, str]:
+        """Every file of the chain that exists, by device and inode, in words."""
+        found: Dict[FileId, str] = {}
+        layer: Optional[Layer] = self.top
+        while layer is not None:
+            role = "the image" if layer is self.top else "the backing file"
+            fd = layer.fd if isinstance(layer, Qcow2Layer) else layer.file.fileno()
+            found.setdefault(file_id(os.fstat(fd)), f"{role} {layer.filename}")
+            if isinstance(layer, Qcow2Layer) and layer.data_file:
+                with contextlib.suppress(OSError):
+                    found.setdefault(file_id(os.stat(layer.data_filename)),
+                                     f"the external data file {layer.data_file}")
+            layer = layer.backing if isinstance(layer, Qcow2Layer) else None
+        return found
 
     def pieces(self, layer: Layer, start: int, end: int) -> Iterator[Piece]:
         """What guest bytes [start, end) of layer (and below it) read as."""
@@ -223,56 +242,49 @@ class GuestDisk(io.RawIOBase):
         super().close()
 
 
-def convert(path: PathLike, output: Union[PathLike, BinaryIO], snapshot: Optional[str] = None) -> None:
-    """Write the guest disk as a raw image: sparse (holes for zeros) when output is a
-    path, every byte when it is a stream such as stdout."""
+def convert(path: PathLike, output: Union[PathLike, int], snapshot: Optional[str] = None,
+            name: str = "stdout") -> None:
+    """Write the guest disk as a raw image to the file at output (sparse: zero runs of
+    4 KiB and more become holes, as in qemu-img convert's output) or, in order, to the
+    descriptor output (named name in errors). See output.py for what is refused."""
     with GuestDisk(path, snapshot) as disk:
-        if isinstance(output, (str, Path)):
-            with open(output, "wb") as out:
-                _write_sparse(disk, out.fileno())
-        else:
-            _write_stream(disk, output)
-
-
-def _write_sparse(disk: GuestDisk, out: int) -> None:
-    os.ftruncate(out, 0)
-    with Progress("convert", disk.size) as progress:
-        for piece in disk.chain.pieces(disk.chain.top, 0, disk.size):
-            if piece.data is not None:
-                os.pwrite(out, piece.data, piece.start)
-            elif piece.fd is not None:
-                _copy(piece, out)
-            progress.advance(piece.length)
-    os.ftruncate(out, disk.size)
-
-
-def _copy(piece: Piece, out: int) -> None:
-    """Copy the data parts of a file range in the kernel; the source's holes (and
-    what lies past its end) stay holes."""
-    for start, end, is_data in file_runs(piece.fd, piece.offset, piece.offset + piece.length):
-        if is_data:
-            _copy_range(piece.fd, out, start, piece.start + start - piece.offset, end - start)
-
-
-def _copy_range(src: int, out: int, offset: int, at: int, length: int) -> None:
-    done = 0
-    while done < length:
-        count = min(COPY_CHUNK, length - done)
-        try:
-            copied = os.copy_file_range(src, out, count, offset + done, at + done)
-        except OSError:  # not supported between these files: read and write
-            data = os.pread(src, count, offset + done)
-            copied = os.pwrite(out, data, at + done) if data else 0
-        if copied == 0:
+        if isinstance(output, int):
+            with open_stream(output, name, disk.chain.inputs()) as out:
+                copy(disk, out, 0, disk.size)
             return
-        done += copied
+        with open_file(str(output), disk.chain.inputs()) as out:
+            copy(disk, out, 0, disk.size)
+            out.finish(disk.size)
 
 
-def _write_stream(disk: GuestDisk, out: BinaryIO) -> None:
-    buffer = bytearray(min(COPY_CHUNK, max(disk.size, 1)))
-    while True:
-        n = disk.readinto(buffer)
-        if n == 0:
-            break
-        out.write(memoryview(buffer)[:n])
-    out.flush()
+def copy(disk: GuestDisk, out: Output, start: int, length: int,
+         label: str = "convert") -> None:
+    """Write guest bytes [start, start+length) to out, at their offsets less start."""
+    buffer = memoryview(bytearray(min(COPY_CHUNK, max(length, 1))))
+    with Progress(label, length) as progress:
+        for piece in disk.chain.pieces(disk.chain.top, start, start + length):
+            at = piece.start - start
+            if piece.data is not None:
+                out.write(at, piece.data)
+            elif piece.fd is not None:
+                _copy_file(piece, out, at, buffer)
+            else:
+                out.zeros(at, piece.length)
+            progress.advance(piece.length)
+
+
+def _copy_file(piece: Piece, out: Output, at: int, buffer: memoryview) -> None:
+    """Copy a file range through buffer; the source's holes and what lies past its
+    end are zeros (holes in a sparse output)."""
+    for a, b, is_data in file_runs(piece.fd, piece.offset, piece.offset + piece.length):
+        if not is_data:
+            out.zeros(at + a - piece.offset, b - a)
+            continue
+        while a < b:
+            view = buffer[:min(len(buffer), b - a)]
+            done = os.preadv(piece.fd, [view], a)
+            out.write(at + a - piece.offset, view[:done])
+            if done < len(view):  # the file ended: zeros
+                out.zeros(at + a - piece.offset + done, b - a - done)
+                break
+            a += done

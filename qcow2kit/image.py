@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Iterator, List, Optional, Seque
 
 from kaitaistruct import KaitaiStream, KaitaiStruct
 
+from . import access
 from .errors import PARSE_ERRORS, Qcow2Error, from_parse
 from .generated.qcow2 import Qcow2
 
@@ -181,11 +182,17 @@ class Bitmap:
 
 
 class Image:
-    """A qcow2 image opened read-only (or read-write for editors)."""
+    """A qcow2 image opened read-only (or read-write for editors).
 
-    def __init__(self, path: Union[str, Path], writable: bool = False) -> None:
+    Read-only, it is opened as access.open_input opens a file in the given role,
+    with qemu's shared read lock unless lock is off.
+    """
+
+    def __init__(self, path: Union[str, Path], writable: bool = False,
+                 role: str = access.IMAGE, lock: bool = True) -> None:
         self.path = Path(path)
-        self._file: BinaryIO = open(self.path, "r+b" if writable else "rb")
+        self._file: BinaryIO = open(self.path, "r+b") if writable else \
+            os.fdopen(access.open_input(str(path), role, lock=lock), "rb")
         try:
             self.qcow2 = Qcow2(KaitaiStream(self._file))
             read_header(self.qcow2)
@@ -346,6 +353,17 @@ class Image:
                 for i, bitmap in enumerate(self.bitmap_directory())]
 
 
-def open_image(path: Union[str, Path], writable: bool = False) -> Image:
-    """Open and parse a qcow2 image; read-only unless writable is set."""
-    return Image(path, writable)
+def open_image(path: Union[str, Path], writable: bool = False,
+               role: str = access.IMAGE) -> Image:
+    """Open and parse a qcow2 image (or a file of a chain, by role); read-only unless
+    writable is set."""
+    return Image(path, writable, role)
+
+
+def probe_format(path: str, role: str = access.IMAGE) -> str:
+    """qcow2 or raw, by the magic, as qemu probes a backing file without a format."""
+    fd = access.open_input(path, role, lock=False)
+    try:
+        return "qcow2" if os.pread(fd, 4, 0) == MAGIC.to_bytes(4, "big") else "raw"
+    finally:
+        os.close(fd)

@@ -13,14 +13,14 @@ import os
 from typing import Any, Dict, List, Optional
 
 from .errors import Qcow2Error
-from .image import Image, enum_name, open_image
+from . import access, printable
+from .image import Image, enum_name, open_image, probe_format
 from .qemu_style import InOrder, c_string, dump_tree, size_to_str, to_json
 from .snapshots import LISTING_HEADER, listing_line, qemu_snapshot_info, read_snapshots
 
 SECTOR = 512
 COMPAT = {2: "0.10", 3: "1.1"}
 EXTRAS = "qcow2kit"
-QCOW2_MAGIC = b"QFI\xfb"
 MAX_BITMAP_DIRECTORY = 1024 * 65535  # QEMU's limit in bytes
 # The bits the specification defines, under qcow2.ksy's names (its has_unknown_bits
 # instances mark every other bit).
@@ -52,30 +52,12 @@ def _last_string(image: Image, kind: str) -> Optional[str]:
     return c_string(found[-1].parsed.value) if found else None
 
 
-def _dir_name(filename: str) -> str:
-    """The directory part of a file name, its last slash included ("" for none)."""
-    return filename[:filename.rfind("/") + 1]
-
-
-def _has_protocol(filename: str) -> bool:
-    """Whether qemu reads a "protocol:" prefix in the name (a colon before any slash)."""
-    head = filename.split("/", 1)[0]
-    return ":" in head
-
-
-def full_backing_filename(filename: str, backing: str) -> str:
-    """The backing file's name as qemu resolves it: relative to the image's directory."""
-    if backing.startswith("/") or _has_protocol(backing):
-        return backing
-    return _dir_name(filename) + backing
-
-
 def _backing(image: Image, filename: str) -> Dict[str, Any]:
     backing = c_string(image.backing_file or "")
     if not backing:
         return {}
     out = {"backing-filename": backing,
-           "full-backing-filename": full_backing_filename(filename, backing)}
+           "full-backing-filename": access.full_backing_filename(filename, backing)}
     backing_format = _last_string(image, "backing_file_format")
     if backing_format:
         out["backing-filename-format"] = backing_format
@@ -233,59 +215,57 @@ def qcow2_info(image: Image, filename: str, with_extras: bool = True) -> Dict[st
 
 # --- files and chains -------------------------------------------------------------
 
-def _path(filename: str) -> str:
-    """The file qemu opens for a name (the file protocol's prefix dropped)."""
-    return filename[len("file:"):] if filename.startswith("file:") else filename
-
-
-def raw_info(filename: str) -> Dict[str, Any]:
+def raw_info(path: str, role: str = access.IMAGE) -> Dict[str, Any]:
     """qemu's ImageInfo for a raw image."""
-    path = _path(filename)
-    size = os.stat(path).st_size
+    fd = access.open_input(path, role)
+    try:
+        st = os.fstat(fd)
+    finally:
+        os.close(fd)
     return {"filename": path, "format": "raw", "dirty-flag": False,
-            "actual-size": _allocated(path),
-            "virtual-size": -(-size // SECTOR) * SECTOR}
+            "actual-size": st.st_blocks * 512,
+            "virtual-size": -(-st.st_size // SECTOR) * SECTOR}
 
 
-def image_info(filename: str, with_extras: bool = True) -> Dict[str, Any]:
+def image_info(filename: str, with_extras: bool = True,
+               role: str = access.IMAGE) -> Dict[str, Any]:
     """qemu's ImageInfo for the qcow2 image named filename, plus the extras."""
-    path = _path(filename)
-    with open_image(path) as image:
+    path = access.file_path(filename)
+    with open_image(path, role=role) as image:
         return qcow2_info(image, path, with_extras)
 
 
-def _probe(path: str) -> str:
-    with open(path, "rb") as f:
-        return "qcow2" if f.read(4) == QCOW2_MAGIC else "raw"
-
-
-def _backing_info(filename: str, fmt: Optional[str], with_extras: bool) -> Dict[str, Any]:
-    if _has_protocol(filename) and not filename.startswith("file:"):
-        raise Qcow2Error("backing chain", None, f"cannot open {filename!r}: "
-                         "only plain file names are supported")
-    fmt = fmt or _probe(_path(filename))
+def _backing_info(path: str, fmt: Optional[str], with_extras: bool) -> Dict[str, Any]:
+    fmt = fmt or probe_format(path, access.BACKING)
     if fmt == "raw":
-        return raw_info(filename)
+        return raw_info(path, access.BACKING)
     if fmt != "qcow2":
         raise Qcow2Error("backing chain", None,
-                         f"{filename!r}: the {fmt} format is not supported")
-    return image_info(filename, with_extras)
+                         f"{path!r}: the {fmt} format is not supported")
+    return image_info(path, with_extras, access.BACKING)
 
 
 def backing_chain(filename: str, with_extras: bool = True) -> List[Dict[str, Any]]:
     """ImageInfo of the image and of each backing file in turn, as qemu-img info
-    --backing-chain follows them (qcow2 and raw backing files)."""
+    --backing-chain follows them (qcow2 and raw backing files), under the chain
+    policy of access (which vets the external data files too)."""
     chain = [image_info(filename, with_extras)]
     seen = {filename}
-    while "full-backing-filename" in chain[-1]:
-        name = chain[-1]["full-backing-filename"]
-        if name in seen:
+    while True:
+        info = chain[-1]
+        data_file = info.get("format-specific", {}).get("data", {}).get("data-file")
+        if data_file:
+            access.data_file(info["filename"], data_file)
+        below = access.backing_file(info["filename"], info.get("backing-filename"),
+                                    info.get("backing-filename-format"), len(chain) - 1)
+        if below is None:
+            return chain
+        path, fmt = below
+        if path in seen:
             raise Qcow2Error("backing chain", None,
-                             f"backing file {name!r} creates an infinite loop")
-        seen.add(name)
-        chain.append(_backing_info(name, chain[-1].get("backing-filename-format"),
-                                   with_extras))
-    return chain
+                             f"backing file {path!r} creates an infinite loop")
+        seen.add(path)
+        chain.append(_backing_info(path, fmt, with_extras))
 
 
 # --- rendering -------------------------------------------------------------------------
@@ -338,7 +318,7 @@ def _feature_line(bit: Dict[str, Any]) -> str:
         name, note = name or "unnamed", ", unknown"
     elif name is None:
         name, note = bit["spec-name"], ", name from the specification"
-    return f"    {bit['type']}: {name} (bit {bit['bit']}{note})"
+    return f"    {bit['type']}: {printable.escape(name)} (bit {bit['bit']}{note})"
 
 
 def _extension_line(ext: Dict[str, Any]) -> str:

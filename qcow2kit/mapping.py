@@ -17,7 +17,8 @@ from typing import Iterator, List, NamedTuple, Optional, Tuple, Union
 import numpy as np
 
 from .errors import Qcow2Error
-from .image import Image, open_image
+from . import access
+from .image import Image, open_image, probe_format
 from .progress import Progress
 from .snapshots import Snapshot, read_snapshots
 from . import tables
@@ -80,8 +81,8 @@ def file_runs(fd: int, start: int, end: int) -> Iterator[tuple]:
 class RawLayer(Layer):
     """A raw image: data where the file has data, zeros in its holes."""
 
-    def __init__(self, path: Path, filename: str) -> None:
-        self.file = open(path, "rb")
+    def __init__(self, filename: str, role: str) -> None:
+        self.file = os.fdopen(access.open_input(filename, role), "rb")
         self.size = os.fstat(self.file.fileno()).st_size
         self.filename = filename
 
@@ -269,11 +270,6 @@ class Qcow2Layer(Layer):
 Chain = List[Layer]
 
 
-def _probe_is_qcow2(path: Path) -> bool:
-    with open(path, "rb") as f:
-        return f.read(4) == b"QFI\xfb"
-
-
 def select_snapshot(image: Image, key: str) -> Snapshot:
     """The snapshot whose id is key, else the one whose name is key."""
     table = read_snapshots(image)
@@ -296,33 +292,43 @@ def _c_string(name: Optional[str]) -> Optional[str]:
 
 def open_chain(path: Union[str, Path], snapshot: Optional[str] = None,
                max_depth: int = 64) -> Layer:
-    """The image at path (or one of its snapshots) with its backing chain opened, as
-    QEMU resolves it.
+    """The image at path (or one of its snapshots) with its backing chain opened as
+    QEMU resolves it, under the chain policy of access (overrides, safe mode).
 
     Backing names are relative to the directory of the image naming them; external
     data file names, as in QEMU, to the current directory.
     """
-    return _open_layer(str(path), "qcow2", max_depth, snapshot)
+    return _open_layer(str(path), "qcow2", 0, max_depth, snapshot)
 
 
-def _open_layer(filename: str, fmt: str, budget: int, snapshot: Optional[str] = None) -> Layer:
-    if budget <= 0:
+def _open_layer(filename: str, fmt: Optional[str], depth: int, max_depth: int,
+                snapshot: Optional[str] = None) -> Layer:
+    if depth > max_depth:
         raise Qcow2Error("backing chain", None, "too deep (a loop?)")
+    role = access.IMAGE if depth == 0 else access.BACKING
+    fmt = fmt or probe_format(filename, role)
     if fmt == "raw":
-        return RawLayer(Path(filename), filename)
+        return RawLayer(filename, role)
     if fmt != "qcow2":
         raise Qcow2Error("backing file format", None, f"{fmt!r} images are not supported")
-    image = open_image(filename)
-    backing = None
-    name = _c_string(image.backing_file)
-    if name:
-        full = name if os.path.isabs(name) else os.path.join(os.path.dirname(filename), name)
-        fmt_ext = image.extension("backing_file_format")
-        below_fmt = _c_string(fmt_ext.data.decode("utf-8", "replace")) if fmt_ext else (
-            "qcow2" if _probe_is_qcow2(Path(full)) else "raw")
-        backing = _open_layer(full, below_fmt, budget - 1)
+    image = open_image(filename, role=role)
+    try:
+        return _qcow2_layer(image, filename, depth, max_depth, snapshot)
+    except BaseException:
+        image.close()
+        raise
+
+
+def _qcow2_layer(image: Image, filename: str, depth: int, max_depth: int,
+                 snapshot: Optional[str]) -> Qcow2Layer:
+    fmt_ext = image.extension("backing_file_format")
+    fmt = _c_string(fmt_ext.data.decode("utf-8", "replace")) if fmt_ext else None
+    below = access.backing_file(filename, _c_string(image.backing_file), fmt, depth)
     data_ext = image.extension("external_data_file")
     data_file = _c_string(data_ext.data.decode("utf-8", "replace")) if data_ext else None
+    if data_file:
+        access.data_file(filename, data_file)
+    backing = None if below is None else _open_layer(*below, depth + 1, max_depth)
     if snapshot is None:
         return Qcow2Layer(image, filename, backing, data_file)
     snap = select_snapshot(image, snapshot)

@@ -15,6 +15,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from kaitaistruct import KaitaiStream
 
+from . import printable
 from .errors import PARSE_ERRORS, Qcow2Error, describe, locate
 from .generated.qcow2 import Qcow2
 from .image import Image
@@ -270,11 +271,13 @@ def _or_dash(value: Optional[int]) -> str:
 
 
 def details_line(snapshot: Snapshot) -> str:
-    """Extra data in bytes ("-" where the extra data is too short) and the L1 table."""
+    """Extra data in bytes ("-" where the extra data is too short) and the L1 table;
+    the id and name escaped and padded to terminal columns (qcow2kit's own table)."""
     values = (_or_dash(snapshot.disk_size), _or_dash(snapshot.vm_state_size_large),
               _or_dash(snapshot.icount), str(snapshot.extra_data_size),
               str(snapshot.l1_size), hex(snapshot.l1_table_offset))
-    names = _id_and_name(c_string(snapshot.id, ID_BUFFER), c_string(snapshot.name, NAME_BUFFER))
+    names = (f"{printable.pad(c_string(snapshot.id, ID_BUFFER), 9)} "
+             f"{printable.pad(c_string(snapshot.name, NAME_BUFFER), 16)}")
     return names + "".join(f" {value:>{width}}"
                            for value, (_, width) in zip(values, DETAIL_COLUMNS))
 

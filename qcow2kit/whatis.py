@@ -17,7 +17,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from . import tables
+from . import printable, tables
 from .crypto import CRYPT_LUKS, luks_parts
 from .errors import Qcow2Error
 from .image import ClusterType, ExtensionType, Image
@@ -535,11 +535,12 @@ def _status_text(a: Answer) -> str:
 
 
 def render_text(answers: Sequence[Answer]) -> str:
-    """Per offset: a line with its cluster and refcount, then one line per holder."""
+    """Per offset: a line with its cluster and refcount, then one line per holder
+    (names read from the image in it escaped)."""
     lines = []
     for a in answers:
         lines.append(f"{a.offset:#x}: cluster {a.cluster}, {_status_text(a)}")
-        lines += [f"    {h.description}" for h in a.holders]
+        lines += [f"    {printable.escape(h.description)}" for h in a.holders]
     return "\n".join(lines) + "\n"
 
 

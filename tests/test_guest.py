@@ -110,9 +110,30 @@ def test_stdout_and_cat(images: Dict[str, Path], raws: Dict[str, Path]) -> None:
     proc = subprocess.run([*QCOW2KIT, "cat", str(path), "--offset", "0x17f000",
                            "--length", "8192"], capture_output=True)
     assert proc.stdout == data[0x17F000:0x17F000 + 8192]
-    proc = subprocess.run([*QCOW2KIT, "cat", str(path), "--offset", str(len(data)),
-                           "--length", "1"], capture_output=True, text=True)
-    assert proc.returncode == 1 and "outside the disk" in proc.stderr
+
+
+def test_cat_range_at_the_end_of_the_disk(images: Dict[str, Path],
+                                          raws: Dict[str, Path]) -> None:
+    """A range crossing the end is cut there, as reading a file is; an offset past
+    the end is an error that states the disk size."""
+    path, data = images["backing_chain"], raws["backing_chain"].read_bytes()
+
+    def cat(offset: int, length: str = None) -> subprocess.CompletedProcess:
+        more = [] if length is None else ["--length", length]
+        return subprocess.run([*QCOW2KIT, "cat", str(path), "--offset", str(offset), *more],
+                              capture_output=True)
+    proc = cat(len(data) - 100, "1000")
+    assert proc.returncode == 0 and proc.stdout == data[-100:]
+    for offset in (len(data), len(data) - 1):
+        proc = cat(offset, "1")
+        assert proc.returncode == 0 and proc.stdout == data[offset:offset + 1]
+    expected = (f"qcow2kit: {path}: guest disk: offset {len(data) + 1} is past the end of "
+                f"the disk ({len(data)} bytes)\n").encode()
+    for length in ("1", None):  # without a length, none is computed (it was negative)
+        proc = cat(len(data) + 1, length)
+        assert (proc.returncode, proc.stdout, proc.stderr) == (1, b"", expected)
+    proc = subprocess.run([*QCOW2KIT, "cat", str(path), "--length", "-5"], capture_output=True)
+    assert proc.returncode == 2 and b"-5 is negative" in proc.stderr
 
 
 def test_output_is_sparse(images: Dict[str, Path], tmp_path: Path) -> None:

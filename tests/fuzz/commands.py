@@ -12,6 +12,7 @@ from typing import Callable, FrozenSet, List
 
 import click
 
+from qcow2kit import exits
 from qcow2kit.cli import main as cli
 from qcow2kit.edit import FEATURE_GROUPS, HEADER_FIELD_IDS
 from qcow2kit.image import ExtensionType
@@ -81,6 +82,7 @@ def _whatis(rng: random.Random, image: str, out: str) -> List[str]:
 
 
 CHECK_EXITS = frozenset((0, 1, 2, 3))  # qemu-img check's: clean, failed, corrupt, leaks
+WRITER_EXITS = frozenset((0, 1, exits.OUTPUT_FAILED))  # output cut at the file-size limit
 
 COMMANDS: List[Command] = [
     Command("dump", "dump", _fixed("dump")),
@@ -90,10 +92,12 @@ COMMANDS: List[Command] = [
     Command("bitmaps --json", "bitmaps", _fixed("bitmaps", "--json"), json=True),
     Command("map", "map", _fixed("map")),
     Command("map --json", "map", _fixed("map", "--json"), json=True),
-    Command("convert", "convert", lambda rng, image, out: ["convert", image, out]),
-    Command("convert -", "convert", lambda rng, image, out: ["convert", image, "-"]),
-    Command("convert --snapshot", "convert", _snapshot_convert),
-    Command("cat", "cat", _cat),
+    Command("convert", "convert", lambda rng, image, out: ["convert", image, out],
+            exit_codes=WRITER_EXITS),
+    Command("convert -", "convert", lambda rng, image, out: ["convert", image, "-"],
+            exit_codes=WRITER_EXITS),
+    Command("convert --snapshot", "convert", _snapshot_convert, exit_codes=WRITER_EXITS),
+    Command("cat", "cat", _cat, exit_codes=WRITER_EXITS),
     Command("set-header", "set-header", _set_header, edits=True),
     Command("set-feature-bit", "set-feature-bit", _set_feature_bit, edits=True),
     Command("add-header-ext", "add-header-ext", _add_header_ext, edits=True),
