@@ -434,9 +434,10 @@ def layout_command(image: str, output: str) -> None:
 @click.option("--scrub-names", is_flag=True,
               help="Replace snapshot, bitmap, backing and data file names by neutral "
                    "ones of the same length.")
+@reads_images()
 @reports_errors
 def metadata_copy_command(image: str, output: str, scrub_names: bool) -> None:
-    """Copy the image's metadata to OUTPUT, a new file, leaving guest data out.
+    """Copy the image's metadata to OUTPUT, leaving guest data out.
 
     Every metadata byte (header cluster, L1 and L2 tables of the image and its
     snapshots, refcount table and blocks, snapshot table, bitmap directory, tables and
@@ -444,8 +445,9 @@ def metadata_copy_command(image: str, output: str, scrub_names: bool) -> None:
     too, and unreferenced clusters are holes that read as zeros. qemu-img check, info,
     map and snapshot -l see the copy as they see the image, corruptions included, so
     it can be shared to show a problem without the data. The copy is sparse and has
-    the image's size. OUTPUT must not exist; on failure it is removed. Backing and
-    external data files are not copied. With --scrub-names no name a user gave is
+    the image's size. OUTPUT is written as convert's output is (never the image,
+    locked, every write checked, removed on failure). Backing and external data files
+    are not copied. With --scrub-names no name a user gave is
     left in the copy (a scrubbed backing or data file name names no file).
 
     An OUTPUT named .tar, .tar.gz/.tgz, .tar.xz/.txz or .tar.zst/.tzst is a tar
@@ -467,6 +469,7 @@ def metadata_copy_command(image: str, output: str, scrub_names: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Every change, as JSON.")
 @click.option("--data", is_flag=True,
               help="Also compare guest data, sector by sector, through the backing chains.")
+@reads_images(chain=True)
 def diff_command(image_a: str, image_b: str, as_json: bool, data: bool) -> None:
     """What changed from image A to image B (typically one image before and after a
     qemu operation).

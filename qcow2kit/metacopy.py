@@ -11,17 +11,17 @@ image in every respect but guest data, corruptions included.
 """
 from __future__ import annotations
 
-import errno
 import os
 import subprocess
 import tempfile
 from pathlib import Path
-from typing import List, NamedTuple, Tuple, Union
+from typing import Dict, List, NamedTuple, Optional, Tuple, Union
 
 import numpy as np
 
 from .errors import Qcow2Error
 from .image import Image
+from .output import FileId, Output, OutputError, file_id, open_file
 from .owners import OwnerTable
 from .references import Context, Kind
 from .snapshots import read_snapshots
@@ -122,93 +122,84 @@ def metadata_ranges(image: Image) -> List[Tuple[int, int]]:
     return merged
 
 
-def _write_all(fd: int, data: bytes, offset: int) -> None:
-    """Write data at offset, all of it, or raise OSError."""
-    done = 0
-    while done < len(data):
-        n = os.pwrite(fd, data[done:], offset + done)
-        if n <= 0:
-            raise OSError(errno.EIO, "short write")
-        done += n
+ARCHIVE_SUFFIXES = {".tar": "", ".tar.gz": "--gzip", ".tgz": "--gzip",
+                    ".tar.xz": "--xz", ".txz": "--xz", ".tar.zst": "--zstd",
+                    ".tzst": "--zstd"}  # GNU tar's compressor option for each name
+PIPE_CHUNK = 1 << 20
 
 
-ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.xz", ".txz", ".tar.zst", ".tzst")
+def archive_compressor(name: Union[str, Path]) -> Optional[str]:
+    """For a name that ends as a tar archive's, GNU tar's compressor option ("" for a
+    plain .tar); None for any other name."""
+    return next((option for suffix, option in ARCHIVE_SUFFIXES.items()
+                 if str(name).endswith(suffix)), None)
 
 
-def is_archive(name: Union[str, Path]) -> bool:
-    """Whether a copy named so is written as a (compressed) tar archive."""
-    return str(name).endswith(ARCHIVE_SUFFIXES)
+def _inputs(image: Image) -> Dict[FileId, str]:
+    return {file_id(os.fstat(image._file.fileno())): f"the image {image.path}"}
 
 
-def _named(exc: OSError, out: Path) -> OSError:
-    return OSError(exc.errno, exc.strerror, str(out))
-
-
-def _write_copy(image: Image, out: Path, ranges: List[Tuple[int, int]],
-                scrub: List[NameSpan]) -> None:
-    """Write the copy to out, a new file, and remove it on any failure."""
+def _fill(image: Image, out: Output, ranges: List[Tuple[int, int]],
+          scrub: List[NameSpan]) -> None:
+    """The copy's bytes into out: metadata ranges, then the neutral names."""
     src = image._file.fileno()
-    try:
-        fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    except OSError as exc:
-        raise _named(exc, out) from None
-    try:
-        for start, end in ranges:
-            for at in range(start, end, CHUNK):
-                want = min(CHUNK, end - at)
-                data = os.pread(src, want, at)
-                if len(data) != want:
-                    raise Qcow2Error("image", at, "the file shrank while it was copied")
-                _write_all(fd, data, at)
-        for span, name in zip(scrub, neutral_names(image, scrub)):
-            _write_all(fd, name, span.offset)
-        os.ftruncate(fd, image.file_size)
-        os.fsync(fd)
-    except OSError as exc:
-        os.close(fd)
-        os.unlink(out)
-        raise _named(exc, out) from None
-    except BaseException:
-        os.close(fd)
-        os.unlink(out)
-        raise
-    os.close(fd)
+    for start, end in ranges:
+        for at in range(start, end, CHUNK):
+            want = min(CHUNK, end - at)
+            data = os.pread(src, want, at)
+            if len(data) != want:
+                raise Qcow2Error("image", at, "the file shrank while it was copied")
+            out.write(at, data)
+    for span, name in zip(scrub, neutral_names(image, scrub)):
+        out.write(span.offset, name)
+    out.finish(image.file_size)
 
 
-def _write_archive(image: Image, out: Path, ranges: List[Tuple[int, int]],
-                   scrub: List[NameSpan]) -> None:
-    """The copy as a sparse member, named as the image, of a tar archive that GNU tar
-    compresses by out's suffix; nothing is left behind on failure."""
-    if out.exists() or out.is_symlink():
-        raise OSError(errno.EEXIST, os.strerror(errno.EEXIST), str(out))
-    with tempfile.TemporaryDirectory(prefix=".metadata-copy-", dir=out.parent) as tmp:
-        member = Path(tmp) / image.path.name
-        _write_copy(image, member, ranges, scrub)
+def _write_archive(image: Image, out: Output, compressor: str,
+                   ranges: List[Tuple[int, int]], scrub: List[NameSpan]) -> None:
+    """The copy, written sparse into a private temporary folder, becomes the one
+    member (named as the image) of a tar archive that GNU tar streams into out."""
+    with tempfile.TemporaryDirectory(prefix="qcow2kit-metadata-copy-") as tmp:
+        member = os.path.join(tmp, image.path.name)
+        with open_file(member, _inputs(image)) as copy:
+            _fill(image, copy, ranges, scrub)
+        args = ["tar", "--create", "--sparse", "--hole-detection=seek", "--format=posix",
+                *([compressor] if compressor else []), "--file", "-", "--directory", tmp,
+                image.path.name]
         try:
-            proc = subprocess.run(
-                ["tar", "--create", "--auto-compress", "--sparse", "--hole-detection=seek",
-                 "--format=posix", "--file", str(out), "--directory", tmp, member.name],
-                capture_output=True, text=True, stdin=subprocess.DEVNULL)
-        except BaseException:
-            out.unlink(missing_ok=True)
-            raise
-        if proc.returncode != 0:
-            out.unlink(missing_ok=True)
-            problem = proc.stderr.strip().splitlines()[-1:] or [f"exit {proc.returncode}"]
-            raise OSError(errno.EIO, f"tar failed: {problem[0]}", str(out))
+            tar = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                   stdin=subprocess.DEVNULL)
+        except OSError as exc:
+            raise OutputError(out.name, f"cannot run GNU tar: {exc.strerror}") from None
+        with tar:
+            at = 0
+            while True:
+                chunk = tar.stdout.read(PIPE_CHUNK)
+                if not chunk:
+                    break
+                out.write(at, chunk)
+                at += len(chunk)
+            problem = tar.stderr.read().decode(errors="replace").strip()
+        if tar.returncode != 0:
+            last = problem.splitlines()[-1:] or [f"exit status {tar.returncode}"]
+            raise OutputError(out.name, f"tar failed: {last[0]}")
+        out.finish(at)
 
 
 def metadata_copy(image: Image, out: Union[str, Path], scrub_names: bool = False
                   ) -> CopyReport:
-    """Write the metadata-only copy of image to out, a new file (never an existing
-    one), or when out's name ends as a tar archive's (ARCHIVE_SUFFIXES), an archive
-    holding the copy as a sparse member; with scrub_names, every name a user gave is
-    replaced by a neutral one of the same length. On any failure out is removed, so
-    nothing half-done is left; an OSError about out names it."""
-    out = Path(out)
+    """Write the metadata-only copy of image to out or, when out's name ends as a tar
+    archive's (ARCHIVE_SUFFIXES), an archive holding the copy as a sparse member; with
+    scrub_names, every name a user gave is replaced by a neutral one of the same
+    length. The output is handled as every output is (output.py): never the image,
+    locked, every write checked, removed on failure."""
     ranges = metadata_ranges(image)
     scrub = name_spans(image) if scrub_names else []
-    write = _write_archive if is_archive(out) else _write_copy
-    write(image, out, ranges, scrub)
+    compressor = archive_compressor(out)
+    with open_file(str(out), _inputs(image)) as output:
+        if compressor is None:
+            _fill(image, output, ranges, scrub)
+        else:
+            _write_archive(image, output, compressor, ranges, scrub)
     return CopyReport(ranges, sum(end - start for start, end in ranges), image.file_size,
                       [tuple(span) for span in scrub])

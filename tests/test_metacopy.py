@@ -240,17 +240,26 @@ def test_a_damaged_image_copies_with_its_damage(damage, image_copy) -> None:
     assert_qemu_sees_the_same(path, copy_of(path))
 
 
-def test_existing_output_is_refused_and_left_alone(image_copy) -> None:
+def test_the_image_is_never_the_output(image_copy) -> None:
+    """The image itself, through its name, a symlink or a hard link: refused, exit 4,
+    the image byte-identical; another existing file is overwritten."""
     path = image_copy("v3")
-    other = path.with_name("other")
-    other.write_bytes(b"keep me")
-    for target in (other, path):
-        before = target.read_bytes()
+    before = path.read_bytes()
+    (path.parent / "link").symlink_to(path.name)
+    os.link(path, path.parent / "hard")
+    for target in (path, path.parent / "link", path.parent / "hard"):
         proc = subprocess.run([*QCOW2KIT, "metadata-copy", str(path), str(target)],
                               capture_output=True, text=True)
-        assert proc.returncode == 1
-        assert proc.stderr == f"qcow2kit: {target}: File exists\n"
-        assert target.read_bytes() == before
+        assert proc.returncode == 4
+        assert proc.stderr == f"qcow2kit: {target}: refused: it is the same file as the " \
+            f"image {path}, an input\n"
+        assert path.read_bytes() == before
+    other = path.with_name("other")
+    other.write_bytes(b"old content")
+    proc = subprocess.run([*QCOW2KIT, "metadata-copy", str(path), str(other)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert other.stat().st_size == len(before)
 
 
 SECRETS = {"snapshot": "secret-snap-alpha", "bitmap": "secret-bitmap-beta",
@@ -309,9 +318,14 @@ def test_archive_holds_the_copy_as_a_sparse_member(suffix: str, image_copy) -> N
     assert [p.name for p in out.iterdir()] == [path.name]
     assert extracted.read_bytes() == plain.read_bytes()
     assert os.stat(extracted).st_blocks <= os.stat(plain).st_blocks + 16
-    before = archive.read_bytes()
-    proc = subprocess.run([*QCOW2KIT, "metadata-copy", path.name, archive.name],
-                          capture_output=True, text=True, cwd=path.parent)
-    assert (proc.returncode, proc.stderr) == (1, f"qcow2kit: {archive.name}: File exists\n")
-    assert archive.read_bytes() == before
     assert sorted(p.name for p in path.parent.iterdir() if p.name.startswith(".")) == []
+
+
+def test_archive_without_tar_fails_and_leaves_nothing(image_copy) -> None:
+    path = image_copy("v3")
+    proc = subprocess.run([*QCOW2KIT, "metadata-copy", path.name, "out.tar.xz"],
+                          capture_output=True, text=True, cwd=path.parent,
+                          env={"PATH": "/nonexistent"})
+    assert proc.returncode == 4
+    assert proc.stderr == "qcow2kit: out.tar.xz: cannot run GNU tar: No such file or directory\n"
+    assert not (path.parent / "out.tar.xz").exists()
