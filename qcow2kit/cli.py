@@ -13,7 +13,7 @@ from . import __version__, access, edit, exits, printable
 from .dump import render
 from .errors import Qcow2Error
 from .image import open_image
-from .output import OutputError
+from .output import OutputError, ReaderGone
 
 # Commands import the modules built on numpy when they run, so that the others
 # (dump, the edits, info, snapshots) start as fast as qcow2.py does.
@@ -27,6 +27,8 @@ def reports_errors(func: Callable[..., Any]) -> Callable[..., Any]:
         image = kwargs.get("image", "")
         try:
             return func(*args, **kwargs)
+        except ReaderGone:
+            sys.exit(exits.READER_GONE)
         except OutputError as exc:
             _fail(exc, str(exc), exits.OUTPUT_FAILED)
         except Qcow2Error as exc:

@@ -27,6 +27,11 @@ _FLAGS = os.O_NOCTTY | os.O_NONBLOCK | os.O_CLOEXEC  # a FIFO without reader: EN
 _CREATE = os.O_RDWR | os.O_CREAT | os.O_EXCL | _FLAGS
 
 
+class ReaderGone(Exception):
+    """The reader of a stream output (stdout into `head`, say) went away: the run ends
+    quietly, as cat's does."""
+
+
 class OutputError(Exception):
     """The output is refused or cannot be written."""
 
@@ -81,6 +86,8 @@ class Output:
         while len(view):
             try:
                 n = os.pwrite(self.fd, view, offset) if self.sparse else os.write(self.fd, view)
+            except BrokenPipeError:
+                raise ReaderGone(self.name) from None
             except OSError as exc:
                 raise OutputError(self.name, exc.strerror or str(exc)) from None
             except BaseException:  # interrupted: part of the write may be out

@@ -229,6 +229,19 @@ def test_dev_full_and_dev_null(images) -> None:
     assert proc.returncode == 0 and proc.stderr == b""
 
 
+@pytest.mark.parametrize("args", [["cat"], ["convert", "-"]])
+def test_reader_that_goes_away_ends_the_run_quietly(images, args) -> None:
+    """`qcow2kit cat IMG | head -c 10`: the pipe closes, the run ends with 141 and
+    nothing on stderr, as cat's does."""
+    image = str(images["snapshots"])
+    proc = subprocess.Popen([*QCOW2KIT, args[0], image, *args[1:]], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    assert len(proc.stdout.read(10)) == 10
+    proc.stdout.close()
+    assert proc.wait(timeout=60) == exits.READER_GONE
+    assert proc.stderr.read() == b""
+
+
 def test_short_write(images, tmp_path: Path) -> None:
     """A file-size limit cuts a write short, then refuses the next one (EFBIG)."""
     limit = (1 << 20) + 1000
@@ -439,10 +452,11 @@ def test_exit_codes_are_documented() -> None:
     for code, words in ((exits.BAD_IMAGE, "the image or a file of its chain cannot be read"),
                         (exits.USAGE, "a usage error"),
                         (exits.OUTPUT_FAILED, "the output is refused or cannot be written"),
-                        (exits.INTERRUPTED, "interrupted")):
+                        (exits.INTERRUPTED, "interrupted"),
+                        (exits.READER_GONE, "the reader of stdout went away")):
         assert f"{code} {words}" in text
     readme = (REPO / "README.md").read_text()
     table = readme.split("## Exit codes and errors", 1)[1].split("\n\n")[2]
     codes = [int(m) for m in re.findall(r"^\| (\d+) \|", table, re.M)]
     assert codes == [exits.OK, exits.BAD_IMAGE, exits.USAGE, 3, exits.OUTPUT_FAILED,
-                     exits.INTERRUPTED]
+                     exits.INTERRUPTED, exits.READER_GONE]
