@@ -5,7 +5,7 @@ import functools
 import os
 import sys
 from pathlib import Path
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, List, Optional, Tuple
 
 import click
 
@@ -231,13 +231,48 @@ def map_command(image: str, as_json: bool) -> None:
         click.echo(line)
 
 
+def takes_secrets(func: Callable[..., Any]) -> Callable[..., Any]:
+    """The options that give encrypted images their secret, turned into the secrets
+    and key_slot arguments of func (the secret is asked for once, when needed, and
+    serves every encrypted layer)."""
+    @functools.wraps(func)
+    def wrapper(*args: Any, objects: Tuple[str, ...] = (), key_secret: Optional[str] = None,
+                password_file: Optional[str] = None, **kwargs: Any) -> Any:
+        from . import secret
+
+        found: List[bytes] = []
+
+        def secrets(filename: str) -> bytes:
+            if not found:
+                found.append(secret.resolve(objects, key_secret, password_file, filename,
+                                            access.warn))
+            return found[0]
+        return func(*args, secrets=secrets, **kwargs)
+    for option in reversed((
+            click.option("--object", "objects", multiple=True,
+                         metavar="secret,id=ID,file=FILE|data=TEXT",
+                         help="A secret, in qemu's --object syntax (data= on the command "
+                              "line is visible to other users: prefer file=)."),
+            click.option("--key-secret", metavar="ID",
+                         help="The secret object to use (qemu's encrypt.key-secret); "
+                              "default: the only one given."),
+            click.option("--password-file", type=click.Path(dir_okay=False),
+                         help="The secret: the first line of this file."),
+            click.option("--key-slot", type=click.IntRange(0, 7),
+                         help="Try only this LUKS key slot (default: every active one)."))):
+        wrapper = option(wrapper)
+    return wrapper
+
+
 @main.command()
 @IMAGE
 @click.argument("output")
 @click.option("--snapshot", metavar="ID|NAME", help="Export this internal snapshot instead.")
+@takes_secrets
 @reads_images(chain=True)
 @reports_errors
-def convert(image: str, output: str, snapshot: Optional[str]) -> None:
+def convert(image: str, output: str, snapshot: Optional[str], secrets: Any,
+            key_slot: Optional[int]) -> None:
     """Write the guest disk as a raw image to OUTPUT, or to stdout for -.
 
     Reads as qemu does: backing chain, zero clusters, compressed clusters (zlib;
@@ -247,13 +282,14 @@ def convert(image: str, output: str, snapshot: Optional[str]) -> None:
     of its chain (by any name) nor a file a qemu process uses; qemu's write lock is
     held on it while writing. When the conversion fails or is interrupted, an
     OUTPUT it created is removed; an existing one it overwrote is named.
+
+    Encrypted images (LUKS, legacy AES) are decrypted given their secret: --object
+    secret,... as qemu takes it, --password-file, or a prompt on a terminal.
     """
     from . import guest
 
-    if output == "-":
-        guest.convert(image, sys.stdout.fileno(), snapshot)
-    else:
-        guest.convert(image, output, snapshot)
+    target = sys.stdout.fileno() if output == "-" else output
+    guest.convert(image, target, snapshot, secrets=secrets, key_slot=key_slot)
 
 
 @main.command()
@@ -262,16 +298,19 @@ def convert(image: str, output: str, snapshot: Optional[str]) -> None:
 @click.option("--length", default=None,
               help="Number of bytes (default: to the end; a range past the end is cut there).")
 @click.option("--snapshot", metavar="ID|NAME", help="Read this internal snapshot instead.")
+@takes_secrets
 @reads_images(chain=True)
 @reports_errors
-def cat(image: str, offset: str, length: Optional[str], snapshot: Optional[str]) -> None:
-    """Copy guest bytes to stdout."""
+def cat(image: str, offset: str, length: Optional[str], snapshot: Optional[str],
+        secrets: Any, key_slot: Optional[int]) -> None:
+    """Copy guest bytes to stdout (an encrypted image's given its secret, as for
+    convert)."""
     from . import guest
     from .output import open_stream
 
     start = _count(offset, "--offset")
     count = None if length is None else _count(length, "--length")
-    with guest.GuestDisk(image, snapshot) as disk:
+    with guest.GuestDisk(image, snapshot, secrets, key_slot) as disk:
         if start > disk.size:
             raise Qcow2Error("guest disk", None, f"offset {start} is past the end of the "
                              f"disk ({disk.size} bytes)")

@@ -11,11 +11,12 @@ import io
 import os
 import zlib
 from pathlib import Path
-from typing import Dict, Iterator, NamedTuple, Optional, Union
+from typing import Callable, Dict, Iterator, NamedTuple, Optional, Union
 
 import numpy as np
 
 from . import access
+from .crypto import Decryptor, open_decryptor
 from .errors import Qcow2Error
 from .output import FileId, Output, file_id, open_file, open_stream
 from .mapping import Layer, Qcow2Layer, RawLayer, Run, file_runs, open_chain
@@ -23,6 +24,8 @@ from .progress import Progress
 from . import tables
 
 COPY_CHUNK = 64 << 20
+DECRYPT_CHUNK = 4 << 20  # guest bytes decrypted at a time
+SECTOR = 512
 PathLike = Union[str, Path]
 
 
@@ -83,19 +86,29 @@ class _Decompressor:
         return data
 
 
-class Chain:
-    """An opened backing chain with what reading it needs: data file descriptors and
-    decompressors."""
+Secrets = Callable[[str], bytes]  # the secret of the encrypted image of that name
 
-    def __init__(self, top: Layer) -> None:
+
+class Chain:
+    """An opened backing chain with what reading it needs: data file descriptors,
+    decompressors and, for encrypted layers, decryptors (secrets asks for a layer's
+    secret by its file name)."""
+
+    def __init__(self, top: Layer, secrets: Optional[Secrets] = None,
+                 key_slot: Optional[int] = None) -> None:
         self.top = top
         self.data_fds: Dict[int, int] = {}
         self.decompressors: Dict[int, _Decompressor] = {}
+        self.decryptors: Dict[int, Decryptor] = {}
         layer: Optional[Layer] = top
         while layer is not None:
             if isinstance(layer, Qcow2Layer) and layer.encrypted:
-                raise Qcow2Error("header.crypt_method", 32,
-                                 "encrypted images are not supported yet")
+                if secrets is None:
+                    raise Qcow2Error("header.crypt_method", None, "the image is encrypted: "
+                                     "its secret is needed to read guest data")
+                decryptor = open_decryptor(layer.image, secrets(layer.filename), key_slot)
+                assert decryptor is not None
+                self.decryptors[id(layer)] = decryptor
             layer = layer.backing if isinstance(layer, Qcow2Layer) else None
 
     def close(self) -> None:
@@ -147,8 +160,11 @@ class Chain:
             yield from self._raw(layer, start, end)
             return
         assert isinstance(layer, Qcow2Layer)
+        decryptor = self.decryptors.get(id(layer))
         for run in layer.runs(start, end):
-            if run.kind == "normal":
+            if run.kind == "normal" and decryptor is not None:
+                yield from self._decrypted(layer, decryptor, run)
+            elif run.kind == "normal":
                 yield Piece(run.start, run.end - run.start, self._data_fd(layer), run.offset)
             elif run.kind == "compressed":
                 yield from self._compressed(layer, run)
@@ -156,6 +172,23 @@ class Chain:
                 yield from self._backing(layer.backing, run.start, run.end)
             else:
                 yield Piece(run.start, run.end - run.start)
+
+    def _decrypted(self, layer: Qcow2Layer, decryptor: Decryptor, run: Run
+                   ) -> Iterator[Piece]:
+        """A run of data clusters, read a whole number of sectors at a time and
+        decrypted (qemu does not encrypt compressed clusters)."""
+        fd = self._data_fd(layer)
+        pos = run.start
+        while pos < run.end:
+            stop = min(run.end, pos + DECRYPT_CHUNK)
+            lead = pos % SECTOR
+            host = run.offset + (pos - run.start) - lead
+            span = -(-(stop - pos + lead) // SECTOR) * SECTOR
+            raw = os.pread(fd, span, host)
+            raw += bytes(span - len(raw))  # past the end of the file: zeros
+            plain = decryptor.decrypt(raw, host, pos - lead)
+            yield Piece(pos, stop - pos, data=plain[lead:lead + stop - pos])
+            pos = stop
 
     def _raw(self, layer: RawLayer, start: int, end: int) -> Iterator[Piece]:
         stop = min(end, layer.size)
@@ -205,9 +238,10 @@ class GuestDisk(io.RawIOBase):
             sector = disk.read(512)
     """
 
-    def __init__(self, path: PathLike, snapshot: Optional[str] = None) -> None:
+    def __init__(self, path: PathLike, snapshot: Optional[str] = None,
+                 secrets: Optional[Secrets] = None, key_slot: Optional[int] = None) -> None:
         super().__init__()
-        self.chain = Chain(open_chain(path, snapshot))
+        self.chain = Chain(open_chain(path, snapshot), secrets, key_slot)
         self.size = self.chain.top.size
         self.pos = 0
 
@@ -243,11 +277,12 @@ class GuestDisk(io.RawIOBase):
 
 
 def convert(path: PathLike, output: Union[PathLike, int], snapshot: Optional[str] = None,
-            name: str = "stdout") -> None:
+            name: str = "stdout", secrets: Optional[Secrets] = None,
+            key_slot: Optional[int] = None) -> None:
     """Write the guest disk as a raw image to the file at output (sparse: zero runs of
     4 KiB and more become holes, as in qemu-img convert's output) or, in order, to the
     descriptor output (named name in errors). See output.py for what is refused."""
-    with GuestDisk(path, snapshot) as disk:
+    with GuestDisk(path, snapshot, secrets, key_slot) as disk:
         if isinstance(output, int):
             with open_stream(output, name, disk.chain.inputs()) as out:
                 copy(disk, out, 0, disk.size)

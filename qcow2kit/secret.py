@@ -115,6 +115,6 @@ def resolve(objects: Sequence[str], key_secret: Optional[str],
     if prompt is None and sys.stdin is not None and sys.stdin.isatty():
         prompt = getpass.getpass
     if prompt is None:
-        raise SecretError(f"{what} is encrypted: give its secret with --password-file "
+        raise SecretError("the image is encrypted: give its secret with --password-file "
                           "FILE or --object secret,id=ID,file=FILE (or run on a terminal)")
     return prompt(f"Password for {what}: ").encode()

@@ -39,14 +39,20 @@ def image_opts(path: Path, fmt: str) -> str:
     return f"driver=qcow2,file.filename={path.name}{extra},encrypt.key-secret=sec0"
 
 
-def make(path: Path, fmt: str, size: str = "4M", **opts: str) -> Path:
+def make(path: Path, fmt: str, size: str = "4M", backing: str = None, **opts: str) -> Path:
     opts = {"encrypt.format": fmt, "encrypt.key-secret": "sec0", **opts}
     if fmt == "luks":
         opts["encrypt.iter-time"] = "10"
-    imagekit.create(path, size, objects=[SECRET], **opts)
+    imagekit.create(path, size, objects=[SECRET], backing=backing, **opts)
+    chain = ",backing.encrypt.key-secret=sec0" if backing else ""
     imagekit.qemu_io(path, "write -P 0x5a 0 64k", "write -P 0x33 65536 3k",
-                     "write -P 0x77 1M 512", objects=[SECRET], image_opts=image_opts(path, fmt))
+                     "write -P 0x77 1M 512", "write -c -P 0x44 2M 64k",
+                     objects=[SECRET], image_opts=image_opts(path, fmt) + chain)
     return path
+
+
+def ours(*args: str, cwd: Path, stdin: bytes = b"") -> subprocess.CompletedProcess:
+    return subprocess.run([*QCOW2KIT, *args], capture_output=True, cwd=cwd, input=stdin)
 
 
 def qemu_raw(path: Path, fmt: str) -> bytes:
@@ -64,8 +70,9 @@ def decrypted_clusters(path: Path, secret: bytes) -> Dict[int, bytes]:
         decryptor = open_decryptor(image, secret)
         geometry = tables.Geometry.of(image)
         for table in tables.l2_tables(image, tables.l1_table(image), geometry):
+            normal = tables.cluster_types(table.entries, geometry) == tables.NORMAL
             for j, entry in enumerate(tables.host_offsets(table.entries).tolist()):
-                if entry:
+                if normal[j]:  # compressed clusters are not encrypted
                     guest = (table.l1_index * geometry.l2_entries + j) * geometry.cluster_size
                     data = image.read(entry, geometry.cluster_size)
                     out[guest] = decryptor.decrypt(data, entry, guest)
@@ -73,11 +80,23 @@ def decrypted_clusters(path: Path, secret: bytes) -> Dict[int, bytes]:
 
 
 def assert_like_qemu(path: Path, fmt: str) -> None:
+    """Decrypted clusters, convert, and cat of odd ranges equal qemu's reading."""
     raw = qemu_raw(path, fmt)
     clusters = decrypted_clusters(path, PASSWORD.encode())
     assert len(clusters) >= 2
     for guest, data in clusters.items():
         assert data == raw[guest:guest + len(data)], hex(guest)
+    secret = f"--object=secret,id=sec0,file={path.parent / 'pw'}"
+    (path.parent / "pw").write_text(PASSWORD)
+    proc = ours("convert", secret, path.name, "ours.raw", cwd=path.parent)
+    assert (proc.returncode, proc.stderr) == (0, b"")
+    assert (path.parent / "ours.raw").read_bytes() == raw
+    for start, length in ((0, 512), (65535, 3000), (1 << 20, 100), (2 << 20, 70000),
+                          (1000, 3 << 20)):
+        proc = ours("cat", "--password-file", "pw", "--offset", str(start), "--length",
+                    str(length), path.name, cwd=path.parent)
+        assert (proc.returncode, proc.stderr) == (0, b"")
+        assert proc.stdout == raw[start:start + length], (start, length)
 
 
 @pytest.mark.parametrize("variant", sorted(LUKS))
@@ -95,11 +114,49 @@ def test_legacy_aes_decrypts_as_qemu_reads(compat: str, tmp_path: Path) -> None:
     assert_like_qemu(make(tmp_path / "aes.qcow2", "aes", compat=compat), "aes")
 
 
-def test_wrong_secret_opens_no_slot(tmp_path: Path) -> None:
+def test_wrong_or_missing_secret(tmp_path: Path) -> None:
     path = make(tmp_path / "luks.qcow2", "luks", **{"encrypt.hash-alg": "sha512"})
     with open_image(path) as image, pytest.raises(SecretRejected) as caught:
         open_decryptor(image, b"not the secret")
     assert str(caught.value).endswith(": no key slot accepts this secret")
+    (tmp_path / "wrong").write_text("not the secret\n")
+    proc = ours("convert", "--password-file", "wrong", path.name, "out.raw", cwd=tmp_path)
+    assert proc.returncode == 1 and not (tmp_path / "out.raw").exists()
+    assert proc.stderr.decode() == "qcow2kit: luks.qcow2: luks_header.key_slots at offset " \
+        f"{_luks_layout(path)[0]:#x}: no key slot accepts this secret\n"
+    proc = ours("cat", path.name, cwd=tmp_path)
+    assert proc.returncode == 1 and proc.stdout == b""
+    assert proc.stderr.decode() == "qcow2kit: luks.qcow2: secret: the image is encrypted: " \
+        "give its secret with --password-file FILE or --object secret,id=ID,file=FILE " \
+        "(or run on a terminal)\n"
+    proc = ours("cat", "--object", f"secret,id=sec0,data={PASSWORD}", "--length", "4",
+                path.name, cwd=tmp_path)
+    assert proc.returncode == 0 and proc.stdout == b"\x5a" * 4
+    assert proc.stderr.decode().startswith("qcow2kit: warning: a secret given as data= on "
+                                           "the command line")
+    assert PASSWORD not in proc.stderr.decode()
+
+
+def test_snapshot_and_chain_with_encrypted_layers(tmp_path: Path) -> None:
+    """An encrypted overlay on an encrypted base, and a snapshot of it: convert equals
+    qemu-img convert (both layers opened with one secret)."""
+    base = make(tmp_path / "base.qcow2", "luks", **{"encrypt.hash-alg": "sha512"})
+    top = make(tmp_path / "top.qcow2", "luks", backing=base.name,
+               **{"encrypt.hash-alg": "sha512"})
+    opts = image_opts(top, "luks") + ",backing.encrypt.key-secret=sec0"
+    subprocess.run(["qemu-img", "snapshot", "--object", SECRET, "--image-opts", opts,
+                    "-c", "s1"], check=True, cwd=tmp_path)
+    imagekit.qemu_io(top, "write -P 0x99 0 4k", objects=[SECRET], image_opts=opts)
+    (tmp_path / "pw").write_text(PASSWORD)
+    for extra, name in (([], "now"), (["-l", "snapshot.name=s1"], "s1")):
+        subprocess.run(["qemu-img", "convert", "--object", SECRET, "--image-opts", opts,
+                        *extra, "-O", "raw", f"{name}.qemu"], check=True, cwd=tmp_path)
+        args = ["--snapshot", "s1"] if extra else []
+        proc = ours("convert", "--password-file", "pw", *args, top.name, f"{name}.ours",
+                    cwd=tmp_path)
+        assert (proc.returncode, proc.stderr) == (0, b"")
+        assert (tmp_path / f"{name}.ours").read_bytes() == \
+            (tmp_path / f"{name}.qemu").read_bytes(), name
 
 
 def test_second_key_slot(tmp_path: Path) -> None:

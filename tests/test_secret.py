@@ -54,6 +54,6 @@ def test_resolution_order(tmp_path: Path) -> None:
 def test_no_source_off_a_terminal() -> None:
     with pytest.raises(SecretError) as caught:
         resolve([], None, None, "x.qcow2", lambda w: None)
-    assert str(caught.value) == ("secret: x.qcow2 is encrypted: give its secret with "
+    assert str(caught.value) == ("secret: the image is encrypted: give its secret with "
                                  "--password-file FILE or --object secret,id=ID,file=FILE "
                                  "(or run on a terminal)")
