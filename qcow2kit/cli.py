@@ -342,23 +342,34 @@ def _echo_text(text: str) -> None:
               help="The image, then each backing file in turn (qcow2 and raw).")
 @click.option("--qemu", "qemu_only", is_flag=True,
               help="Only what qemu-img info prints, byte for byte.")
+@click.option("--check-secret", is_flag=True,
+              help="Say which LUKS key slot the secret (given as for convert) opens.")
+@takes_secrets
 @reads_images(chain=True)
 @reports_errors
-def info_command(image: str, as_json: bool, backing_chain: bool, qemu_only: bool) -> None:
+def info_command(image: str, as_json: bool, backing_chain: bool, qemu_only: bool,
+                 check_secret: bool, secrets: Any, key_slot: Optional[int]) -> None:
     """What qemu-img info says about the image, then what it does not.
 
     Same fields, values, order and layout as qemu-img info (--output=json with
     --json), followed by the feature bits that are set, named from the image's own
     feature name table, and the header extensions; unknown bits and extensions are
-    flagged. Reads only the header, the extensions and the snapshot table.
+    flagged. Reads only the header, the extensions and the snapshot table. With
+    --check-secret, also which key slot of an encrypted image the secret opens (a
+    secret no slot accepts: exit 1).
     """
     from . import info as image_info
 
+    if check_secret and qemu_only:
+        raise click.UsageError("--check-secret adds to qemu-img's output: not with --qemu")
     extras = not qemu_only
     if backing_chain:
         infos = image_info.backing_chain(image, extras)
     else:
         infos = [image_info.image_info(image, extras)]
+    if check_secret:
+        with open_image(image) as img:
+            image_info.check_secret(infos[0], img, secrets(image), key_slot)
     if as_json:
         _echo_text(image_info.render_json(infos, chain=backing_chain))
     else:

@@ -334,7 +334,28 @@ def _extras_text(extra: Dict[str, Any]) -> str:
         lines += ["Feature bits:"] + (bits or ["    none set"])
     exts = [_extension_line(e) for e in extra["extensions"]]
     lines += ["Header extensions:"] + (exts or ["    none"])
+    if "secret" in extra:
+        lines.append(f"Secret: {SECRET_WORDS[extra['secret']['opens']]}".format(
+            **extra["secret"]))
     return "".join(f"{line}\n" for line in lines)
+
+
+SECRET_WORDS = {"key-slot": "opens LUKS key slot {key-slot}",
+                "unchecked": "legacy AES cannot check a secret: any one decrypts, a wrong "
+                             "one to noise"}
+
+
+def check_secret(info: Dict[str, Any], image: Image, secret: bytes,
+                 key_slot: Optional[int] = None) -> None:
+    """Record in info's extras what the secret opens (raises SecretRejected when it
+    opens no key slot)."""
+    from .crypto import open_decryptor
+
+    decryptor = open_decryptor(image, secret, key_slot)
+    if decryptor is None:
+        raise Qcow2Error("header.crypt_method", None, "the image is not encrypted")
+    info[EXTRAS]["secret"] = ({"opens": "key-slot", "key-slot": decryptor.slot}
+                              if decryptor.slot is not None else {"opens": "unchecked"})
 
 
 def render_text(infos: List[Dict[str, Any]]) -> str:

@@ -5,6 +5,7 @@ writes patterns; every data cluster decrypted here equals the same guest range o
 `qemu-img convert -O raw`."""
 from __future__ import annotations
 
+import json
 import struct
 import subprocess
 from pathlib import Path
@@ -203,3 +204,43 @@ def test_whatis_names_luks_fields_and_key_material(tmp_path: Path) -> None:
     assert len(described) == len(probes)
     for line, expected in zip(described, probes.values()):
         assert line.endswith(": " + expected), (line, expected)
+
+
+def test_unsupported_cipher_is_refused_by_name(tmp_path: Path) -> None:
+    """serpent and twofish, which qemu writes and no kept library offers."""
+    for alg in ("serpent-256", "twofish-128"):
+        path = tmp_path / f"{alg}.qcow2"
+        imagekit.create(path, "1M", objects=[SECRET], **{
+            "encrypt.format": "luks", "encrypt.key-secret": "sec0",
+            "encrypt.cipher-alg": alg, "encrypt.hash-alg": "sha512",
+            "encrypt.iter-time": "10"})
+        (tmp_path / "pw").write_text(PASSWORD)
+        proc = ours("convert", "--password-file", "pw", path.name, "x.raw", cwd=tmp_path)
+        assert proc.returncode == 1 and not (tmp_path / "x.raw").exists()
+        name = alg.split("-")[0]
+        assert proc.stderr.decode() == f"qcow2kit: {path.name}: luks_header.cipher_name: " \
+            f"cipher '{name}' is not offered by the cryptography library\n"
+
+
+def test_info_check_secret(tmp_path: Path) -> None:
+    path = make(tmp_path / "luks.qcow2", "luks", **{"encrypt.hash-alg": "sha512"})
+    (tmp_path / "pw").write_text(PASSWORD)
+    (tmp_path / "bad").write_text("bad")
+    proc = ours("info", "--check-secret", "--password-file", "pw", path.name, cwd=tmp_path)
+    assert proc.returncode == 0
+    assert proc.stdout.decode().endswith("\nSecret: opens LUKS key slot 0\n")
+    proc = ours("info", "--json", "--check-secret", "--password-file", "pw", path.name,
+                cwd=tmp_path)
+    assert json.loads(proc.stdout)["qcow2kit"]["secret"] == {"opens": "key-slot",
+                                                             "key-slot": 0}
+    proc = ours("info", "--check-secret", "--password-file", "bad", path.name, cwd=tmp_path)
+    assert proc.returncode == 1
+    assert proc.stderr.decode().endswith(": no key slot accepts this secret\n")
+    proc = ours("info", "--qemu", "--check-secret", "--password-file", "pw", path.name,
+                cwd=tmp_path)
+    assert proc.returncode == 2
+    aes = make(tmp_path / "aes.qcow2", "aes")
+    proc = ours("info", "--check-secret", "--password-file", "bad", aes.name, cwd=tmp_path)
+    assert proc.returncode == 0
+    assert proc.stdout.decode().endswith("\nSecret: legacy AES cannot check a secret: any "
+                                         "one decrypts, a wrong one to noise\n")
