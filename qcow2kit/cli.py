@@ -486,9 +486,13 @@ def layout_command(image: str, output: str) -> None:
 @click.option("--scrub-names", is_flag=True,
               help="Replace snapshot, bitmap, backing and data file names by neutral "
                    "ones of the same length.")
-@reads_images()
+@click.option("--chain", is_flag=True,
+              help="Copy every layer of the backing chain too, each beside OUTPUT under "
+                   "the name the layer above gives it; raw layers and external data "
+                   "files become holes of their size.")
+@reads_images(chain=True)
 @reports_errors
-def metadata_copy_command(image: str, output: str, scrub_names: bool) -> None:
+def metadata_copy_command(image: str, output: str, scrub_names: bool, chain: bool) -> None:
     """Copy the image's metadata to OUTPUT, leaving guest data out.
 
     Every metadata byte (header cluster, L1 and L2 tables of the image and its
@@ -499,8 +503,9 @@ def metadata_copy_command(image: str, output: str, scrub_names: bool) -> None:
     it can be shared to show a problem without the data. The copy is sparse and has
     the image's size. OUTPUT is written as convert's output is (never the image,
     locked, every write checked, removed on failure). Backing and external data files
-    are not copied. With --scrub-names no name a user gave is
-    left in the copy (a scrubbed backing or data file name names no file).
+    are copied with --chain only. With --scrub-names no name a user gave is left in
+    the copy (a scrubbed backing or data file name names no file, but with --chain the
+    copy of that file).
 
     An OUTPUT named .tar, .tar.gz/.tgz, .tar.xz/.txz or .tar.zst/.tzst is a tar
     archive (GNU tar, compressed by the suffix) holding the copy as a sparse member
@@ -508,11 +513,18 @@ def metadata_copy_command(image: str, output: str, scrub_names: bool) -> None:
     """
     from . import metacopy
 
-    with open_image(image) as img:
-        report = metacopy.metadata_copy(img, output, scrub_names=scrub_names)
-    click.echo(f"{output}: {report.metadata_bytes} bytes of metadata in "
-               f"{len(report.ranges)} ranges, file size {report.file_size}"
-               + (f", {len(report.scrubbed)} names scrubbed" if scrub_names else ""))
+    if chain:
+        copies = metacopy.chain_copy(image, output, scrub_names)
+    else:
+        with open_image(image) as img:
+            copies = [(output, metacopy.metadata_copy(img, output, scrub_names))]
+    for path, report in copies:
+        if report is None:
+            click.echo(f"{path}: {os.stat(path).st_size} bytes, all a hole")
+            continue
+        click.echo(f"{path}: {report.metadata_bytes} bytes of metadata in "
+                   f"{len(report.ranges)} ranges, file size {report.file_size}"
+                   + (f", {len(report.scrubbed)} names scrubbed" if scrub_names else ""))
 
 
 @main.command("diff")

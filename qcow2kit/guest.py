@@ -6,7 +6,6 @@ Unallocated ranges read from the backing chain, or zeros past its end.
 """
 from __future__ import annotations
 
-import contextlib
 import io
 import os
 import zlib
@@ -18,8 +17,9 @@ import numpy as np
 from . import access
 from .crypto import Decryptor, open_decryptor
 from .errors import Qcow2Error
-from .output import FileId, Output, file_id, open_file, open_stream
-from .mapping import Layer, Qcow2Layer, RawLayer, Run, file_runs, open_chain
+from .output import FileId, Output, open_file, open_stream
+from .mapping import (Layer, Qcow2Layer, RawLayer, Run, chain_inputs, close_chain,
+                      file_runs, open_chain)
 from .progress import Progress
 from . import tables
 
@@ -114,14 +114,7 @@ class Chain:
     def close(self) -> None:
         for fd in self.data_fds.values():
             os.close(fd)
-        layer: Optional[Layer] = self.top
-        while layer is not None:
-            if isinstance(layer, Qcow2Layer):
-                layer.image.close()
-                layer = layer.backing
-            else:
-                layer.file.close()
-                layer = None
+        close_chain(self.top)
 
     def _data_fd(self, layer: Qcow2Layer) -> int:
         if not layer.geometry.external_data_file:
@@ -141,18 +134,7 @@ class Chain:
 
     def inputs(self) -> Dict[FileId, str]:
         """Every file of the chain that exists, by device and inode, in words."""
-        found: Dict[FileId, str] = {}
-        layer: Optional[Layer] = self.top
-        while layer is not None:
-            role = "the image" if layer is self.top else "the backing file"
-            fd = layer.fd if isinstance(layer, Qcow2Layer) else layer.file.fileno()
-            found.setdefault(file_id(os.fstat(fd)), f"{role} {layer.filename}")
-            if isinstance(layer, Qcow2Layer) and layer.data_file:
-                with contextlib.suppress(OSError):
-                    found.setdefault(file_id(os.stat(layer.data_filename)),
-                                     f"the external data file {layer.data_file}")
-            layer = layer.backing if isinstance(layer, Qcow2Layer) else None
-        return found
+        return chain_inputs(self.top)
 
     def pieces(self, layer: Layer, start: int, end: int) -> Iterator[Piece]:
         """What guest bytes [start, end) of layer (and below it) read as."""

@@ -7,18 +7,20 @@ merged exactly when qemu-img map merges them, so the output is the same.
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Iterator, List, NamedTuple, Optional, Tuple, Union
+from typing import Dict, Iterator, List, NamedTuple, Optional, Tuple, Union
 
 import numpy as np
 
 from .errors import Qcow2Error
 from . import access
 from .image import Image, open_image, probe_format
+from .output import FileId, file_id
 from .progress import Progress
 from .snapshots import Snapshot, read_snapshots
 from . import tables
@@ -270,6 +272,38 @@ class Qcow2Layer(Layer):
 Chain = List[Layer]
 
 
+def chain_layers(top: Layer) -> Iterator[Layer]:
+    """The layers of a chain, from the top down."""
+    layer: Optional[Layer] = top
+    while layer is not None:
+        yield layer
+        layer = layer.backing if isinstance(layer, Qcow2Layer) else None
+
+
+def chain_inputs(top: Layer) -> Dict[FileId, str]:
+    """Every file of the chain that exists, by device and inode, in words: what an
+    output must never be."""
+    found: Dict[FileId, str] = {}
+    for layer in chain_layers(top):
+        role = "the image" if layer is top else "the backing file"
+        fd = layer.fd if isinstance(layer, Qcow2Layer) else layer.file.fileno()
+        found.setdefault(file_id(os.fstat(fd)), f"{role} {layer.filename}")
+        if isinstance(layer, Qcow2Layer) and layer.data_file:
+            with contextlib.suppress(OSError):
+                found.setdefault(file_id(os.stat(layer.data_filename)),
+                                 f"the external data file {layer.data_file}")
+    return found
+
+
+def close_chain(top: Layer) -> None:
+    """Close every file of the chain's layers."""
+    for layer in chain_layers(top):
+        if isinstance(layer, Qcow2Layer):
+            layer.image.close()
+        else:
+            layer.file.close()
+
+
 def select_snapshot(image: Image, key: str) -> Snapshot:
     """The snapshot whose id is key, else the one whose name is key."""
     table = read_snapshots(image)
@@ -284,7 +318,7 @@ def select_snapshot(image: Image, key: str) -> Snapshot:
                      f"no snapshot with the id or name {key!r}")
 
 
-def _c_string(name: Optional[str]) -> Optional[str]:
+def c_string(name: Optional[str]) -> Optional[str]:
     """A name as QEMU reads it from the image, a C string: up to its first NUL (an
     empty backing file name is no backing file)."""
     return None if name is None else name.split("\0", 1)[0]
@@ -322,10 +356,10 @@ def _open_layer(filename: str, fmt: Optional[str], depth: int, max_depth: int,
 def _qcow2_layer(image: Image, filename: str, depth: int, max_depth: int,
                  snapshot: Optional[str]) -> Qcow2Layer:
     fmt_ext = image.extension("backing_file_format")
-    fmt = _c_string(fmt_ext.data.decode("utf-8", "replace")) if fmt_ext else None
-    below = access.backing_file(filename, _c_string(image.backing_file), fmt, depth)
+    fmt = c_string(fmt_ext.data.decode("utf-8", "replace")) if fmt_ext else None
+    below = access.backing_file(filename, c_string(image.backing_file), fmt, depth)
     data_ext = image.extension("external_data_file")
-    data_file = _c_string(data_ext.data.decode("utf-8", "replace")) if data_ext else None
+    data_file = c_string(data_ext.data.decode("utf-8", "replace")) if data_ext else None
     if data_file:
         access.data_file(filename, data_file)
     backing = None if below is None else _open_layer(*below, depth + 1, max_depth)

@@ -19,8 +19,10 @@ from typing import Dict, List, NamedTuple, Optional, Tuple, Union
 
 import numpy as np
 
+from . import access
 from .errors import Qcow2Error
 from .image import Image
+from .mapping import Qcow2Layer, c_string, chain_inputs, chain_layers, close_chain, open_chain
 from .output import FileId, Output, OutputError, file_id, open_file
 from .owners import OwnerTable
 from .references import Context, Kind
@@ -32,12 +34,12 @@ _GUEST_DATA = (Kind.DATA, Kind.COMPRESSED)
 
 class CopyReport(NamedTuple):
     """What a copy holds: its ranges of metadata and their total, the file's size,
-    and the names it replaced (what, offset, length)."""
+    and the names it replaced (what, and the neutral name now there)."""
 
     ranges: List[Tuple[int, int]]
     metadata_bytes: int
     file_size: int
-    scrubbed: List[Tuple[str, int, int]]
+    scrubbed: List[Tuple[str, bytes]]
 
 
 class NameSpan(NamedTuple):
@@ -80,11 +82,13 @@ def _neutral(what: str, number: int, length: int) -> bytes:
     return name + b"x" * (length - len(name))
 
 
-def neutral_names(image: Image, spans: List[NameSpan]) -> List[bytes]:
+def neutral_names(image: Image, spans: List[NameSpan], taken: Optional[set] = None
+                  ) -> List[bytes]:
     """For each name, one of the same length that tells nothing: none equal to a name
-    of the image or to another, where the length leaves room for that."""
+    of the image, to another, or to one in taken (which gets the new ones), where the
+    length leaves room for that."""
     originals = {image.read(s.offset, s.length) for s in spans}
-    taken: set = set()
+    taken = set() if taken is None else taken
     out = []
     number = 0
     for span in spans:
@@ -140,7 +144,7 @@ def _inputs(image: Image) -> Dict[FileId, str]:
 
 
 def _fill(image: Image, out: Output, ranges: List[Tuple[int, int]],
-          scrub: List[NameSpan]) -> None:
+          scrub: List[Tuple[NameSpan, bytes]]) -> None:
     """The copy's bytes into out: metadata ranges, then the neutral names."""
     src = image._file.fileno()
     for start, end in ranges:
@@ -150,13 +154,14 @@ def _fill(image: Image, out: Output, ranges: List[Tuple[int, int]],
             if len(data) != want:
                 raise Qcow2Error("image", at, "the file shrank while it was copied")
             out.write(at, data)
-    for span, name in zip(scrub, neutral_names(image, scrub)):
+    for span, name in scrub:
         out.write(span.offset, name)
     out.finish(image.file_size)
 
 
 def _write_archive(image: Image, out: Output, compressor: str,
-                   ranges: List[Tuple[int, int]], scrub: List[NameSpan]) -> None:
+                   ranges: List[Tuple[int, int]], scrub: List[Tuple[NameSpan, bytes]]
+                   ) -> None:
     """The copy, written sparse into a private temporary folder, becomes the one
     member (named as the image) of a tar archive that GNU tar streams into out."""
     with tempfile.TemporaryDirectory(prefix="qcow2kit-metadata-copy-") as tmp:
@@ -186,20 +191,78 @@ def _write_archive(image: Image, out: Output, compressor: str,
         out.finish(at)
 
 
-def metadata_copy(image: Image, out: Union[str, Path], scrub_names: bool = False
-                  ) -> CopyReport:
+def metadata_copy(image: Image, out: Union[str, Path], scrub_names: bool = False,
+                  inputs: Optional[Dict[FileId, str]] = None,
+                  taken: Optional[set] = None) -> CopyReport:
     """Write the metadata-only copy of image to out or, when out's name ends as a tar
     archive's (ARCHIVE_SUFFIXES), an archive holding the copy as a sparse member; with
     scrub_names, every name a user gave is replaced by a neutral one of the same
-    length. The output is handled as every output is (output.py): never the image,
-    locked, every write checked, removed on failure."""
+    length (none in taken, the names other copies got). The output is handled as
+    every output is (output.py): never the image (nor any of inputs), locked, every
+    write checked, removed on failure."""
     ranges = metadata_ranges(image)
-    scrub = name_spans(image) if scrub_names else []
+    spans = name_spans(image) if scrub_names else []
+    scrub = list(zip(spans, neutral_names(image, spans, taken)))
     compressor = archive_compressor(out)
-    with open_file(str(out), _inputs(image)) as output:
+    with open_file(str(out), {**_inputs(image), **(inputs or {})}) as output:
         if compressor is None:
             _fill(image, output, ranges, scrub)
         else:
             _write_archive(image, output, compressor, ranges, scrub)
     return CopyReport(ranges, sum(end - start for start, end in ranges), image.file_size,
-                      [tuple(span) for span in scrub])
+                      [(span.what, name) for span, name in scrub])
+
+
+def _beside(copy: Path, name: str, role: str) -> Path:
+    """Where a file the copy names as name goes with --chain: beside the copy, which
+    only a plain relative name allows."""
+    parts = name.split("/")
+    if name.startswith("/") or access.has_protocol(name) or ".." in parts or "" in parts:
+        raise Qcow2Error(role, None, f"{name!r} is not a plain relative name, so its copy "
+                         "cannot go beside the image's (--scrub-names gives one)")
+    return copy.parent / name
+
+
+def _hole_file(path: Path, size: int, inputs: Dict[FileId, str]) -> None:
+    """A file of size bytes that are all a hole: a raw layer's or a data file's copy."""
+    with open_file(str(path), inputs) as out:
+        out.finish(size)
+
+
+def chain_copy(path: Union[str, Path], out: Union[str, Path], scrub_names: bool = False
+               ) -> List[Tuple[str, Optional[CopyReport]]]:
+    """metadata_copy of the image and of every layer of its backing chain; each lower
+    layer's copy goes beside out under the name (or neutral name) the layer above
+    gives it; raw layers and external data files become holes of their size. Returns
+    each copy's path with its report (None for a hole file)."""
+    top = open_chain(str(path))
+    try:
+        inputs = chain_inputs(top)
+        done: List[Tuple[str, Optional[CopyReport]]] = []
+        taken: set = set()
+        dest = Path(out)
+        for layer in chain_layers(top):
+            if any(os.path.abspath(dest) == os.path.abspath(path) for path, _ in done):
+                raise Qcow2Error("backing chain", None, f"two layers would be copied to "
+                                 f"{dest} (a loop, or names that repeat)")
+            if not isinstance(layer, Qcow2Layer):
+                _hole_file(dest, layer.size, inputs)
+                done.append((str(dest), None))
+                break
+            if archive_compressor(dest) is not None:
+                raise Qcow2Error("metadata-copy", None, "--chain writes image files, "
+                                 "not an archive")
+            report = metadata_copy(layer.image, dest, scrub_names, inputs, taken)
+            done.append((str(dest), report))
+            neutral = {what: name.decode() for what, name in report.scrubbed}
+            if layer.data_file:
+                data = _beside(dest, neutral.get("data file", layer.data_file),
+                               "external data file")
+                _hole_file(data, os.stat(layer.data_filename).st_size, inputs)
+                done.append((str(data), None))
+            if layer.backing is not None:
+                stored = neutral.get("backing file") or c_string(layer.image.backing_file)
+                dest = _beside(dest, stored or "", "backing file")
+        return done
+    finally:
+        close_chain(top)

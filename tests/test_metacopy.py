@@ -329,3 +329,101 @@ def test_archive_without_tar_fails_and_leaves_nothing(image_copy) -> None:
     assert proc.returncode == 4
     assert proc.stderr == "qcow2kit: out.tar.xz: cannot run GNU tar: No such file or directory\n"
     assert not (path.parent / "out.tar.xz").exists()
+
+
+def _three_layers(folder: Path) -> Path:
+    """raw base <- qcow2 mid <- qcow2 top with an external data file, with data in
+    each layer."""
+    folder.mkdir()
+    base = folder / "base.raw"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "raw", str(base), "8M"], check=True)
+    subprocess.run(["qemu-io", "-f", "raw", "-c", "write -P 1 0 1M", str(base)], check=True,
+                   capture_output=True)
+    mid = imagekit.create(folder / "mid.qcow2", "8M", backing=base.name, backing_fmt="raw")
+    imagekit.qemu_io(mid, "write -P 2 1M 1M")
+    top = imagekit.create(folder / "top.qcow2", "8M", backing=mid.name,
+                          data_file="top.data")
+    imagekit.qemu_io(top, "write -P 3 2M 1M")
+    return top
+
+
+def test_chain_copies_every_layer(tmp_path: Path) -> None:
+    top = _three_layers(tmp_path / "orig")
+    out = tmp_path / "shared"
+    out.mkdir()
+    proc = subprocess.run([*QCOW2KIT, "metadata-copy", "--chain", "top.qcow2",
+                           str(out / "top.qcow2")], capture_output=True, text=True,
+                          cwd=top.parent)
+    assert proc.returncode == 0, proc.stderr
+    assert [line.split(":")[0] for line in proc.stdout.splitlines()] == \
+        [str(out / n) for n in ("top.qcow2", "top.data", "mid.qcow2", "base.raw")]
+    assert sorted(p.name for p in out.iterdir()) == ["base.raw", "mid.qcow2", "top.data",
+                                                     "top.qcow2"]
+    for name in ("top.qcow2", "mid.qcow2"):  # qemu opens the data file from cwd
+        original, copy = top.parent / name, out / name
+        assert qemu(copy, "check", "--output=json") == qemu(original, "check", "--output=json")
+        infos = [qemu(p, "info", "--backing-chain", "--output=json") for p in (copy, original)]
+        assert infos[0][0] == infos[1][0] == 0
+        assert [info_but_allocation(json.dumps(i)) for i in json.loads(infos[0][1])] == \
+            [info_but_allocation(json.dumps(i)) for i in json.loads(infos[1][1])]
+        rc, theirs, _ = qemu(original, "map", "--output=json")
+        got = qemu(copy, "map", "--output=json")
+        assert rc == got[0] == 0
+
+        def but_raw_data(text: str) -> List[dict]:
+            """The raw base is all a hole in the copy: its extents lose their flags."""
+            raw_depth = 2 if name == "top.qcow2" else 1
+            return [{k: v for k, v in e.items() if e["depth"] != raw_depth
+                     or k not in ("zero", "data")} for e in map_but_data_zero_flag(text)]
+        assert but_raw_data(got[1]) == but_raw_data(theirs)
+    for name in ("base.raw", "top.data"):
+        assert os.stat(out / name).st_blocks == 0
+        assert (out / name).stat().st_size == (top.parent / name).stat().st_size
+
+
+def test_chain_scrubbed_names_stay_distinct(tmp_path: Path) -> None:
+    """Neutral names are distinct across the chain, and the copies open as a chain."""
+    top = _three_layers(tmp_path / "orig")
+    out = tmp_path / "shared"
+    out.mkdir()
+    proc = subprocess.run([*QCOW2KIT, "metadata-copy", "--chain", "--scrub-names",
+                           "top.qcow2", str(out / "t.qcow2")], capture_output=True, text=True,
+                          cwd=top.parent)
+    assert proc.returncode == 0, proc.stderr
+    names = sorted(p.name for p in out.iterdir())
+    assert len(names) == 4 and not {"base.raw", "mid.qcow2", "top.data"} & set(names)
+    chain = subprocess.run(["qemu-img", "info", "--backing-chain", "--output=json",
+                            "t.qcow2"], capture_output=True, text=True, cwd=out)
+    assert chain.returncode == 0, chain.stderr
+    assert [i["format"] for i in json.loads(chain.stdout)] == ["qcow2", "qcow2", "raw"]
+
+
+def test_chain_never_overwrites_its_own_layers(tmp_path: Path) -> None:
+    """Copying beside the original would put the backing file's copy on the backing
+    file itself: refused (exit 4), every original byte-identical."""
+    top = _three_layers(tmp_path / "orig")
+    before = {p.name: p.read_bytes() for p in top.parent.iterdir()}
+    proc = subprocess.run([*QCOW2KIT, "metadata-copy", "--chain", "top.qcow2", "copy.qcow2"],
+                          capture_output=True, text=True, cwd=top.parent)
+    assert proc.returncode == 4
+    assert "refused: it is the same file as the external data file top.data" in proc.stderr
+    assert {p.name: p.read_bytes() for p in top.parent.iterdir()
+            if p.name in before} == before
+
+
+def test_chain_refuses_names_it_cannot_place(tmp_path: Path) -> None:
+    folder = tmp_path / "orig"
+    folder.mkdir()
+    base = imagekit.create(folder / "base.qcow2", "1M")
+    top = imagekit.create(folder / "top.qcow2", "1M", backing=str(base))  # absolute
+    out = tmp_path / "out"
+    out.mkdir()
+    proc = subprocess.run([*QCOW2KIT, "metadata-copy", "--chain", str(top),
+                           str(out / "top.qcow2")], capture_output=True, text=True)
+    assert proc.returncode == 1
+    assert proc.stderr.endswith(f"backing file: '{base}' is not a plain relative name, so "
+                                "its copy cannot go beside the image's (--scrub-names gives "
+                                "one)\n")
+    proc = subprocess.run([*QCOW2KIT, "metadata-copy", "--chain", "--scrub-names", str(top),
+                           str(out / "top.qcow2")], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
