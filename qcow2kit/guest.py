@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import io
 import os
-import zlib
 from pathlib import Path
 from typing import Callable, Dict, Iterator, NamedTuple, Optional, Union
 
 import numpy as np
 
-from . import access
+from . import access, compression
 from .crypto import Decryptor, open_decryptor
 from .errors import Qcow2Error
 from .output import FileId, Output, open_file, open_stream
@@ -44,25 +43,16 @@ class Piece(NamedTuple):
 
 
 class _Decompressor:
-    """Compressed clusters of one image, decompressed as QEMU does (raw deflate with
-    a 4 KiB window, or zstd), the last one cached."""
+    """Compressed clusters of one image, decompressed as QEMU does, the last one
+    cached."""
 
     def __init__(self, layer: Qcow2Layer) -> None:
         self.layer = layer
         self.geometry = layer.geometry
         self.fd = layer.image._file.fileno()
-        self.zstd = layer.image.header.compression_type == 1
+        self.compression_type = layer.image.header.compression_type
         self.cached: Optional[tuple] = None
-        self.errors: tuple = (zlib.error,)
-        if self.zstd:
-            try:
-                import zstandard
-            except ImportError:
-                raise Qcow2Error("header.compression_type", 104, "zstd-compressed clusters "
-                                 "need the zstandard package: pip install 'qcow2kit[zstd]'") \
-                    from None
-            self.zstandard = zstandard
-            self.errors = (zstandard.ZstdError,)
+        compression.check_available(self.compression_type)
 
     def cluster(self, entry: int) -> bytes:
         if self.cached is not None and self.cached[0] == entry:
@@ -72,12 +62,8 @@ class _Decompressor:
         raw = os.pread(self.fd, length, offset)
         size = self.geometry.cluster_size
         try:
-            if self.zstd:
-                reader = self.zstandard.ZstdDecompressor().stream_reader(io.BytesIO(raw))
-                data = reader.read(size)
-            else:
-                data = zlib.decompressobj(-12).decompress(raw, size)
-        except self.errors as exc:
+            data = compression.decompress(raw, size, self.compression_type)
+        except compression.CompressionError as exc:
             raise Qcow2Error("compressed cluster", offset, f"does not decompress: {exc}") from None
         if len(data) != size:
             raise Qcow2Error("compressed cluster", offset,

@@ -4,13 +4,16 @@ left out as holes, so that an image can be shared without the data it holds.
 What is metadata comes from the owner table (`owners`), the same walk `check` counts:
 the header cluster, L1 and L2 tables (active and of every snapshot), the refcount table
 and blocks, the snapshot table, the bitmap directory, tables and data, and the LUKS
-header. Standard and compressed guest data clusters, and every byte nothing references
-(free or leaked clusters may hold old guest data), read back as zeros. A byte that is
-both (a damaged image) is kept. The copy has the original's size, so qemu sees the same
+header. Standard guest data clusters, and every byte nothing references (free or
+leaked clusters may hold old guest data), are holes that read back as zeros; each
+compressed cluster's slot gets a compressed cluster of zeros (a few dozen bytes), so
+that it too reads as zeros rather than as a hole no decompressor accepts. A byte that
+is both (a damaged image) is kept. The copy has the original's size, so qemu sees the same
 image in every respect but guest data, corruptions included.
 """
 from __future__ import annotations
 
+import bisect
 import os
 import subprocess
 import tempfile
@@ -19,7 +22,7 @@ from typing import Dict, List, NamedTuple, Optional, Tuple, Union
 
 import numpy as np
 
-from . import access
+from . import access, compression
 from .errors import Qcow2Error
 from .image import Image
 from .mapping import Qcow2Layer, c_string, chain_inputs, chain_layers, close_chain, open_chain
@@ -104,19 +107,10 @@ def neutral_names(image: Image, spans: List[NameSpan], taken: Optional[set] = No
     return out
 
 
-def metadata_ranges(image: Image) -> List[Tuple[int, int]]:
-    """The host byte ranges [start, end) that hold metadata, merged, sorted and clipped
-    to the end of the file; the first cluster always among them."""
-    ctx = Context(image)
-    table = OwnerTable(ctx)
-    keep = ~np.isin(table.kind, np.array(_GUEST_DATA, dtype=np.uint8))
-    size = np.uint64(ctx.file_size)
-    starts = np.minimum(table.start[keep], size)
-    ends = np.minimum(table.end[keep], size)
-    pairs = sorted([(0, min(ctx.cs, ctx.file_size))] + list(zip(starts.tolist(),
-                                                                   ends.tolist())))
+def _merged(pairs: List[Tuple[int, int]]) -> List[Tuple[int, int]]:
+    """Ranges sorted and merged where they touch or overlap; empty ones dropped."""
     merged: List[Tuple[int, int]] = []
-    for start, end in pairs:
+    for start, end in sorted(pairs):
         if end <= start:
             continue
         if merged and start <= merged[-1][1]:
@@ -124,6 +118,47 @@ def metadata_ranges(image: Image) -> List[Tuple[int, int]]:
         else:
             merged.append((start, end))
     return merged
+
+
+class Layout(NamedTuple):
+    """What the copy keeps (metadata ranges) and the compressed clusters' slots."""
+
+    metadata: List[Tuple[int, int]]
+    compressed: List[Tuple[int, int]]
+
+
+def layout(image: Image) -> Layout:
+    """The host byte ranges [start, end) that hold metadata, merged, sorted and clipped
+    to the end of the file (the first cluster always among them), and the slots of
+    compressed clusters inside the file."""
+    ctx = Context(image)
+    table = OwnerTable(ctx)
+    guest = np.isin(table.kind, np.array(_GUEST_DATA, dtype=np.uint8))
+    size = np.uint64(ctx.file_size)
+    starts, ends = np.minimum(table.start, size), np.minimum(table.end, size)
+    metadata = _merged([(0, min(ctx.cs, ctx.file_size))]
+                       + list(zip(starts[~guest].tolist(), ends[~guest].tolist())))
+    slots = table.kind == np.uint8(Kind.COMPRESSED)
+    compressed = sorted(set(zip(starts[slots].tolist(), ends[slots].tolist())))
+    return Layout(metadata, compressed)
+
+
+def _outside(ranges: List[Tuple[int, int]], start: int, end: int) -> bool:
+    """Whether [start, end) touches none of the sorted, merged ranges."""
+    i = bisect.bisect_right(ranges, (start, 2**64)) - 1
+    if i >= 0 and ranges[i][1] > start:
+        return False
+    return i + 1 >= len(ranges) or ranges[i + 1][0] >= end
+
+
+def zero_clusters(image: Image, found: Layout) -> List[Tuple[int, bytes]]:
+    """For each compressed cluster, a compressed cluster of zeros to put in its slot,
+    where it fits without touching metadata: guest data that then reads as zeros, not
+    as a hole no decompressor accepts."""
+    stream = compression.compress(bytes(image.cluster_size), image.header.compression_type)
+    return [(start, stream) for start, end in found.compressed
+            if len(stream) <= end - start
+            and _outside(found.metadata, start, start + len(stream))]
 
 
 ARCHIVE_SUFFIXES = {".tar": "", ".tar.gz": "--gzip", ".tgz": "--gzip",
@@ -143,31 +178,33 @@ def _inputs(image: Image) -> Dict[FileId, str]:
     return {file_id(os.fstat(image._file.fileno())): f"the image {image.path}"}
 
 
-def _fill(image: Image, out: Output, ranges: List[Tuple[int, int]],
+def _fill(image: Image, out: Output, found: Layout,
           scrub: List[Tuple[NameSpan, bytes]]) -> None:
-    """The copy's bytes into out: metadata ranges, then the neutral names."""
+    """The copy's bytes into out: metadata ranges, compressed clusters of zeros, then
+    the neutral names."""
     src = image._file.fileno()
-    for start, end in ranges:
+    for start, end in found.metadata:
         for at in range(start, end, CHUNK):
             want = min(CHUNK, end - at)
             data = os.pread(src, want, at)
             if len(data) != want:
                 raise Qcow2Error("image", at, "the file shrank while it was copied")
             out.write(at, data)
+    for start, stream in zero_clusters(image, found):
+        out.write(start, stream)
     for span, name in scrub:
         out.write(span.offset, name)
     out.finish(image.file_size)
 
 
-def _write_archive(image: Image, out: Output, compressor: str,
-                   ranges: List[Tuple[int, int]], scrub: List[Tuple[NameSpan, bytes]]
-                   ) -> None:
+def _write_archive(image: Image, out: Output, compressor: str, found: Layout,
+                   scrub: List[Tuple[NameSpan, bytes]]) -> None:
     """The copy, written sparse into a private temporary folder, becomes the one
     member (named as the image) of a tar archive that GNU tar streams into out."""
     with tempfile.TemporaryDirectory(prefix="qcow2kit-metadata-copy-") as tmp:
         member = os.path.join(tmp, image.path.name)
         with open_file(member, _inputs(image)) as copy:
-            _fill(image, copy, ranges, scrub)
+            _fill(image, copy, found, scrub)
         args = ["tar", "--create", "--sparse", "--hole-detection=seek", "--format=posix",
                 *([compressor] if compressor else []), "--file", "-", "--directory", tmp,
                 image.path.name]
@@ -200,15 +237,16 @@ def metadata_copy(image: Image, out: Union[str, Path], scrub_names: bool = False
     length (none in taken, the names other copies got). The output is handled as
     every output is (output.py): never the image (nor any of inputs), locked, every
     write checked, removed on failure."""
-    ranges = metadata_ranges(image)
+    found = layout(image)
     spans = name_spans(image) if scrub_names else []
     scrub = list(zip(spans, neutral_names(image, spans, taken)))
     compressor = archive_compressor(out)
     with open_file(str(out), {**_inputs(image), **(inputs or {})}) as output:
         if compressor is None:
-            _fill(image, output, ranges, scrub)
+            _fill(image, output, found, scrub)
         else:
-            _write_archive(image, output, compressor, ranges, scrub)
+            _write_archive(image, output, compressor, found, scrub)
+    ranges = found.metadata
     return CopyReport(ranges, sum(end - start for start, end in ranges), image.file_size,
                       [(span.what, name) for span, name in scrub])
 

@@ -166,6 +166,7 @@ def test_encrypted_image_needs_its_secret(images: Dict[str, Path], tmp_path: Pat
 
 def test_zstd_without_the_package(images: Dict[str, Path], monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "zstandard", None)
+    monkeypatch.setitem(sys.modules, "compression.zstd", None)  # Python 3.14+
     with GuestDisk(images["zstd"]) as disk:
         with pytest.raises(Qcow2Error) as err:
             disk.read()

@@ -304,6 +304,7 @@ def test_missing_package_leaves_no_output(images, tmp_path: Path, monkeypatch) -
     from qcow2kit.cli import main
 
     monkeypatch.setitem(sys.modules, "zstandard", None)
+    monkeypatch.setitem(sys.modules, "compression.zstd", None)  # Python 3.14+
     out = tmp_path / "out.raw"
     result = CliRunner().invoke(main, ["convert", str(images["zstd"]), str(out)])
     assert result.exit_code == exits.BAD_IMAGE

@@ -1,0 +1,69 @@
+"""qemu's compressed clusters: raw deflate with a 4 KiB window (zlib), or zstd frames.
+
+zstd comes from the standard library's compression.zstd on Python 3.14 and newer, else
+from the zstandard package (`pip install 'qcow2kit[zstd]'`).
+"""
+from __future__ import annotations
+
+import io
+import zlib
+from typing import Any, Tuple
+
+from .errors import Qcow2Error
+
+DEFLATE_WBITS = -12  # raw deflate, 4 KiB window, as qemu's qcow2_compress writes it
+ZSTD = 1  # compression_type
+
+
+class CompressionError(Exception):
+    """Data that does not decompress."""
+
+
+def _zstd() -> Tuple[str, Any]:
+    """The zstd implementation at hand: ("stdlib", compression.zstd) or ("zstandard",
+    the package)."""
+    try:
+        from compression import zstd  # type: ignore[import-not-found]
+        return "stdlib", zstd
+    except ImportError:
+        pass
+    try:
+        import zstandard
+    except ImportError:
+        raise Qcow2Error("header.compression_type", 104, "zstd-compressed clusters need "
+                         "Python 3.14 or the zstandard package: pip install "
+                         "'qcow2kit[zstd]'") from None
+    return "zstandard", zstandard
+
+
+def check_available(compression_type: int) -> None:
+    """Raise Qcow2Error now when clusters of this type could not be read."""
+    if compression_type == ZSTD:
+        _zstd()
+
+
+def decompress(raw: bytes, size: int, compression_type: int) -> bytes:
+    """Up to size bytes of the cluster compressed in raw (a compressed cluster's slot:
+    the data, then whatever follows it in its last sector)."""
+    try:
+        if compression_type != ZSTD:
+            return zlib.decompressobj(DEFLATE_WBITS).decompress(raw, size)
+        kind, zstd = _zstd()
+        if kind == "stdlib":
+            return zstd.ZstdDecompressor().decompress(raw, size)
+        return zstd.ZstdDecompressor().stream_reader(io.BytesIO(raw)).read(size)
+    except Qcow2Error:
+        raise
+    except Exception as exc:  # each library's own error type
+        raise CompressionError(str(exc)) from None
+
+
+def compress(data: bytes, compression_type: int) -> bytes:
+    """data compressed as qemu writes a compressed cluster."""
+    if compression_type != ZSTD:
+        c = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, DEFLATE_WBITS)
+        return c.compress(data) + c.flush()
+    kind, zstd = _zstd()
+    if kind == "stdlib":
+        return zstd.compress(data)
+    return zstd.ZstdCompressor().compress(data)
