@@ -172,6 +172,11 @@ def expect(entry: Dict[str, Any], **fields: Any) -> None:
     assert {k: entry[k] for k in fields} == {k: tree(v) for k, v in fields.items()}
 
 
+def flat(table: Dict[str, Any]) -> list:
+    """The entries of a table the spec reads in pieces, from a values tree."""
+    return [e for piece in table["pieces"] for e in piece["entries"]]
+
+
 def craft(src: Path, dst: Path, patches: Dict[int, bytes]) -> Path:
     shutil.copyfile(src, dst)
     with open(dst, "r+b") as f:
@@ -219,17 +224,18 @@ def test_js_matches_python_on_wide_entries(images: Dict[str, Path], js_module: P
 
     py = python_values(path)
     assert_same(py, js_values(js_module, [path])[str(path)])
-    assert list(errors(py)) == ["$.l1_table[1].l2_table", "$.refcount_table[2].refcount_block",
-                                "$.refcount_table[3].refcount_block",
-                                "$.refcount_table[4].refcount_block"]
+    assert list(errors(py)) == ["$.l1_table.pieces[0].entries[1].l2_table",
+                                "$.refcount_table.pieces[0].entries[2].refcount_block",
+                                "$.refcount_table.pieces[0].entries[3].refcount_block",
+                                "$.refcount_table.pieces[0].entries[4].refcount_block"]
 
     assert py["header"]["size"] == str(size)
-    l1_table = py["l1_table"]
+    l1_table = flat(py["l1_table"])
     expect(l1_table[0], copied=True, has_reserved_bits=False)
     expect(l1_table[1], hi=0x8000_0123, lo=0x4567_0000, ofs_l2_table=0x123_4567_0000,
            copied=True, has_reserved_bits=False)
     expect(l1_table[2], ofs_l2_table=0, copied=False, has_reserved_bits=True, l2_table=None)
-    entries = l1_table[0]["l2_table"]["entries"]
+    entries = flat(l1_table[0]["l2_table"])
     expect(entries[100], hi=0x8000_0123, lo=0x4567_0000, copied=True, compressed=False,
            zero=False, ofs_host_cluster=0x123_4567_0000, has_reserved_bits=False,
            ofs_compressed_data=0, num_additional_sectors=0, ofs_data=0x123_4567_0000,
@@ -245,9 +251,9 @@ def test_js_matches_python_on_wide_entries(images: Dict[str, Path], js_module: P
     expect(entries[103], copied=True, compressed=False, zero=True,
            ofs_host_cluster=0xFF_FFFF_FFFF_FE00, has_reserved_bits=True,
            cluster_type=Qcow2.ClusterType.zero_alloc)
-    refcounts = py["refcount_table"]
+    refcounts = flat(py["refcount_table"])
     expect(refcounts[0], ofs_refcount_block=refcount_entry_0, has_reserved_bits=True)
-    assert refcounts[0]["refcount_block"]["refcounts_16"] is not None
+    assert refcounts[0]["refcount_block"]["pieces"][0]["refcounts_16"] is not None
     expect(refcounts[1], ofs_refcount_block=0, has_reserved_bits=True,
            refcount_block=None)
     expect(refcounts[2], hi=0x123, ofs_refcount_block=0x123_4567_0000)
@@ -278,7 +284,7 @@ def test_js_matches_python_on_wide_bitmap_entries(images: Dict[str, Path],
     by_name = {e["name"]: e for e in bitmaps["bitmap_directory"]["entries"]}
     expect(by_name["b0"], granularity_bits=31, granularity=1 << 31)
     expect(by_name["disabled"], granularity_bits=63, granularity=1 << 63)
-    entries = by_name["fine"]["bitmap_table"]
+    entries = flat(by_name["fine"]["bitmap_table"])
     expect(entries[0], hi=0x123, lo=0x4567_0000, ofs_data=0x123_4567_0000,
            all_ones=False, has_reserved_bits=False,
            kind=Qcow2.BitmapTableEntryKind.serialized)
@@ -332,13 +338,13 @@ def test_js_matches_python_on_wide_snapshot_counters(images: Dict[str, Path],
 
 def test_representations_show_fields_and_value_instances() -> None:
     """-webide-representation may only name what the IDE has evaluated when it draws
-    the node: the type's seq fields and value instances (parse instances are read
-    only when expanded), or `this` with the flags format."""
+    the node: the type's seq fields, params and value instances (parse instances are
+    read only when expanded), or `this` with the flags format."""
     for type_id, spec in TYPES.items():
         template = spec.get("-webide-representation")
         if template is None:
             continue
-        shown = {a["id"] for a in spec.get("seq", [])} | {
+        shown = {a["id"] for a in spec.get("seq", []) + spec.get("params", [])} | {
             k for k, v in spec.get("instances", {}).items() if "value" in v}
         for ref in re.findall(r"\{(.*?)\}", template):
             name, _, fmt = ref.partition(":")
