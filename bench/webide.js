@@ -7,7 +7,7 @@
 // fresh node process: the instance evaluated, then what the IDE draws under it (the
 // seq fields and value instances of the objects it holds, one level of arrays and
 // objects deep). Prints one JSON line per table: its path, the seconds the opening
-// took and the growth of the process's peak resident memory in MB.
+// took and the resident memory it added, at its peak, in MB.
 'use strict';
 const fs = require('fs');
 const path = require('path');
@@ -60,7 +60,8 @@ function draw(v, k, depth) {
 
 function root(spec, moduleDir, file) {
   const name = className(spec.meta.id);
-  const Root = require(path.resolve(moduleDir, `${name}.js`))[name];
+  const mod = require(path.resolve(moduleDir, `${name}.js`));
+  const Root = mod[name] || mod; // releases before 0.11 export the class itself
   const buf = fs.readFileSync(file);
   const r = new Root(new KaitaiStream(buf.buffer.slice(buf.byteOffset,
     buf.byteOffset + buf.length)));
@@ -104,12 +105,15 @@ function measure(spec, moduleDir, file, steps) {
   const parent = follow(r, steps.slice(0, -1));
   global.gc();
   const rss0 = process.memoryUsage().rss;
+  const peak0 = process.resourceUsage().maxRSS * 1024;
   const t0 = process.hrtime.bigint();
   const v = parent[steps[steps.length - 1]];
   draw(v, k, 1);
   const seconds = Number(process.hrtime.bigint() - t0) / 1e9;
+  // The peak of the opening itself when it set a new peak, else what it added.
   const peak = process.resourceUsage().maxRSS * 1024;
-  return { seconds, mb: Math.max(0, peak - rss0) / 1e6 };
+  const top = peak > peak0 ? peak : process.memoryUsage().rss;
+  return { seconds, mb: Math.max(0, top - rss0) / 1e6 };
 }
 
 function main(argv) {

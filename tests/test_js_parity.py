@@ -10,6 +10,7 @@ in JavaScript shows up as a mismatch.
 """
 from __future__ import annotations
 
+import importlib.util
 import itertools
 import json
 import os
@@ -17,6 +18,7 @@ import re
 import shutil
 import struct
 import subprocess
+from enum import Enum
 from io import BytesIO
 from pathlib import Path
 from typing import Any, Dict, Iterator, Sequence
@@ -26,6 +28,7 @@ import yaml
 from kaitaistruct import KaitaiStream, KaitaiStruct, KaitaiStructError
 
 import imagekit
+import subclusters
 from qcow2kit.generated.qcow2 import Qcow2
 
 REPO = Path(__file__).resolve().parent.parent
@@ -54,6 +57,8 @@ def tree(v: Any) -> Any:
         return v
     if isinstance(v, int):
         return str(int(v))
+    if isinstance(v, Enum):  # the Python of releases before 0.11: not IntEnum
+        return str(int(v.value))
     if isinstance(v, bytes):
         return v.hex()
     if isinstance(v, list):
@@ -71,8 +76,8 @@ def tree(v: Any) -> Any:
     raise TypeError(f"unexpected value {v!r}")
 
 
-def python_values(path: Path) -> Dict[str, Any]:
-    q = Qcow2(KaitaiStream(BytesIO(path.read_bytes())))
+def python_values(path: Path, root: type = Qcow2) -> Dict[str, Any]:
+    q = root(KaitaiStream(BytesIO(path.read_bytes())))
     q._read()
     return tree(q)
 
@@ -163,6 +168,55 @@ def test_js_matches_python(kind: str, images: Dict[str, Path],
     py = python_values(images[kind])
     assert list(errors(py)) == []
     assert_same(py, js_image_values[kind])
+
+
+def test_js_matches_python_on_subcluster_states(js_module: Path, tmp_path: Path) -> None:
+    """Extended L2 entries in every subcluster state (tests/subclusters.py), crafted
+    reserved bits and invalid bitmaps included."""
+    paths = list(subclusters.build(tmp_path).values())
+    trees = js_values(js_module, paths)
+    for path in paths:
+        py = python_values(path)
+        assert list(errors(py)) == []
+        assert_same(py, trees[str(path)])
+
+
+def test_js_matches_python_on_2m_clusters_with_1_bit_refcounts(js_module: Path,
+                                                               tmp_path: Path) -> None:
+    """The largest refcount block QEMU makes: 16,777,216 one-bit refcounts in 32
+    pieces, with a full-size L2 table of 262,144 entries."""
+    path = imagekit.create(tmp_path / "refcount_1_2m.qcow2", "64M", cluster_size="2M",
+                           refcount_bits="1")
+    imagekit.qemu_io(path, "write -P 0x11 0 4M", "write -z 8M 2M")
+    py = python_values(path)
+    assert list(errors(py)) == []
+    blocks = [e["refcount_block"] for e in flat(py["refcount_table"]) if e["refcount_block"]]
+    assert [len(p["refcounts_1"]) for p in blocks[0]["pieces"]] == [524288] * 32
+    assert_same(py, js_values(js_module, [path])[str(path)])
+
+
+# --- the compiler release meta/ks-version names -----------------------------------
+
+KS_VERSION = KSY["meta"]["ks-version"]
+
+
+def test_ks_version_compiler_gives_the_same_values(images: Dict[str, Path],
+                                                   js_image_values: Dict[str, Any],
+                                                   tmp_path: Path) -> None:
+    """The release meta/ks-version names (pinned in package-lock.json) compiles the
+    spec for Python and JavaScript in debug mode, and both parsers give every test
+    image the values the pinned current compiler's JavaScript parser gives (itself
+    equal to the committed Python parser's, above)."""
+    run_node("tools/ksc.js", "--compiler", f"kaitai-struct-compiler-{KS_VERSION}",
+             "--debug", "-t", "python,javascript", "-o", str(tmp_path), str(SPEC))
+    spec = importlib.util.spec_from_file_location("qcow2_ks_version",
+                                                  tmp_path / "python" / "qcow2.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    old_js = js_values(tmp_path / "javascript", list(images.values()))
+    for kind, path in images.items():
+        assert_same(js_image_values[kind], python_values(path, module.Qcow2))
+        assert_same(js_image_values[kind], old_js[str(path)])
 
 
 # --- 64-bit values crafted into copies of qemu-made images ----------------------
