@@ -40,6 +40,7 @@ doc-ref: https://www.qemu.org/docs/master/interop/qcow2.html
 seq:
   - id: header
     type: header
+    doc: The image header, at the start of the first cluster.
   - id: header_extensions
     size: ofs_extensions_end - header.len_header_effective
     type: header_extension_area
@@ -1216,8 +1217,7 @@ types:
             + vm_clock_nsec_lo.as<u8>).as<u8>
         doc: |
           Time the guest had been running when the snapshot was taken, in
-          nanoseconds. JavaScript rounds it above 2^53 ns (104 days);
-          `vm_clock_sec` and `vm_clock_subsec_nsec` are exact in every target.
+          nanoseconds; also given as `vm_clock_sec` and `vm_clock_subsec_nsec`.
       vm_clock_sec:
         value: |
           ((vm_clock_nsec_hi / 1953125).as<u8> * 0x800000
@@ -1256,8 +1256,7 @@ types:
         type: u8
         if: _io.size >= 8
         doc: |
-          Size of the VM state in bytes; overrides the 32-bit field. JavaScript
-          rounds it above 2^53 (8 PiB).
+          Size of the VM state in bytes; overrides the 32-bit field.
       - id: disk_size
         type: u8
         if: _io.size >= 16
@@ -1282,8 +1281,7 @@ types:
         if: _io.size >= 24
         doc: |
           Guest instructions executed (record/replay icount), a signed 64-bit
-          number: -1 if not recorded. JavaScript rounds it beyond 2^53 in
-          magnitude; `icount_hi` and `icount_lo` are exact.
+          number: -1 if not recorded.
 enums:
   crypt_method:
     0:

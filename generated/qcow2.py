@@ -2375,8 +2375,7 @@ class Qcow2(KaitaiStruct):
         @property
         def vm_clock_nsec(self):
             """Time the guest had been running when the snapshot was taken, in
-            nanoseconds. JavaScript rounds it above 2^53 ns (104 days);
-            `vm_clock_sec` and `vm_clock_subsec_nsec` are exact in every target.
+            nanoseconds; also given as `vm_clock_sec` and `vm_clock_subsec_nsec`.
             """
             if hasattr(self, '_m_vm_clock_nsec'):
                 return self._m_vm_clock_nsec
@@ -2471,8 +2470,7 @@ class Qcow2(KaitaiStruct):
         @property
         def icount(self):
             """Guest instructions executed (record/replay icount), a signed 64-bit
-            number: -1 if not recorded. JavaScript rounds it beyond 2^53 in
-            magnitude; `icount_hi` and `icount_lo` are exact.
+            number: -1 if not recorded.
             """
             if hasattr(self, '_m_icount'):
                 return self._m_icount
