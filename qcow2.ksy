@@ -253,9 +253,9 @@ types:
           max: 6
         if: version >= 3
         doc: |
-          Width of a refcount block entry: `refcount_bits = 1 <<
-          refcount_order`, from 1 to 64 bits. Version 2 images always use 4 (16
-          bits).
+          Width of a refcount block entry:
+          `refcount_bits = 1 << refcount_order`, from 1 to 64 bits. Version 2
+          images always use 4 (16 bits).
       - id: len_header
         -orig-id: header_length
         type: u4
@@ -592,9 +592,9 @@ types:
             * (1 << (granularity_bits / 3))
             * (1 << (granularity_bits - granularity_bits / 3 * 2))).as<u8>
         doc: |
-          Bytes of the virtual disk per bit of the bitmap, `1 <<
-          granularity_bits`, computed from three shifts of at most 23 bits: none
-          overflows a 32-bit int.
+          Bytes of the virtual disk per bit of the bitmap,
+          `1 << granularity_bits`, computed as a product of three shifts of at
+          most 23 bits each.
       bitmap_table:
         io: _root._io
         pos: ofs_bitmap_table

@@ -331,9 +331,9 @@ class Qcow2(KaitaiStruct):
 
         @property
         def granularity(self):
-            """Bytes of the virtual disk per bit of the bitmap, `1 <<
-            granularity_bits`, computed from three shifts of at most 23 bits: none
-            overflows a 32-bit int.
+            """Bytes of the virtual disk per bit of the bitmap,
+            `1 << granularity_bits`, computed as a product of three shifts of at
+            most 23 bits each.
             """
             if hasattr(self, '_m_granularity'):
                 return self._m_granularity
