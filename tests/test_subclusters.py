@@ -7,9 +7,9 @@ the host offset. Subclusters qemu refuses to read must be `invalid`.
 """
 from __future__ import annotations
 
-import json
 import struct
 import subprocess
+from io import BytesIO
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -32,7 +32,7 @@ def states(tmp_path_factory: pytest.TempPathFactory) -> Dict[str, Path]:
 
 
 def parse(path: Path) -> Qcow2:
-    q = Qcow2(KaitaiStream(open(path, "rb")))
+    q = Qcow2(KaitaiStream(BytesIO(path.read_bytes())))
     q._read()
     return q
 
