@@ -4,8 +4,8 @@ JavaScript parser (qcow2.ksy compiled with --debug, run by node as the IDE runs 
 The images have the largest tables of each kind that QEMU makes: a refcount block of
 16,777,216 one-bit refcounts (2 MiB clusters, refcount_bits=1), full L2 tables at
 2 MiB clusters (262,144 standard entries; 131,072 extended entries), QEMU's largest
-L1 table (32 MiB, 512-byte clusters, 128 GiB) and its largest refcount table
-(8 MiB). Tables are filled in by hand where QEMU would need terabytes of data to
+L1 table (32 MiB, 512-byte clusters, 128 GiB), its largest refcount table
+(8 MiB) and a snapshot table of QEMU's 65536 snapshots. Tables are filled in by hand where QEMU would need terabytes of data to
 fill them; the values do not change what parsing costs. bench/webide.js opens each
 table in a fresh node process; this prints, per image, every table and the worst.
 
@@ -74,7 +74,31 @@ def grow_refcount_table(path: Path, size: int) -> Path:
     return path
 
 
+def many_snapshots(path: Path, count: int) -> Path:
+    """The image's one snapshot table entry repeated count times in a new table."""
+    with open(path, "r+b") as f:
+        head = f.read(72)
+        cluster = 1 << struct.unpack_from(">I", head, 20)[0]
+        table, = struct.unpack_from(">Q", head, 64)
+        f.seek(table)
+        fixed = f.read(40)
+        extra, = struct.unpack_from(">I", fixed, 36)
+        id_size, name_size = struct.unpack_from(">HH", fixed, 12)
+        size = -(-(40 + extra + id_size + name_size) // 8) * 8
+        f.seek(table)
+        entry = f.read(size).ljust(size, b"\0")  # QEMU pads no last entry at the end
+        end = -(-f.seek(0, os.SEEK_END) // cluster) * cluster
+        f.seek(end)
+        f.write(entry * count)
+        f.seek(60)
+        f.write(struct.pack(">IQ", count, end))
+    return path
+
+
 def images(d: Path) -> list:
+    snapshots = create(d, "snapshots_65536.qcow2", "1G", "cluster_size=65536",
+                       "write -P 1 0 64k")
+    run("qemu-img", "snapshot", "-c", "s1", snapshots.name, cwd=d)
     return [
         create(d, "refcount1_2m.qcow2", "1G", "cluster_size=2M,refcount_bits=1",
                "write -P 1 0 4M"),
@@ -85,6 +109,7 @@ def images(d: Path) -> list:
         create(d, "l1_max_512.qcow2", "128G", "cluster_size=512"),
         grow_refcount_table(create(d, "reftable_8m.qcow2", "1G", "cluster_size=65536",
                                    "write -P 1 0 64k"), 8 << 20),
+        many_snapshots(snapshots, 65536),
     ]
 
 
