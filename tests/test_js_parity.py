@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterator, Sequence
 
 import pytest
+import kaitaistruct
 import yaml
 from kaitaistruct import KaitaiStream, KaitaiStruct, KaitaiStructError
 
@@ -168,6 +169,21 @@ def test_js_matches_python(kind: str, images: Dict[str, Path],
     py = python_values(images[kind])
     assert list(errors(py)) == []
     assert_same(py, js_image_values[kind])
+
+
+@pytest.mark.parametrize("cluster_bits", [8, 22, 31])
+def test_cluster_bits_outside_qemus_range_refused_by_both(cluster_bits: int,
+                                                          images: Dict[str, Path],
+                                                          js_module: Path,
+                                                          tmp_path: Path) -> None:
+    """cluster_bits outside 9..21 (from 31 on, 32-bit shifts overflow in JavaScript):
+    both parsers refuse the header, with the same validation error."""
+    path = craft(images["v3"], tmp_path / "bits.qcow2", {20: struct.pack(">I", cluster_bits)})
+    error = "ValidationLessThanError" if cluster_bits < 9 else "ValidationGreaterThanError"
+    with pytest.raises(getattr(kaitaistruct, error)):
+        python_values(path)
+    proc = run_node(str(VALUES_JS), str(SPEC), str(js_module), str(path), ok=False)
+    assert proc.returncode != 0 and error in proc.stderr
 
 
 def test_js_matches_python_on_subcluster_states(js_module: Path, tmp_path: Path) -> None:
