@@ -4,7 +4,7 @@ VENV := .venv
 VPY := $(VENV)/bin/python
 KSC := node tools/ksc.js
 
-.PHONY: all targets check-generated diagram check-diagram deps install install-test demo test fuzz clean
+.PHONY: all targets check-generated check-ks-version diagram check-diagram deps install install-test demo test fuzz clean
 
 all: generated/qcow2.py
 
@@ -20,6 +20,17 @@ generated/qcow2.py: qcow2.ksy tools/ksc.js node_modules/.package-lock.json
 targets: node_modules/.package-lock.json
 	rm -rf build/targets
 	$(KSC) --werror -t all -o build/targets qcow2.ksy
+
+# The compiler release the spec's meta/ks-version names (the lowest that compiles it),
+# pinned in package-lock.json as kaitai-struct-compiler-<version>: every target that
+# release can build must compile (its Go, Rust and graphviz back ends cannot: they
+# need 0.11). tests/test_js_parity.py holds its Python and JavaScript values equal to
+# the current compiler's on every test image.
+KS_VERSION := $(shell sed -n "s/^  ks-version: '\(.*\)'$$/\1/p" qcow2.ksy)
+KS_VERSION_TARGETS := construct,cpp_stl,csharp,html,java,javascript,lua,nim,perl,php,python,ruby
+check-ks-version: node_modules/.package-lock.json
+	rm -rf build/ks-version
+	$(KSC) --compiler kaitai-struct-compiler-$(KS_VERSION) -t $(KS_VERSION_TARGETS) -o build/ks-version qcow2.ksy
 
 # Fails when the committed parser is not what the spec compiles to.
 check-generated: node_modules/.package-lock.json
@@ -73,8 +84,9 @@ demo: install
 	$(VENV)/bin/qcow2kit whatis samples/sample.qcow2 0 0x4000 0x30000
 
 # The whole suite: the committed parser and diagram are current, every compiler target
-# builds clean, then pytest (qemu-made images, golden qcow2.py output, JavaScript parity).
-test: deps install-test check-generated check-diagram targets
+# builds clean, the release ks-version names compiles it, then pytest (qemu-made images,
+# golden qcow2.py output, JavaScript parity).
+test: deps install-test check-generated check-diagram targets check-ks-version
 	$(VPY) -m pytest -q tests
 
 # The long fuzzing run (tests/fuzz/): every command on mutants of the qemu-made images,

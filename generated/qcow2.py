@@ -12,39 +12,29 @@ if getattr(kaitaistruct, 'API_VERSION', (0, 9)) < (0, 11):
 
 class Qcow2(KaitaiStruct):
     """qcow2 is the native disk image format of QEMU. The file is divided into host
-    clusters of `1 << cluster_bits` bytes; the first one holds the header, the header
-    extensions and the backing file name. Guest clusters are mapped to host clusters
-    through a two-level table (L1, L2); host clusters are reference counted through
-    another two-level table (refcount table, refcount blocks). Internal snapshots keep
-    their own L1 tables, and persistent dirty bitmaps have a directory and a one-level
-    table of their own.
+    clusters of `1 << cluster_bits` bytes; the first one holds the header, the
+    header extensions and the backing file name. Guest clusters are mapped to host
+    clusters through a two-level table (L1, L2); with extended L2 entries a guest
+    cluster is divided into 32 subclusters that are allocated one by one. Host
+    clusters are reference counted through another two-level table (refcount
+    table, refcount blocks). Internal snapshots keep their own L1 tables, and
+    persistent dirty bitmaps have a directory and a one-level table of their own.
+    A guest cluster that the image does not allocate reads from the backing file,
+    or as zeros without one.
     
-    Large tables (L1 and L2 tables, refcount table and blocks, snapshot table, bitmap
-    directory and tables) are lazy instances: parsing the header of a 1 TiB image costs
-    the same as an empty one's.
+    Tables are instances, read when they are first used, and each is read in
+    pieces of at most 64 KiB (`len_table_piece`), themselves read when first used:
+    the header of a 1 TiB image costs what an empty one's does, and the largest
+    table QEMU makes (a 32 MiB L1 table, a refcount block of 16,777,216 one-bit
+    refcounts) is opened one piece at a time.
     
-    Every value is the same in every target language, JavaScript (the Web IDE)
-    included:
-    
-    * 64-bit table entries and the snapshot's 64-bit counters are read as two 32-bit
-      halves (`hi`, `lo`), and offsets, flags and descriptors are computed from them
-      with arithmetic only: JavaScript numbers are doubles and its bitwise operators
-      work on 32 bits.
-    * Computed values that can exceed 31 bits are cast to `u8` (`s8`), because
-      statically typed targets otherwise hold them in a 32-bit int.
-    * Shifts stay below 31 bits; no intermediate value exceeds 2^53.
-    
-    What JavaScript cannot hold exactly is an integer above 2^53 (8 PiB) that is not
-    a multiple of a large power of two. Offsets and sizes that are multiples of 512
-    are exact below 2^62, and qcow2 offsets end at 2^56. The exceptions are
-    documented where they occur: the full `vm_clock_nsec` and `icount` (given
-    exactly in parts too), compressed data offsets from 8 PiB on, and `u8` fields
-    whose low bits are arbitrary, above 2^53: a 64-bit refcount, a VM state size, a
-    virtual size that is not a multiple of 512. cluster_bits above 30 (QEMU opens
-    9..21) overflow 32-bit shifts and are not supported.
+    The 64-bit table entries are read as two 32-bit halves (`hi`, `lo`), and
+    offsets and flags are computed from them with arithmetic, so that every target
+    language, including those whose numbers are doubles or whose bitwise operators
+    work on 32 bits, computes the same values.
     
     .. seealso::
-       Source - https://gitlab.com/qemu-project/qemu/-/blob/master/docs/interop/qcow2.txt
+       Source - https://www.qemu.org/docs/master/interop/qcow2.html
     """
 
     class BitmapTableEntryKind(IntEnum):
@@ -88,6 +78,23 @@ class Qcow2(KaitaiStruct):
     class LuksKeySlotState(IntEnum):
         disabled = 57005
         enabled = 11301363
+
+    class SubclusterReads(IntEnum):
+        unallocated = 0
+        backing = 1
+        zeros = 2
+        data = 3
+        compressed = 4
+        invalid = 5
+
+    class SubclusterType(IntEnum):
+        unallocated_plain = 0
+        unallocated_alloc = 1
+        zero_plain = 2
+        zero_alloc = 3
+        normal = 4
+        compressed = 5
+        invalid = 6
     SEQ_FIELDS = ["header", "header_extensions"]
     def __init__(self, _io, _parent=None, _root=None):
         super(Qcow2, self).__init__(_io)
@@ -125,18 +132,12 @@ class Qcow2(KaitaiStruct):
         _ = self.l1_table
         if hasattr(self, '_m_l1_table'):
             pass
-            for i in range(len(self._m_l1_table)):
-                pass
-                self._m_l1_table[i]._fetch_instances()
-
+            self._m_l1_table._fetch_instances()
 
         _ = self.refcount_table
         if hasattr(self, '_m_refcount_table'):
             pass
-            for i in range(len(self._m_refcount_table)):
-                pass
-                self._m_refcount_table[i]._fetch_instances()
-
+            self._m_refcount_table._fetch_instances()
 
         _ = self.snapshots
         if hasattr(self, '_m_snapshots'):
@@ -151,7 +152,7 @@ class Qcow2(KaitaiStruct):
         """Auto-clear feature bits, read as two big-endian 32-bit halves.
         
         .. seealso::
-           Header - https://gitlab.com/qemu-project/qemu/-/blob/master/docs/interop/qcow2.txt
+           Header - https://www.qemu.org/docs/master/interop/qcow2.html
         """
         SEQ_FIELDS = ["hi", "lo"]
         def __init__(self, _io, _parent=None, _root=None):
@@ -174,8 +175,9 @@ class Qcow2(KaitaiStruct):
 
         @property
         def bitmaps(self):
-            """Bit 0: the bitmaps extension data is consistent. If the extension is present
-            and this bit is clear, its data must be considered inconsistent.
+            """Bit 0: the bitmaps extension data is consistent. If the extension is
+            present and this bit is clear, its data must be considered
+            inconsistent.
             """
             if hasattr(self, '_m_bitmaps'):
                 return self._m_bitmaps
@@ -185,8 +187,8 @@ class Qcow2(KaitaiStruct):
 
         @property
         def data_file_raw(self):
-            """Bit 1: the external data file is a consistent standalone raw image. Only
-            valid with the external data file bit.
+            """Bit 1: the external data file is a consistent standalone raw image.
+            Only valid with the external data file bit.
             """
             if hasattr(self, '_m_data_file_raw'):
                 return self._m_data_file_raw
@@ -208,7 +210,7 @@ class Qcow2(KaitaiStruct):
         """The bitmap directory, `bitmap_directory_size` bytes.
         
         .. seealso::
-           Bitmap directory - https://gitlab.com/qemu-project/qemu/-/blob/master/docs/interop/qcow2.txt
+           Bitmap directory - https://www.qemu.org/docs/master/interop/qcow2.html
         """
         SEQ_FIELDS = ["entries"]
         def __init__(self, _io, _parent=None, _root=None):
@@ -245,9 +247,9 @@ class Qcow2(KaitaiStruct):
         """One stored bitmap; entries are padded to a multiple of 8 bytes.
         
         .. seealso::
-           Bitmap directory - https://gitlab.com/qemu-project/qemu/-/blob/master/docs/interop/qcow2.txt
+           Bitmap directory - https://www.qemu.org/docs/master/interop/qcow2.html
         """
-        SEQ_FIELDS = ["ofs_bitmap_table", "num_bitmap_table_entries", "flags", "type", "granularity_bits", "len_name", "len_extra_data", "extra_data", "name", "padding"]
+        SEQ_FIELDS = ["ofs_bitmap_table", "num_bitmap_table", "flags", "type", "granularity_bits", "len_name", "len_extra_data", "extra_data", "name", "padding"]
         def __init__(self, _io, _parent=None, _root=None):
             super(Qcow2.BitmapDirectoryEntry, self).__init__(_io)
             self._parent = _parent
@@ -258,9 +260,9 @@ class Qcow2(KaitaiStruct):
             self._debug['ofs_bitmap_table']['start'] = self._io.pos()
             self.ofs_bitmap_table = self._io.read_u8be()
             self._debug['ofs_bitmap_table']['end'] = self._io.pos()
-            self._debug['num_bitmap_table_entries']['start'] = self._io.pos()
-            self.num_bitmap_table_entries = self._io.read_u4be()
-            self._debug['num_bitmap_table_entries']['end'] = self._io.pos()
+            self._debug['num_bitmap_table']['start'] = self._io.pos()
+            self.num_bitmap_table = self._io.read_u4be()
+            self._debug['num_bitmap_table']['end'] = self._io.pos()
             self._debug['flags']['start'] = self._io.pos()
             self.flags = self._io.read_u4be()
             self._debug['flags']['end'] = self._io.pos()
@@ -296,19 +298,12 @@ class Qcow2(KaitaiStruct):
             _ = self.bitmap_table
             if hasattr(self, '_m_bitmap_table'):
                 pass
-                for i in range(len(self._m_bitmap_table)):
-                    pass
-                    self._m_bitmap_table[i]._fetch_instances()
-
+                self._m_bitmap_table._fetch_instances()
 
 
         @property
         def bitmap_table(self):
-            """The bitmap table, one entry per cluster of bitmap data.
-            
-            .. seealso::
-               Bitmap table - https://gitlab.com/qemu-project/qemu/-/blob/master/docs/interop/qcow2.txt
-            """
+            """The bitmap table, one entry per cluster of bitmap data."""
             if hasattr(self, '_m_bitmap_table'):
                 return self._m_bitmap_table
 
@@ -316,24 +311,18 @@ class Qcow2(KaitaiStruct):
             _pos = io.pos()
             io.seek(self.ofs_bitmap_table)
             self._debug['_m_bitmap_table']['start'] = io.pos()
-            self._debug['_m_bitmap_table']['arr'] = []
-            self._m_bitmap_table = []
-            for i in range(self.num_bitmap_table_entries):
-                self._debug['_m_bitmap_table']['arr'].append({'start': io.pos()})
-                _t__m_bitmap_table = Qcow2.BitmapTableEntry(io, self, self._root)
-                try:
-                    _t__m_bitmap_table._read()
-                finally:
-                    self._m_bitmap_table.append(_t__m_bitmap_table)
-                self._debug['_m_bitmap_table']['arr'][i]['end'] = io.pos()
-
+            self._raw__m_bitmap_table = io.read_bytes(self.num_bitmap_table * 8)
+            _io__raw__m_bitmap_table = KaitaiStream(BytesIO(self._raw__m_bitmap_table))
+            self._m_bitmap_table = Qcow2.BitmapTable(_io__raw__m_bitmap_table, self, self._root)
+            self._m_bitmap_table._read()
             self._debug['_m_bitmap_table']['end'] = io.pos()
             io.seek(_pos)
             return getattr(self, '_m_bitmap_table', None)
 
         @property
         def extra_data_compatible(self):
-            """Unknown extra data may be ignored (else the bitmap must not be used)."""
+            """Unknown extra data may be ignored (else the bitmap must not be used).
+            """
             if hasattr(self, '_m_extra_data_compatible'):
                 return self._m_extra_data_compatible
 
@@ -342,8 +331,9 @@ class Qcow2(KaitaiStruct):
 
         @property
         def granularity(self):
-            """Bytes of the virtual disk per bit of the bitmap, `1 << granularity_bits`,
-            computed from three shifts of at most 23 bits: none overflows a 32-bit int.
+            """Bytes of the virtual disk per bit of the bitmap,
+            `1 << granularity_bits`, computed as a product of three shifts of at
+            most 23 bits each.
             """
             if hasattr(self, '_m_granularity'):
                 return self._m_granularity
@@ -379,11 +369,53 @@ class Qcow2(KaitaiStruct):
             return getattr(self, '_m_is_auto', None)
 
 
+    class BitmapTable(KaitaiStruct):
+        """A bitmap table, in pieces of up to 8192 entries.
+        
+        .. seealso::
+           Bitmap table - https://www.qemu.org/docs/master/interop/qcow2.html
+        """
+        SEQ_FIELDS = ["pieces"]
+        def __init__(self, _io, _parent=None, _root=None):
+            super(Qcow2.BitmapTable, self).__init__(_io)
+            self._parent = _parent
+            self._root = _root
+            self._debug = collections.defaultdict(dict)
+
+        def _read(self):
+            self._debug['pieces']['start'] = self._io.pos()
+            self._debug['pieces']['arr'] = []
+            self._raw_pieces = []
+            self.pieces = []
+            i = 0
+            while not self._io.is_eof():
+                self._debug['pieces']['arr'].append({'start': self._io.pos()})
+                self._raw_pieces.append(self._io.read_bytes((self._io.size() - self._io.pos() if self._io.size() - self._io.pos() < self._root.len_table_piece else self._root.len_table_piece)))
+                _io__raw_pieces = KaitaiStream(BytesIO(self._raw_pieces[-1]))
+                _t_pieces = Qcow2.BitmapTablePiece(_io__raw_pieces, self, self._root)
+                try:
+                    _t_pieces._read()
+                finally:
+                    self.pieces.append(_t_pieces)
+                self._debug['pieces']['arr'][len(self.pieces) - 1]['end'] = self._io.pos()
+                i += 1
+
+            self._debug['pieces']['end'] = self._io.pos()
+
+
+        def _fetch_instances(self):
+            pass
+            for i in range(len(self.pieces)):
+                pass
+                self.pieces[i]._fetch_instances()
+
+
+
     class BitmapTableEntry(KaitaiStruct):
         """Where one cluster of bitmap data is, or what it reads as.
         
         .. seealso::
-           Bitmap table - https://gitlab.com/qemu-project/qemu/-/blob/master/docs/interop/qcow2.txt
+           Bitmap table - https://www.qemu.org/docs/master/interop/qcow2.html
         """
         SEQ_FIELDS = ["hi", "lo"]
         def __init__(self, _io, _parent=None, _root=None):
@@ -433,7 +465,8 @@ class Qcow2(KaitaiStruct):
 
         @property
         def ofs_data(self):
-            """Bits 9..55, the host offset of the data cluster; 0 if not allocated."""
+            """Bits 9..55, the host offset of the data cluster; 0 if not allocated.
+            """
             if hasattr(self, '_m_ofs_data'):
                 return self._m_ofs_data
 
@@ -441,12 +474,63 @@ class Qcow2(KaitaiStruct):
             return getattr(self, '_m_ofs_data', None)
 
 
+    class BitmapTablePiece(KaitaiStruct):
+        """A piece of a bitmap table."""
+        SEQ_FIELDS = []
+        def __init__(self, _io, _parent=None, _root=None):
+            super(Qcow2.BitmapTablePiece, self).__init__(_io)
+            self._parent = _parent
+            self._root = _root
+            self._debug = collections.defaultdict(dict)
+
+        def _read(self):
+            pass
+
+
+        def _fetch_instances(self):
+            pass
+            _ = self.entries
+            if hasattr(self, '_m_entries'):
+                pass
+                for i in range(len(self._m_entries)):
+                    pass
+                    self._m_entries[i]._fetch_instances()
+
+
+
+        @property
+        def entries(self):
+            """The entries of the piece, in table order."""
+            if hasattr(self, '_m_entries'):
+                return self._m_entries
+
+            _pos = self._io.pos()
+            self._io.seek(0)
+            self._debug['_m_entries']['start'] = self._io.pos()
+            self._debug['_m_entries']['arr'] = []
+            self._m_entries = []
+            i = 0
+            while not self._io.is_eof():
+                self._debug['_m_entries']['arr'].append({'start': self._io.pos()})
+                _t__m_entries = Qcow2.BitmapTableEntry(self._io, self, self._root)
+                try:
+                    _t__m_entries._read()
+                finally:
+                    self._m_entries.append(_t__m_entries)
+                self._debug['_m_entries']['arr'][len(self._m_entries) - 1]['end'] = self._io.pos()
+                i += 1
+
+            self._debug['_m_entries']['end'] = self._io.pos()
+            self._io.seek(_pos)
+            return getattr(self, '_m_entries', None)
+
+
     class BitmapsExtension(KaitaiStruct):
-        """Where the bitmap directory is. Its data is consistent only while the bitmaps
-        auto-clear bit is set.
+        """Where the bitmap directory is. Its data is consistent only while the
+        bitmaps auto-clear bit is set.
         
         .. seealso::
-           Bitmaps extension - https://gitlab.com/qemu-project/qemu/-/blob/master/docs/interop/qcow2.txt
+           Bitmaps extension - https://www.qemu.org/docs/master/interop/qcow2.html
         """
         SEQ_FIELDS = ["num_bitmaps", "reserved", "len_bitmap_directory", "ofs_bitmap_directory"]
         def __init__(self, _io, _parent=None, _root=None):
@@ -503,7 +587,7 @@ class Qcow2(KaitaiStruct):
         """Compatible feature bits, read as two big-endian 32-bit halves.
         
         .. seealso::
-           Header - https://gitlab.com/qemu-project/qemu/-/blob/master/docs/interop/qcow2.txt
+           Header - https://www.qemu.org/docs/master/interop/qcow2.html
         """
         SEQ_FIELDS = ["hi", "lo"]
         def __init__(self, _io, _parent=None, _root=None):
@@ -535,8 +619,8 @@ class Qcow2(KaitaiStruct):
 
         @property
         def lazy_refcounts(self):
-            """Bit 0: lazy refcount updates may be used: the image is marked dirty and
-            refcount updates are postponed.
+            """Bit 0: lazy refcount updates may be used: the image is marked dirty
+            and refcount updates are postponed.
             """
             if hasattr(self, '_m_lazy_refcounts'):
                 return self._m_lazy_refcounts
@@ -549,7 +633,7 @@ class Qcow2(KaitaiStruct):
         """The name of one feature bit.
         
         .. seealso::
-           Feature name table - https://gitlab.com/qemu-project/qemu/-/blob/master/docs/interop/qcow2.txt
+           Feature name table - https://www.qemu.org/docs/master/interop/qcow2.html
         """
         SEQ_FIELDS = ["type", "bit", "name"]
         def __init__(self, _io, _parent=None, _root=None):
@@ -580,7 +664,7 @@ class Qcow2(KaitaiStruct):
         """Names of feature bits, for tools that do not know them.
         
         .. seealso::
-           Feature name table - https://gitlab.com/qemu-project/qemu/-/blob/master/docs/interop/qcow2.txt
+           Feature name table - https://www.qemu.org/docs/master/interop/qcow2.html
         """
         SEQ_FIELDS = ["entries"]
         def __init__(self, _io, _parent=None, _root=None):
@@ -616,11 +700,11 @@ class Qcow2(KaitaiStruct):
 
 
     class FullDiskEncryptionExtension(KaitaiStruct):
-        """Where the encryption header is; present exactly when the crypt method needs
-        one (LUKS).
+        """Where the encryption header is; present exactly when the crypt method
+        needs one (LUKS).
         
         .. seealso::
-           Full disk encryption header pointer - https://gitlab.com/qemu-project/qemu/-/blob/master/docs/interop/qcow2.txt
+           Full disk encryption header pointer - https://www.qemu.org/docs/master/interop/qcow2.html
         """
         SEQ_FIELDS = ["ofs_encryption_header", "len_encryption_header"]
         def __init__(self, _io, _parent=None, _root=None):
@@ -640,30 +724,34 @@ class Qcow2(KaitaiStruct):
 
         def _fetch_instances(self):
             pass
-            _ = self.luks_header
-            if hasattr(self, '_m_luks_header'):
+            _ = self.encryption_header
+            if hasattr(self, '_m_encryption_header'):
                 pass
-                self._m_luks_header._fetch_instances()
+                self._m_encryption_header._fetch_instances()
 
 
         @property
-        def luks_header(self):
-            """The LUKS partition header at the start of the encryption header clusters."""
-            if hasattr(self, '_m_luks_header'):
-                return self._m_luks_header
+        def encryption_header(self):
+            """The encryption header as a LUKS partition header followed by the key
+            material its key slots point at.
+            """
+            if hasattr(self, '_m_encryption_header'):
+                return self._m_encryption_header
 
             if self._root.header.crypt_method == Qcow2.CryptMethod.luks:
                 pass
                 io = self._root._io
                 _pos = io.pos()
                 io.seek(self.ofs_encryption_header)
-                self._debug['_m_luks_header']['start'] = io.pos()
-                self._m_luks_header = Qcow2.LuksHeader(io, self, self._root)
-                self._m_luks_header._read()
-                self._debug['_m_luks_header']['end'] = io.pos()
+                self._debug['_m_encryption_header']['start'] = io.pos()
+                self._raw__m_encryption_header = io.read_bytes(self.len_encryption_header)
+                _io__raw__m_encryption_header = KaitaiStream(BytesIO(self._raw__m_encryption_header))
+                self._m_encryption_header = Qcow2.LuksHeader(_io__raw__m_encryption_header, self, self._root)
+                self._m_encryption_header._read()
+                self._debug['_m_encryption_header']['end'] = io.pos()
                 io.seek(_pos)
 
-            return getattr(self, '_m_luks_header', None)
+            return getattr(self, '_m_encryption_header', None)
 
 
     class Header(KaitaiStruct):
@@ -671,7 +759,7 @@ class Qcow2(KaitaiStruct):
         (at least 104) in version 3.
         
         .. seealso::
-           Header - https://gitlab.com/qemu-project/qemu/-/blob/master/docs/interop/qcow2.txt
+           Header - https://www.qemu.org/docs/master/interop/qcow2.html
         """
         SEQ_FIELDS = ["magic", "version", "ofs_backing_file_name", "len_backing_file_name", "cluster_bits", "size", "crypt_method", "num_l1_entries", "ofs_l1_table", "ofs_refcount_table", "num_refcount_table_clusters", "num_snapshots", "ofs_snapshot_table", "incompatible_features", "compatible_features", "autoclear_features", "refcount_order", "len_header", "compression_type", "additional_fields"]
         def __init__(self, _io, _parent=None, _root=None):
@@ -702,6 +790,8 @@ class Qcow2(KaitaiStruct):
             self._debug['cluster_bits']['end'] = self._io.pos()
             if not self.cluster_bits >= 9:
                 raise kaitaistruct.ValidationLessThanError(9, self.cluster_bits, self._io, u"/types/header/seq/4")
+            if not self.cluster_bits <= 21:
+                raise kaitaistruct.ValidationGreaterThanError(21, self.cluster_bits, self._io, u"/types/header/seq/4")
             self._debug['size']['start'] = self._io.pos()
             self.size = self._io.read_u8be()
             self._debug['size']['end'] = self._io.pos()
@@ -846,7 +936,7 @@ class Qcow2(KaitaiStruct):
         known type appears at most once.
         
         .. seealso::
-           Header extensions - https://gitlab.com/qemu-project/qemu/-/blob/master/docs/interop/qcow2.txt
+           Header extensions - https://www.qemu.org/docs/master/interop/qcow2.html
         """
         SEQ_FIELDS = ["magic", "len_data", "data", "padding"]
         def __init__(self, _io, _parent=None, _root=None):
@@ -930,7 +1020,7 @@ class Qcow2(KaitaiStruct):
         marker (type 0) or the end of the area.
         
         .. seealso::
-           Header extensions - https://gitlab.com/qemu-project/qemu/-/blob/master/docs/interop/qcow2.txt
+           Header extensions - https://www.qemu.org/docs/master/interop/qcow2.html
         """
         SEQ_FIELDS = ["extensions"]
         def __init__(self, _io, _parent=None, _root=None):
@@ -968,11 +1058,11 @@ class Qcow2(KaitaiStruct):
 
 
     class IncompatibleFeatures(KaitaiStruct):
-        """Incompatible feature bits, read as two big-endian 32-bit halves so that every
-        target can test each bit.
+        """Incompatible feature bits, read as two big-endian 32-bit halves so that
+        every target can test each bit.
         
         .. seealso::
-           Header - https://gitlab.com/qemu-project/qemu/-/blob/master/docs/interop/qcow2.txt
+           Header - https://www.qemu.org/docs/master/interop/qcow2.html
         """
         SEQ_FIELDS = ["hi", "lo"]
         def __init__(self, _io, _parent=None, _root=None):
@@ -1004,7 +1094,8 @@ class Qcow2(KaitaiStruct):
 
         @property
         def corrupt(self):
-            """Bit 1, any structure may be corrupt; the image must not be written to."""
+            """Bit 1, any structure may be corrupt; the image must not be written to.
+            """
             if hasattr(self, '_m_corrupt'):
                 return self._m_corrupt
 
@@ -1013,8 +1104,8 @@ class Qcow2(KaitaiStruct):
 
         @property
         def dirty(self):
-            """Bit 0: refcounts may be inconsistent; scan the L1/L2 tables to repair them
-            before accessing the image.
+            """Bit 0: refcounts may be inconsistent; scan the L1/L2 tables to repair
+            them before accessing the image.
             """
             if hasattr(self, '_m_dirty'):
                 return self._m_dirty
@@ -1033,9 +1124,9 @@ class Qcow2(KaitaiStruct):
 
         @property
         def external_data_file(self):
-            """Bit 2: guest clusters are stored in an external data file at their guest
-            offset; those clusters are not refcounted, and compressed clusters and
-            internal snapshots are not supported.
+            """Bit 2: guest clusters are stored in an external data file at their
+            guest offset; those clusters are not refcounted, and compressed
+            clusters and internal snapshots are not supported.
             """
             if hasattr(self, '_m_external_data_file'):
                 return self._m_external_data_file
@@ -1057,7 +1148,7 @@ class Qcow2(KaitaiStruct):
         """One L1 table entry, pointing at an L2 table.
         
         .. seealso::
-           Cluster mapping - https://gitlab.com/qemu-project/qemu/-/blob/master/docs/interop/qcow2.txt
+           Cluster mapping - https://www.qemu.org/docs/master/interop/qcow2.html
         """
         SEQ_FIELDS = ["hi", "lo"]
         def __init__(self, _io, _parent=None, _root=None):
@@ -1085,8 +1176,8 @@ class Qcow2(KaitaiStruct):
 
         @property
         def copied(self):
-            """Bit 63: the L2 table's refcount is exactly one (accurate in the active L1
-            table only).
+            """Bit 63: the L2 table's refcount is exactly one (accurate in the active
+            L1 table only).
             """
             if hasattr(self, '_m_copied'):
                 return self._m_copied
@@ -1134,16 +1225,110 @@ class Qcow2(KaitaiStruct):
             return getattr(self, '_m_ofs_l2_table', None)
 
 
+    class L1Table(KaitaiStruct):
+        """An L1 table (the active one or a snapshot's), in pieces of up to 8192
+        entries.
+        
+        .. seealso::
+           Cluster mapping - https://www.qemu.org/docs/master/interop/qcow2.html
+        """
+        SEQ_FIELDS = ["pieces"]
+        def __init__(self, _io, _parent=None, _root=None):
+            super(Qcow2.L1Table, self).__init__(_io)
+            self._parent = _parent
+            self._root = _root
+            self._debug = collections.defaultdict(dict)
+
+        def _read(self):
+            self._debug['pieces']['start'] = self._io.pos()
+            self._debug['pieces']['arr'] = []
+            self._raw_pieces = []
+            self.pieces = []
+            i = 0
+            while not self._io.is_eof():
+                self._debug['pieces']['arr'].append({'start': self._io.pos()})
+                self._raw_pieces.append(self._io.read_bytes((self._io.size() - self._io.pos() if self._io.size() - self._io.pos() < self._root.len_table_piece else self._root.len_table_piece)))
+                _io__raw_pieces = KaitaiStream(BytesIO(self._raw_pieces[-1]))
+                _t_pieces = Qcow2.L1TablePiece(_io__raw_pieces, self, self._root)
+                try:
+                    _t_pieces._read()
+                finally:
+                    self.pieces.append(_t_pieces)
+                self._debug['pieces']['arr'][len(self.pieces) - 1]['end'] = self._io.pos()
+                i += 1
+
+            self._debug['pieces']['end'] = self._io.pos()
+
+
+        def _fetch_instances(self):
+            pass
+            for i in range(len(self.pieces)):
+                pass
+                self.pieces[i]._fetch_instances()
+
+
+
+    class L1TablePiece(KaitaiStruct):
+        """A piece of an L1 table."""
+        SEQ_FIELDS = []
+        def __init__(self, _io, _parent=None, _root=None):
+            super(Qcow2.L1TablePiece, self).__init__(_io)
+            self._parent = _parent
+            self._root = _root
+            self._debug = collections.defaultdict(dict)
+
+        def _read(self):
+            pass
+
+
+        def _fetch_instances(self):
+            pass
+            _ = self.entries
+            if hasattr(self, '_m_entries'):
+                pass
+                for i in range(len(self._m_entries)):
+                    pass
+                    self._m_entries[i]._fetch_instances()
+
+
+
+        @property
+        def entries(self):
+            """The entries of the piece, in table order."""
+            if hasattr(self, '_m_entries'):
+                return self._m_entries
+
+            _pos = self._io.pos()
+            self._io.seek(0)
+            self._debug['_m_entries']['start'] = self._io.pos()
+            self._debug['_m_entries']['arr'] = []
+            self._m_entries = []
+            i = 0
+            while not self._io.is_eof():
+                self._debug['_m_entries']['arr'].append({'start': self._io.pos()})
+                _t__m_entries = Qcow2.L1Entry(self._io, self, self._root)
+                try:
+                    _t__m_entries._read()
+                finally:
+                    self._m_entries.append(_t__m_entries)
+                self._debug['_m_entries']['arr'][len(self._m_entries) - 1]['end'] = self._io.pos()
+                i += 1
+
+            self._debug['_m_entries']['end'] = self._io.pos()
+            self._io.seek(_pos)
+            return getattr(self, '_m_entries', None)
+
+
     class L2Entry(KaitaiStruct):
         """One L2 table entry: a standard or compressed cluster descriptor, and with
         extended L2 entries a subcluster bitmap.
         
         .. seealso::
-           Cluster mapping - https://gitlab.com/qemu-project/qemu/-/blob/master/docs/interop/qcow2.txt
+           Cluster mapping - https://www.qemu.org/docs/master/interop/qcow2.html
         
         
         .. seealso::
-           Extended L2 Entries - https://gitlab.com/qemu-project/qemu/-/blob/master/docs/interop/qcow2.txt
+           Extended L2 Entries - https://www.qemu.org/docs/master/interop/qcow2.html
         """
         SEQ_FIELDS = ["hi", "lo", "subcluster_zero", "subcluster_alloc"]
         def __init__(self, _io, _parent=None, _root=None):
@@ -1181,14 +1366,25 @@ class Qcow2(KaitaiStruct):
             if self._root.is_extended_l2:
                 pass
 
+            _ = self.subclusters
+            if hasattr(self, '_m_subclusters'):
+                pass
+                for i in range(len(self._m_subclusters)):
+                    pass
+                    self._m_subclusters[i]._fetch_instances()
+
+
 
         @property
         def cluster_type(self):
-            """How the guest cluster reads, as QEMU classifies it."""
+            """The type of the cluster descriptor as QEMU classifies it. Without
+            extended L2 entries it is how the whole cluster reads; with them,
+            `subclusters` says how each subcluster reads.
+            """
             if hasattr(self, '_m_cluster_type'):
                 return self._m_cluster_type
 
-            self._m_cluster_type = KaitaiStream.resolve_enum(Qcow2.ClusterType, (4 if self.compressed else ((2 if self.ofs_host_cluster != 0 else 1) if  ((self.zero) and ((not (self._root.is_extended_l2))))  else (3 if self.ofs_host_cluster != 0 else (3 if  ((self._root.has_external_data_file) and (self.copied))  else 0)))))
+            self._m_cluster_type = KaitaiStream.resolve_enum(Qcow2.ClusterType, (4 if self.compressed else ((2 if self.ofs_host_cluster != 0 else 1) if self.zero else (3 if self.ofs_host_cluster != 0 else (3 if  ((self._root.has_external_data_file) and (self.copied))  else 0)))))
             return getattr(self, '_m_cluster_type', None)
 
         @property
@@ -1202,8 +1398,9 @@ class Qcow2(KaitaiStruct):
 
         @property
         def copied(self):
-            """Bit 63: a standard cluster whose refcount is exactly one (accurate in L2
-            tables reachable from the active L1 table).
+            """Bit 63: a standard cluster whose refcount is exactly one (accurate in
+            L2 tables reachable from the active L1 table). Must be 0 in a
+            compressed descriptor.
             """
             if hasattr(self, '_m_copied'):
                 return self._m_copied
@@ -1213,17 +1410,22 @@ class Qcow2(KaitaiStruct):
 
         @property
         def has_reserved_bits(self):
-            """A standard descriptor has any of the reserved bits 1..8 and 56..61 set."""
+            """Any bit the specification reserves is set. In a standard descriptor:
+            bits 1..8 and 56..61, and bit 0 with extended L2 entries. In a
+            compressed descriptor: bit 63, the offset bits above 55 (clusters
+            below 16 KiB), and with extended L2 entries any bit of the subcluster
+            bitmap.
+            """
             if hasattr(self, '_m_has_reserved_bits'):
                 return self._m_has_reserved_bits
 
-            self._m_has_reserved_bits =  (((not (self.compressed))) and ( ((self.lo % 512 >= 2) or ((self.hi // 16777216) % 64 != 0)) )) 
+            self._m_has_reserved_bits = ( ((self.copied) or ((self.hi // 16777216) % self._root.compressed_reserved_modulus != 0) or ( ((self._root.is_extended_l2) and ( ((self.subcluster_zero != 0) or (self.subcluster_alloc != 0)) )) ))  if self.compressed else  ((self.lo % 512 >= 2) or ((self.hi // 16777216) % 64 != 0) or ( ((self._root.is_extended_l2) and (self.lo % 2 == 1)) )) )
             return getattr(self, '_m_has_reserved_bits', None)
 
         @property
         def len_compressed_data(self):
-            """Bytes from the offset to the end of the last sector; the compressed stream
-            may end before that.
+            """Bytes from the offset to the end of the last sector; the compressed
+            stream may end before that.
             """
             if hasattr(self, '_m_len_compressed_data'):
                 return self._m_len_compressed_data
@@ -1233,8 +1435,8 @@ class Qcow2(KaitaiStruct):
 
         @property
         def num_additional_sectors(self):
-            """Compressed descriptor bits x..61: 512-byte sectors used beyond the one that
-            holds the offset.
+            """Compressed descriptor bits x..61: 512-byte sectors used beyond the one
+            that holds the offset.
             """
             if hasattr(self, '_m_num_additional_sectors'):
                 return self._m_num_additional_sectors
@@ -1244,9 +1446,8 @@ class Qcow2(KaitaiStruct):
 
         @property
         def ofs_compressed_data(self):
-            """Compressed descriptor bits 0..x-1: host offset of the compressed data, not
-            aligned to a cluster or sector. JavaScript rounds offsets from 2^53 (8 PiB)
-            on; the specification allows them up to 2^56.
+            """Compressed descriptor bits 0..x-1: host offset of the compressed data,
+            not aligned to a cluster or sector.
             """
             if hasattr(self, '_m_ofs_compressed_data'):
                 return self._m_ofs_compressed_data
@@ -1257,7 +1458,8 @@ class Qcow2(KaitaiStruct):
         @property
         def ofs_data(self):
             """Where the guest cluster's data is: the host cluster or the compressed
-            data, 0 for none (with an external data file: the offset in that file).
+            data, 0 for none (with an external data file: the offset in that
+            file).
             """
             if hasattr(self, '_m_ofs_data'):
                 return self._m_ofs_data
@@ -1267,8 +1469,8 @@ class Qcow2(KaitaiStruct):
 
         @property
         def ofs_host_cluster(self):
-            """Standard descriptor bits 9..55: the host cluster offset (0 for compressed
-            clusters).
+            """Standard descriptor bits 9..55: the host cluster offset (0 for
+            compressed clusters).
             """
             if hasattr(self, '_m_ofs_host_cluster'):
                 return self._m_ofs_host_cluster
@@ -1277,24 +1479,148 @@ class Qcow2(KaitaiStruct):
             return getattr(self, '_m_ofs_host_cluster', None)
 
         @property
+        def subclusters(self):
+            """How each subcluster of the guest cluster reads: 32 with extended L2
+            entries, else one for the whole cluster. Computed from the entry
+            alone; reads no bytes.
+            """
+            if hasattr(self, '_m_subclusters'):
+                return self._m_subclusters
+
+            _pos = self._io.pos()
+            self._io.seek(0)
+            self._debug['_m_subclusters']['start'] = self._io.pos()
+            self._debug['_m_subclusters']['arr'] = []
+            self._m_subclusters = []
+            for i in range(self._root.num_subclusters):
+                self._debug['_m_subclusters']['arr'].append({'start': self._io.pos()})
+                _t__m_subclusters = Qcow2.L2Subcluster(i, self._io, self, self._root)
+                try:
+                    _t__m_subclusters._read()
+                finally:
+                    self._m_subclusters.append(_t__m_subclusters)
+                self._debug['_m_subclusters']['arr'][i]['end'] = self._io.pos()
+
+            self._debug['_m_subclusters']['end'] = self._io.pos()
+            self._io.seek(_pos)
+            return getattr(self, '_m_subclusters', None)
+
+        @property
         def zero(self):
-            """Bit 0 of a standard descriptor: the cluster reads as zeros (always 0 in
-            version 2 and with extended L2 entries).
+            """Bit 0 of a standard descriptor: the cluster reads as zeros. The bit
+            has this meaning only without extended L2 entries, where the
+            subcluster bitmap says which subclusters read as zeros instead.
             """
             if hasattr(self, '_m_zero'):
                 return self._m_zero
 
-            self._m_zero =  (((not (self.compressed))) and (self.lo % 2 == 1)) 
+            self._m_zero =  (((not (self.compressed))) and ((not (self._root.is_extended_l2))) and (self.lo % 2 == 1)) 
             return getattr(self, '_m_zero', None)
 
 
-    class L2Table(KaitaiStruct):
-        """An L2 table, exactly one cluster.
+    class L2Subcluster(KaitaiStruct):
+        """How one subcluster of a guest cluster reads (the whole cluster without
+        extended L2 entries), as QEMU classifies it and as `qemu-img map`
+        reports it.
         
         .. seealso::
-           Cluster mapping - https://gitlab.com/qemu-project/qemu/-/blob/master/docs/interop/qcow2.txt
+           Extended L2 Entries - https://www.qemu.org/docs/master/interop/qcow2.html
         """
-        SEQ_FIELDS = ["entries"]
+        SEQ_FIELDS = []
+        def __init__(self, index, _io, _parent=None, _root=None):
+            super(Qcow2.L2Subcluster, self).__init__(_io)
+            self._parent = _parent
+            self._root = _root
+            self.index = index
+            self._debug = collections.defaultdict(dict)
+
+        def _read(self):
+            pass
+
+
+        def _fetch_instances(self):
+            pass
+
+        @property
+        def has_ofs_host(self):
+            """`qemu-img map` reports a host offset for the subcluster: data or
+            zeros in an allocated host cluster of an unencrypted image, and an
+            allocated but unwritten subcluster when no backing file answers for
+            it.
+            """
+            if hasattr(self, '_m_has_ofs_host'):
+                return self._m_has_ofs_host
+
+            self._m_has_ofs_host =  ((self._root.header.crypt_method == Qcow2.CryptMethod.none) and ( ((self.subcluster_type == Qcow2.SubclusterType.normal) or (self.subcluster_type == Qcow2.SubclusterType.zero_alloc) or ( ((self.subcluster_type == Qcow2.SubclusterType.unallocated_alloc) and ((not (self._root.has_backing_file)))) )) )) 
+            return getattr(self, '_m_has_ofs_host', None)
+
+        @property
+        def is_alloc_bit_set(self):
+            """The subcluster's bit in the allocation half of the bitmap."""
+            if hasattr(self, '_m_is_alloc_bit_set'):
+                return self._m_is_alloc_bit_set
+
+            self._m_is_alloc_bit_set =  ((self._root.is_extended_l2) and ((self._parent.subcluster_alloc // self.weight) % 2 == 1)) 
+            return getattr(self, '_m_is_alloc_bit_set', None)
+
+        @property
+        def is_zero_bit_set(self):
+            """The subcluster's bit in the "reads as zeros" half of the bitmap."""
+            if hasattr(self, '_m_is_zero_bit_set'):
+                return self._m_is_zero_bit_set
+
+            self._m_is_zero_bit_set =  ((self._root.is_extended_l2) and ((self._parent.subcluster_zero // self.weight) % 2 == 1)) 
+            return getattr(self, '_m_is_zero_bit_set', None)
+
+        @property
+        def ofs_host(self):
+            """The host offset `qemu-img map` reports for the subcluster (in the
+            external data file when there is one); 0 when it reports none.
+            """
+            if hasattr(self, '_m_ofs_host'):
+                return self._m_ofs_host
+
+            self._m_ofs_host = (self._parent.ofs_host_cluster + self.index * self._root.len_subcluster if self.has_ofs_host else 0)
+            return getattr(self, '_m_ofs_host', None)
+
+        @property
+        def reads_as(self):
+            """How a guest read of the subcluster is answered."""
+            if hasattr(self, '_m_reads_as'):
+                return self._m_reads_as
+
+            self._m_reads_as = KaitaiStream.resolve_enum(Qcow2.SubclusterReads, (5 if self.subcluster_type == Qcow2.SubclusterType.invalid else (4 if self.subcluster_type == Qcow2.SubclusterType.compressed else (3 if self.subcluster_type == Qcow2.SubclusterType.normal else (2 if  ((self.subcluster_type == Qcow2.SubclusterType.zero_plain) or (self.subcluster_type == Qcow2.SubclusterType.zero_alloc))  else (1 if self._root.has_backing_file else 0))))))
+            return getattr(self, '_m_reads_as', None)
+
+        @property
+        def subcluster_type(self):
+            """The subcluster's type as QEMU classifies it."""
+            if hasattr(self, '_m_subcluster_type'):
+                return self._m_subcluster_type
+
+            self._m_subcluster_type = KaitaiStream.resolve_enum(Qcow2.SubclusterType, (5 if self._parent.cluster_type == Qcow2.ClusterType.compressed else ((4 if self._parent.cluster_type == Qcow2.ClusterType.normal else (3 if self._parent.cluster_type == Qcow2.ClusterType.zero_alloc else (2 if self._parent.cluster_type == Qcow2.ClusterType.zero_plain else 0))) if (not (self._root.is_extended_l2)) else ((6 if self._parent.subcluster_zero & self._parent.subcluster_alloc != 0 else (3 if self.is_zero_bit_set else (4 if self.is_alloc_bit_set else 1))) if self._parent.cluster_type == Qcow2.ClusterType.normal else (6 if self._parent.subcluster_alloc != 0 else (2 if self.is_zero_bit_set else 0))))))
+            return getattr(self, '_m_subcluster_type', None)
+
+        @property
+        def weight(self):
+            """2^index, the weight of the subcluster's bit in either half of the
+            bitmap (computed from two shifts below 16 bits).
+            """
+            if hasattr(self, '_m_weight'):
+                return self._m_weight
+
+            self._m_weight = (1 << self.index // 2) * (1 << self.index - self.index // 2)
+            return getattr(self, '_m_weight', None)
+
+
+    class L2Table(KaitaiStruct):
+        """An L2 table, exactly one cluster, in pieces of up to 8192 standard or
+        4096 extended entries.
+        
+        .. seealso::
+           Cluster mapping - https://www.qemu.org/docs/master/interop/qcow2.html
+        """
+        SEQ_FIELDS = ["pieces"]
         def __init__(self, _io, _parent=None, _root=None):
             super(Qcow2.L2Table, self).__init__(_io)
             self._parent = _parent
@@ -1302,39 +1628,97 @@ class Qcow2(KaitaiStruct):
             self._debug = collections.defaultdict(dict)
 
         def _read(self):
-            self._debug['entries']['start'] = self._io.pos()
-            self._debug['entries']['arr'] = []
-            self.entries = []
-            for i in range(self._root.num_l2_entries):
-                self._debug['entries']['arr'].append({'start': self._io.pos()})
-                _t_entries = Qcow2.L2Entry(self._io, self, self._root)
+            self._debug['pieces']['start'] = self._io.pos()
+            self._debug['pieces']['arr'] = []
+            self._raw_pieces = []
+            self.pieces = []
+            i = 0
+            while not self._io.is_eof():
+                self._debug['pieces']['arr'].append({'start': self._io.pos()})
+                self._raw_pieces.append(self._io.read_bytes((self._io.size() - self._io.pos() if self._io.size() - self._io.pos() < self._root.len_table_piece else self._root.len_table_piece)))
+                _io__raw_pieces = KaitaiStream(BytesIO(self._raw_pieces[-1]))
+                _t_pieces = Qcow2.L2TablePiece(_io__raw_pieces, self, self._root)
                 try:
-                    _t_entries._read()
+                    _t_pieces._read()
                 finally:
-                    self.entries.append(_t_entries)
-                self._debug['entries']['arr'][i]['end'] = self._io.pos()
+                    self.pieces.append(_t_pieces)
+                self._debug['pieces']['arr'][len(self.pieces) - 1]['end'] = self._io.pos()
+                i += 1
 
-            self._debug['entries']['end'] = self._io.pos()
+            self._debug['pieces']['end'] = self._io.pos()
 
 
         def _fetch_instances(self):
             pass
-            for i in range(len(self.entries)):
+            for i in range(len(self.pieces)):
                 pass
-                self.entries[i]._fetch_instances()
+                self.pieces[i]._fetch_instances()
 
+
+
+    class L2TablePiece(KaitaiStruct):
+        """A piece of an L2 table."""
+        SEQ_FIELDS = []
+        def __init__(self, _io, _parent=None, _root=None):
+            super(Qcow2.L2TablePiece, self).__init__(_io)
+            self._parent = _parent
+            self._root = _root
+            self._debug = collections.defaultdict(dict)
+
+        def _read(self):
+            pass
+
+
+        def _fetch_instances(self):
+            pass
+            _ = self.entries
+            if hasattr(self, '_m_entries'):
+                pass
+                for i in range(len(self._m_entries)):
+                    pass
+                    self._m_entries[i]._fetch_instances()
+
+
+
+        @property
+        def entries(self):
+            """The entries of the piece, one per guest cluster, in table order.
+            """
+            if hasattr(self, '_m_entries'):
+                return self._m_entries
+
+            _pos = self._io.pos()
+            self._io.seek(0)
+            self._debug['_m_entries']['start'] = self._io.pos()
+            self._debug['_m_entries']['arr'] = []
+            self._m_entries = []
+            i = 0
+            while not self._io.is_eof():
+                self._debug['_m_entries']['arr'].append({'start': self._io.pos()})
+                _t__m_entries = Qcow2.L2Entry(self._io, self, self._root)
+                try:
+                    _t__m_entries._read()
+                finally:
+                    self._m_entries.append(_t__m_entries)
+                self._debug['_m_entries']['arr'][len(self._m_entries) - 1]['end'] = self._io.pos()
+                i += 1
+
+            self._debug['_m_entries']['end'] = self._io.pos()
+            self._io.seek(_pos)
+            return getattr(self, '_m_entries', None)
 
 
     class LuksHeader(KaitaiStruct):
-        """LUKS version 1 partition header (592 bytes). Key material offsets are relative
-        to the start of the encryption header clusters, not to the qcow2 file.
+        """LUKS version 1 partition header (592 bytes). Key material offsets are
+        relative to the start of the encryption header clusters, not to the qcow2
+        file.
         
         .. seealso::
-           Full disk encryption header pointer - https://gitlab.com/qemu-project/qemu/-/blob/master/docs/interop/qcow2.txt
+           Full disk encryption header pointer - https://www.qemu.org/docs/master/interop/qcow2.html
         
         
         .. seealso::
-           Source - https://gitlab.com/cryptsetup/cryptsetup/-/wikis/LUKS-standard/on-disk-format.pdf
+           LUKS1 - https://gitlab.com/cryptsetup/cryptsetup/-/wikis/Specification
         """
         SEQ_FIELDS = ["magic", "version", "cipher_name", "cipher_mode", "hash_spec", "payload_offset", "key_bytes", "mk_digest", "mk_digest_salt", "mk_digest_iterations", "uuid", "key_slots"]
         def __init__(self, _io, _parent=None, _root=None):
@@ -1406,7 +1790,7 @@ class Qcow2(KaitaiStruct):
         """One LUKS key slot.
         
         .. seealso::
-           Source - https://gitlab.com/cryptsetup/cryptsetup/-/wikis/LUKS-standard/on-disk-format.pdf
+           LUKS1 - https://gitlab.com/cryptsetup/cryptsetup/-/wikis/Specification
         """
         SEQ_FIELDS = ["active", "iterations", "salt", "key_material_offset", "stripes"]
         def __init__(self, _io, _parent=None, _root=None):
@@ -1435,18 +1819,40 @@ class Qcow2(KaitaiStruct):
 
         def _fetch_instances(self):
             pass
+            _ = self.key_material
+            if hasattr(self, '_m_key_material'):
+                pass
+
+
+        @property
+        def key_material(self):
+            """The key material of an enabled slot: the master key split into
+            `stripes` anti-forensic stripes, encrypted with the key derived from
+            the passphrase; `key_bytes * stripes` bytes.
+            """
+            if hasattr(self, '_m_key_material'):
+                return self._m_key_material
+
+            if self.active == Qcow2.LuksKeySlotState.enabled:
+                pass
+                _pos = self._io.pos()
+                self._io.seek(self.key_material_offset * 512)
+                self._debug['_m_key_material']['start'] = self._io.pos()
+                self._m_key_material = self._io.read_bytes(self._parent.key_bytes * self.stripes)
+                self._debug['_m_key_material']['end'] = self._io.pos()
+                self._io.seek(_pos)
+
+            return getattr(self, '_m_key_material', None)
 
 
     class RefcountBlock(KaitaiStruct):
-        """A refcount block, exactly one cluster of `1 << refcount_order`-bit refcounts.
-        Sub-byte refcounts are packed least significant bit first; wider ones are
-        big-endian integers. Exactly one of the arrays is present. A 1-bit refcount
-        reads as a boolean (true for a refcount of 1).
+        """A refcount block, exactly one cluster of `1 << refcount_order`-bit
+        refcounts, in pieces of `len_table_piece` bytes.
         
         .. seealso::
-           Host cluster management - https://gitlab.com/qemu-project/qemu/-/blob/master/docs/interop/qcow2.txt
+           Host cluster management - https://www.qemu.org/docs/master/interop/qcow2.html
         """
-        SEQ_FIELDS = ["refcounts_1", "refcounts_2", "refcounts_4", "refcounts_8", "refcounts_16", "refcounts_32", "refcounts_64"]
+        SEQ_FIELDS = ["pieces"]
         def __init__(self, _io, _parent=None, _root=None):
             super(Qcow2.RefcountBlock, self).__init__(_io)
             self._parent = _parent
@@ -1454,135 +1860,304 @@ class Qcow2(KaitaiStruct):
             self._debug = collections.defaultdict(dict)
 
         def _read(self):
-            if self._root.header.refcount_order_effective == 0:
-                pass
-                self._debug['refcounts_1']['start'] = self._io.pos()
-                self._debug['refcounts_1']['arr'] = []
-                self.refcounts_1 = []
-                for i in range(self._root.num_refcount_block_entries):
-                    self._debug['refcounts_1']['arr'].append({'start': self._io.pos()})
-                    self.refcounts_1.append(self._io.read_bits_int_le(1) != 0)
-                    self._debug['refcounts_1']['arr'][i]['end'] = self._io.pos()
+            self._debug['pieces']['start'] = self._io.pos()
+            self._debug['pieces']['arr'] = []
+            self._raw_pieces = []
+            self.pieces = []
+            i = 0
+            while not self._io.is_eof():
+                self._debug['pieces']['arr'].append({'start': self._io.pos()})
+                self._raw_pieces.append(self._io.read_bytes((self._io.size() - self._io.pos() if self._io.size() - self._io.pos() < self._root.len_table_piece else self._root.len_table_piece)))
+                _io__raw_pieces = KaitaiStream(BytesIO(self._raw_pieces[-1]))
+                _t_pieces = Qcow2.RefcountBlockPiece(_io__raw_pieces, self, self._root)
+                try:
+                    _t_pieces._read()
+                finally:
+                    self.pieces.append(_t_pieces)
+                self._debug['pieces']['arr'][len(self.pieces) - 1]['end'] = self._io.pos()
+                i += 1
 
-                self._debug['refcounts_1']['end'] = self._io.pos()
-
-            if self._root.header.refcount_order_effective == 1:
-                pass
-                self._debug['refcounts_2']['start'] = self._io.pos()
-                self._debug['refcounts_2']['arr'] = []
-                self.refcounts_2 = []
-                for i in range(self._root.num_refcount_block_entries):
-                    self._debug['refcounts_2']['arr'].append({'start': self._io.pos()})
-                    self.refcounts_2.append(self._io.read_bits_int_le(2))
-                    self._debug['refcounts_2']['arr'][i]['end'] = self._io.pos()
-
-                self._debug['refcounts_2']['end'] = self._io.pos()
-
-            if self._root.header.refcount_order_effective == 2:
-                pass
-                self._debug['refcounts_4']['start'] = self._io.pos()
-                self._debug['refcounts_4']['arr'] = []
-                self.refcounts_4 = []
-                for i in range(self._root.num_refcount_block_entries):
-                    self._debug['refcounts_4']['arr'].append({'start': self._io.pos()})
-                    self.refcounts_4.append(self._io.read_bits_int_le(4))
-                    self._debug['refcounts_4']['arr'][i]['end'] = self._io.pos()
-
-                self._debug['refcounts_4']['end'] = self._io.pos()
-
-            if self._root.header.refcount_order_effective == 3:
-                pass
-                self._debug['refcounts_8']['start'] = self._io.pos()
-                self._debug['refcounts_8']['arr'] = []
-                self.refcounts_8 = []
-                for i in range(self._root.num_refcount_block_entries):
-                    self._debug['refcounts_8']['arr'].append({'start': self._io.pos()})
-                    self.refcounts_8.append(self._io.read_u1())
-                    self._debug['refcounts_8']['arr'][i]['end'] = self._io.pos()
-
-                self._debug['refcounts_8']['end'] = self._io.pos()
-
-            if self._root.header.refcount_order_effective == 4:
-                pass
-                self._debug['refcounts_16']['start'] = self._io.pos()
-                self._debug['refcounts_16']['arr'] = []
-                self.refcounts_16 = []
-                for i in range(self._root.num_refcount_block_entries):
-                    self._debug['refcounts_16']['arr'].append({'start': self._io.pos()})
-                    self.refcounts_16.append(self._io.read_u2be())
-                    self._debug['refcounts_16']['arr'][i]['end'] = self._io.pos()
-
-                self._debug['refcounts_16']['end'] = self._io.pos()
-
-            if self._root.header.refcount_order_effective == 5:
-                pass
-                self._debug['refcounts_32']['start'] = self._io.pos()
-                self._debug['refcounts_32']['arr'] = []
-                self.refcounts_32 = []
-                for i in range(self._root.num_refcount_block_entries):
-                    self._debug['refcounts_32']['arr'].append({'start': self._io.pos()})
-                    self.refcounts_32.append(self._io.read_u4be())
-                    self._debug['refcounts_32']['arr'][i]['end'] = self._io.pos()
-
-                self._debug['refcounts_32']['end'] = self._io.pos()
-
-            if self._root.header.refcount_order_effective == 6:
-                pass
-                self._debug['refcounts_64']['start'] = self._io.pos()
-                self._debug['refcounts_64']['arr'] = []
-                self.refcounts_64 = []
-                for i in range(self._root.num_refcount_block_entries):
-                    self._debug['refcounts_64']['arr'].append({'start': self._io.pos()})
-                    self.refcounts_64.append(self._io.read_u8be())
-                    self._debug['refcounts_64']['arr'][i]['end'] = self._io.pos()
-
-                self._debug['refcounts_64']['end'] = self._io.pos()
-
+            self._debug['pieces']['end'] = self._io.pos()
 
 
         def _fetch_instances(self):
             pass
+            for i in range(len(self.pieces)):
+                pass
+                self.pieces[i]._fetch_instances()
+
+
+
+    class RefcountBlockPiece(KaitaiStruct):
+        """A piece of a refcount block. Sub-byte refcounts are packed least
+        significant bit first; wider ones are big-endian integers. Exactly one
+        of the arrays is present, the one of the image's refcount width. A
+        1-bit refcount reads as a boolean (true for a refcount of 1).
+        """
+        SEQ_FIELDS = []
+        def __init__(self, _io, _parent=None, _root=None):
+            super(Qcow2.RefcountBlockPiece, self).__init__(_io)
+            self._parent = _parent
+            self._root = _root
+            self._debug = collections.defaultdict(dict)
+
+        def _read(self):
+            pass
+
+
+        def _fetch_instances(self):
+            pass
+            _ = self.refcounts_1
+            if hasattr(self, '_m_refcounts_1'):
+                pass
+                for i in range(len(self._m_refcounts_1)):
+                    pass
+
+
+            _ = self.refcounts_16
+            if hasattr(self, '_m_refcounts_16'):
+                pass
+                for i in range(len(self._m_refcounts_16)):
+                    pass
+
+
+            _ = self.refcounts_2
+            if hasattr(self, '_m_refcounts_2'):
+                pass
+                for i in range(len(self._m_refcounts_2)):
+                    pass
+
+
+            _ = self.refcounts_32
+            if hasattr(self, '_m_refcounts_32'):
+                pass
+                for i in range(len(self._m_refcounts_32)):
+                    pass
+
+
+            _ = self.refcounts_4
+            if hasattr(self, '_m_refcounts_4'):
+                pass
+                for i in range(len(self._m_refcounts_4)):
+                    pass
+
+
+            _ = self.refcounts_64
+            if hasattr(self, '_m_refcounts_64'):
+                pass
+                for i in range(len(self._m_refcounts_64)):
+                    pass
+
+
+            _ = self.refcounts_8
+            if hasattr(self, '_m_refcounts_8'):
+                pass
+                for i in range(len(self._m_refcounts_8)):
+                    pass
+
+
+
+        @property
+        def refcounts_1(self):
+            """1-bit refcounts (refcount_order 0)."""
+            if hasattr(self, '_m_refcounts_1'):
+                return self._m_refcounts_1
+
             if self._root.header.refcount_order_effective == 0:
                 pass
-                for i in range(len(self.refcounts_1)):
-                    pass
+                _pos = self._io.pos()
+                self._io.seek(0)
+                self._debug['_m_refcounts_1']['start'] = self._io.pos()
+                self._debug['_m_refcounts_1']['arr'] = []
+                self._m_refcounts_1 = []
+                for i in range(self._io.size() * 8):
+                    self._debug['_m_refcounts_1']['arr'].append({'start': self._io.pos()})
+                    self._m_refcounts_1.append(self._io.read_bits_int_le(1) != 0)
+                    self._debug['_m_refcounts_1']['arr'][i]['end'] = self._io.pos()
 
+                self._debug['_m_refcounts_1']['end'] = self._io.pos()
+                self._io.seek(_pos)
 
-            if self._root.header.refcount_order_effective == 1:
-                pass
-                for i in range(len(self.refcounts_2)):
-                    pass
+            return getattr(self, '_m_refcounts_1', None)
 
-
-            if self._root.header.refcount_order_effective == 2:
-                pass
-                for i in range(len(self.refcounts_4)):
-                    pass
-
-
-            if self._root.header.refcount_order_effective == 3:
-                pass
-                for i in range(len(self.refcounts_8)):
-                    pass
-
+        @property
+        def refcounts_16(self):
+            """16-bit refcounts (refcount_order 4, the only width of version 2)."""
+            if hasattr(self, '_m_refcounts_16'):
+                return self._m_refcounts_16
 
             if self._root.header.refcount_order_effective == 4:
                 pass
-                for i in range(len(self.refcounts_16)):
-                    pass
+                _pos = self._io.pos()
+                self._io.seek(0)
+                self._debug['_m_refcounts_16']['start'] = self._io.pos()
+                self._debug['_m_refcounts_16']['arr'] = []
+                self._m_refcounts_16 = []
+                for i in range(self._io.size() // 2):
+                    self._debug['_m_refcounts_16']['arr'].append({'start': self._io.pos()})
+                    self._m_refcounts_16.append(self._io.read_u2be())
+                    self._debug['_m_refcounts_16']['arr'][i]['end'] = self._io.pos()
 
+                self._debug['_m_refcounts_16']['end'] = self._io.pos()
+                self._io.seek(_pos)
+
+            return getattr(self, '_m_refcounts_16', None)
+
+        @property
+        def refcounts_2(self):
+            """2-bit refcounts (refcount_order 1)."""
+            if hasattr(self, '_m_refcounts_2'):
+                return self._m_refcounts_2
+
+            if self._root.header.refcount_order_effective == 1:
+                pass
+                _pos = self._io.pos()
+                self._io.seek(0)
+                self._debug['_m_refcounts_2']['start'] = self._io.pos()
+                self._debug['_m_refcounts_2']['arr'] = []
+                self._m_refcounts_2 = []
+                for i in range(self._io.size() * 4):
+                    self._debug['_m_refcounts_2']['arr'].append({'start': self._io.pos()})
+                    self._m_refcounts_2.append(self._io.read_bits_int_le(2))
+                    self._debug['_m_refcounts_2']['arr'][i]['end'] = self._io.pos()
+
+                self._debug['_m_refcounts_2']['end'] = self._io.pos()
+                self._io.seek(_pos)
+
+            return getattr(self, '_m_refcounts_2', None)
+
+        @property
+        def refcounts_32(self):
+            """32-bit refcounts (refcount_order 5)."""
+            if hasattr(self, '_m_refcounts_32'):
+                return self._m_refcounts_32
 
             if self._root.header.refcount_order_effective == 5:
                 pass
-                for i in range(len(self.refcounts_32)):
-                    pass
+                _pos = self._io.pos()
+                self._io.seek(0)
+                self._debug['_m_refcounts_32']['start'] = self._io.pos()
+                self._debug['_m_refcounts_32']['arr'] = []
+                self._m_refcounts_32 = []
+                for i in range(self._io.size() // 4):
+                    self._debug['_m_refcounts_32']['arr'].append({'start': self._io.pos()})
+                    self._m_refcounts_32.append(self._io.read_u4be())
+                    self._debug['_m_refcounts_32']['arr'][i]['end'] = self._io.pos()
 
+                self._debug['_m_refcounts_32']['end'] = self._io.pos()
+                self._io.seek(_pos)
+
+            return getattr(self, '_m_refcounts_32', None)
+
+        @property
+        def refcounts_4(self):
+            """4-bit refcounts (refcount_order 2)."""
+            if hasattr(self, '_m_refcounts_4'):
+                return self._m_refcounts_4
+
+            if self._root.header.refcount_order_effective == 2:
+                pass
+                _pos = self._io.pos()
+                self._io.seek(0)
+                self._debug['_m_refcounts_4']['start'] = self._io.pos()
+                self._debug['_m_refcounts_4']['arr'] = []
+                self._m_refcounts_4 = []
+                for i in range(self._io.size() * 2):
+                    self._debug['_m_refcounts_4']['arr'].append({'start': self._io.pos()})
+                    self._m_refcounts_4.append(self._io.read_bits_int_le(4))
+                    self._debug['_m_refcounts_4']['arr'][i]['end'] = self._io.pos()
+
+                self._debug['_m_refcounts_4']['end'] = self._io.pos()
+                self._io.seek(_pos)
+
+            return getattr(self, '_m_refcounts_4', None)
+
+        @property
+        def refcounts_64(self):
+            """64-bit refcounts (refcount_order 6)."""
+            if hasattr(self, '_m_refcounts_64'):
+                return self._m_refcounts_64
 
             if self._root.header.refcount_order_effective == 6:
                 pass
-                for i in range(len(self.refcounts_64)):
-                    pass
+                _pos = self._io.pos()
+                self._io.seek(0)
+                self._debug['_m_refcounts_64']['start'] = self._io.pos()
+                self._debug['_m_refcounts_64']['arr'] = []
+                self._m_refcounts_64 = []
+                for i in range(self._io.size() // 8):
+                    self._debug['_m_refcounts_64']['arr'].append({'start': self._io.pos()})
+                    self._m_refcounts_64.append(self._io.read_u8be())
+                    self._debug['_m_refcounts_64']['arr'][i]['end'] = self._io.pos()
 
+                self._debug['_m_refcounts_64']['end'] = self._io.pos()
+                self._io.seek(_pos)
+
+            return getattr(self, '_m_refcounts_64', None)
+
+        @property
+        def refcounts_8(self):
+            """8-bit refcounts (refcount_order 3)."""
+            if hasattr(self, '_m_refcounts_8'):
+                return self._m_refcounts_8
+
+            if self._root.header.refcount_order_effective == 3:
+                pass
+                _pos = self._io.pos()
+                self._io.seek(0)
+                self._debug['_m_refcounts_8']['start'] = self._io.pos()
+                self._debug['_m_refcounts_8']['arr'] = []
+                self._m_refcounts_8 = []
+                for i in range(self._io.size()):
+                    self._debug['_m_refcounts_8']['arr'].append({'start': self._io.pos()})
+                    self._m_refcounts_8.append(self._io.read_u1())
+                    self._debug['_m_refcounts_8']['arr'][i]['end'] = self._io.pos()
+
+                self._debug['_m_refcounts_8']['end'] = self._io.pos()
+                self._io.seek(_pos)
+
+            return getattr(self, '_m_refcounts_8', None)
+
+
+    class RefcountTable(KaitaiStruct):
+        """The refcount table, in pieces of up to 8192 entries.
+        
+        .. seealso::
+           Host cluster management - https://www.qemu.org/docs/master/interop/qcow2.html
+        """
+        SEQ_FIELDS = ["pieces"]
+        def __init__(self, _io, _parent=None, _root=None):
+            super(Qcow2.RefcountTable, self).__init__(_io)
+            self._parent = _parent
+            self._root = _root
+            self._debug = collections.defaultdict(dict)
+
+        def _read(self):
+            self._debug['pieces']['start'] = self._io.pos()
+            self._debug['pieces']['arr'] = []
+            self._raw_pieces = []
+            self.pieces = []
+            i = 0
+            while not self._io.is_eof():
+                self._debug['pieces']['arr'].append({'start': self._io.pos()})
+                self._raw_pieces.append(self._io.read_bytes((self._io.size() - self._io.pos() if self._io.size() - self._io.pos() < self._root.len_table_piece else self._root.len_table_piece)))
+                _io__raw_pieces = KaitaiStream(BytesIO(self._raw_pieces[-1]))
+                _t_pieces = Qcow2.RefcountTablePiece(_io__raw_pieces, self, self._root)
+                try:
+                    _t_pieces._read()
+                finally:
+                    self.pieces.append(_t_pieces)
+                self._debug['pieces']['arr'][len(self.pieces) - 1]['end'] = self._io.pos()
+                i += 1
+
+            self._debug['pieces']['end'] = self._io.pos()
+
+
+        def _fetch_instances(self):
+            pass
+            for i in range(len(self.pieces)):
+                pass
+                self.pieces[i]._fetch_instances()
 
 
 
@@ -1590,7 +2165,7 @@ class Qcow2(KaitaiStruct):
         """One refcount table entry, pointing at a refcount block.
         
         .. seealso::
-           Host cluster management - https://gitlab.com/qemu-project/qemu/-/blob/master/docs/interop/qcow2.txt
+           Host cluster management - https://www.qemu.org/docs/master/interop/qcow2.html
         """
         SEQ_FIELDS = ["hi", "lo"]
         def __init__(self, _io, _parent=None, _root=None):
@@ -1627,8 +2202,8 @@ class Qcow2(KaitaiStruct):
 
         @property
         def ofs_refcount_block(self):
-            """Bits 9..63, the offset of the refcount block; 0 if it is not allocated.
-            Exact in JavaScript below 2^62.
+            """Bits 9..63, the offset of the refcount block; 0 if it is not
+            allocated.
             """
             if hasattr(self, '_m_ofs_refcount_block'):
                 return self._m_ofs_refcount_block
@@ -1658,13 +2233,64 @@ class Qcow2(KaitaiStruct):
             return getattr(self, '_m_refcount_block', None)
 
 
+    class RefcountTablePiece(KaitaiStruct):
+        """A piece of the refcount table."""
+        SEQ_FIELDS = []
+        def __init__(self, _io, _parent=None, _root=None):
+            super(Qcow2.RefcountTablePiece, self).__init__(_io)
+            self._parent = _parent
+            self._root = _root
+            self._debug = collections.defaultdict(dict)
+
+        def _read(self):
+            pass
+
+
+        def _fetch_instances(self):
+            pass
+            _ = self.entries
+            if hasattr(self, '_m_entries'):
+                pass
+                for i in range(len(self._m_entries)):
+                    pass
+                    self._m_entries[i]._fetch_instances()
+
+
+
+        @property
+        def entries(self):
+            """The entries of the piece, in table order."""
+            if hasattr(self, '_m_entries'):
+                return self._m_entries
+
+            _pos = self._io.pos()
+            self._io.seek(0)
+            self._debug['_m_entries']['start'] = self._io.pos()
+            self._debug['_m_entries']['arr'] = []
+            self._m_entries = []
+            i = 0
+            while not self._io.is_eof():
+                self._debug['_m_entries']['arr'].append({'start': self._io.pos()})
+                _t__m_entries = Qcow2.RefcountTableEntry(self._io, self, self._root)
+                try:
+                    _t__m_entries._read()
+                finally:
+                    self._m_entries.append(_t__m_entries)
+                self._debug['_m_entries']['arr'][len(self._m_entries) - 1]['end'] = self._io.pos()
+                i += 1
+
+            self._debug['_m_entries']['end'] = self._io.pos()
+            self._io.seek(_pos)
+            return getattr(self, '_m_entries', None)
+
+
     class Snapshot(KaitaiStruct):
         """One snapshot table entry; entries are padded to a multiple of 8 bytes.
         
         .. seealso::
-           Snapshots - https://gitlab.com/qemu-project/qemu/-/blob/master/docs/interop/qcow2.txt
+           Snapshots - https://www.qemu.org/docs/master/interop/qcow2.html
         """
-        SEQ_FIELDS = ["ofs_l1_table", "num_l1_entries", "len_id", "len_name", "date_sec", "date_nsec", "vm_clock_nsec_hi", "vm_clock_nsec_lo", "vm_state_size", "len_extra_data", "extra_data", "id", "name", "padding"]
+        SEQ_FIELDS = ["ofs_l1_table", "num_l1_table", "len_id", "len_name", "date_sec", "date_nsec", "vm_clock_nsec_hi", "vm_clock_nsec_lo", "vm_state_size", "len_extra_data", "extra_data", "id", "name", "padding"]
         def __init__(self, _io, _parent=None, _root=None):
             super(Qcow2.Snapshot, self).__init__(_io)
             self._parent = _parent
@@ -1675,9 +2301,9 @@ class Qcow2(KaitaiStruct):
             self._debug['ofs_l1_table']['start'] = self._io.pos()
             self.ofs_l1_table = self._io.read_u8be()
             self._debug['ofs_l1_table']['end'] = self._io.pos()
-            self._debug['num_l1_entries']['start'] = self._io.pos()
-            self.num_l1_entries = self._io.read_u4be()
-            self._debug['num_l1_entries']['end'] = self._io.pos()
+            self._debug['num_l1_table']['start'] = self._io.pos()
+            self.num_l1_table = self._io.read_u4be()
+            self._debug['num_l1_table']['end'] = self._io.pos()
             self._debug['len_id']['start'] = self._io.pos()
             self.len_id = self._io.read_u2be()
             self._debug['len_id']['end'] = self._io.pos()
@@ -1725,10 +2351,7 @@ class Qcow2(KaitaiStruct):
             _ = self.l1_table
             if hasattr(self, '_m_l1_table'):
                 pass
-                for i in range(len(self._m_l1_table)):
-                    pass
-                    self._m_l1_table[i]._fetch_instances()
-
+                self._m_l1_table._fetch_instances()
 
 
         @property
@@ -1741,17 +2364,10 @@ class Qcow2(KaitaiStruct):
             _pos = io.pos()
             io.seek(self.ofs_l1_table)
             self._debug['_m_l1_table']['start'] = io.pos()
-            self._debug['_m_l1_table']['arr'] = []
-            self._m_l1_table = []
-            for i in range(self.num_l1_entries):
-                self._debug['_m_l1_table']['arr'].append({'start': io.pos()})
-                _t__m_l1_table = Qcow2.L1Entry(io, self, self._root)
-                try:
-                    _t__m_l1_table._read()
-                finally:
-                    self._m_l1_table.append(_t__m_l1_table)
-                self._debug['_m_l1_table']['arr'][i]['end'] = io.pos()
-
+            self._raw__m_l1_table = io.read_bytes(self.num_l1_table * 8)
+            _io__raw__m_l1_table = KaitaiStream(BytesIO(self._raw__m_l1_table))
+            self._m_l1_table = Qcow2.L1Table(_io__raw__m_l1_table, self, self._root)
+            self._m_l1_table._read()
             self._debug['_m_l1_table']['end'] = io.pos()
             io.seek(_pos)
             return getattr(self, '_m_l1_table', None)
@@ -1759,8 +2375,7 @@ class Qcow2(KaitaiStruct):
         @property
         def vm_clock_nsec(self):
             """Time the guest had been running when the snapshot was taken, in
-            nanoseconds. JavaScript rounds it above 2^53 ns (104 days);
-            `vm_clock_sec` and `vm_clock_subsec_nsec` are exact in every target.
+            nanoseconds; also given as `vm_clock_sec` and `vm_clock_subsec_nsec`.
             """
             if hasattr(self, '_m_vm_clock_nsec'):
                 return self._m_vm_clock_nsec
@@ -1771,8 +2386,8 @@ class Qcow2(KaitaiStruct):
         @property
         def vm_clock_sec(self):
             """Whole seconds of `vm_clock_nsec`. As 10^9 = 512 * 1953125, the clock
-            divided by 512, hi * 2^23 + lo / 512, is divided by 1953125 half by half:
-            no intermediate value exceeds 2^45, and remainders are taken by
+            divided by 512, hi * 2^23 + lo / 512, is divided by 1953125 half by
+            half: no intermediate value exceeds 2^45, and remainders are taken by
             subtraction, not `%`, which some runtimes compute on 32-bit ints.
             """
             if hasattr(self, '_m_vm_clock_sec'):
@@ -1798,7 +2413,7 @@ class Qcow2(KaitaiStruct):
         unknown fields after them kept.
         
         .. seealso::
-           Snapshots - https://gitlab.com/qemu-project/qemu/-/blob/master/docs/interop/qcow2.txt
+           Snapshots - https://www.qemu.org/docs/master/interop/qcow2.html
         """
         SEQ_FIELDS = ["vm_state_size_large", "disk_size", "icount_hi", "icount_lo", "unknown"]
         def __init__(self, _io, _parent=None, _root=None):
@@ -1855,8 +2470,7 @@ class Qcow2(KaitaiStruct):
         @property
         def icount(self):
             """Guest instructions executed (record/replay icount), a signed 64-bit
-            number: -1 if not recorded. JavaScript rounds it beyond 2^53 in magnitude;
-            `icount_hi` and `icount_lo` are exact.
+            number: -1 if not recorded.
             """
             if hasattr(self, '_m_icount'):
                 return self._m_icount
@@ -1873,7 +2487,7 @@ class Qcow2(KaitaiStruct):
         name): not null terminated, its length is the extension length.
         
         .. seealso::
-           String header extensions - https://gitlab.com/qemu-project/qemu/-/blob/master/docs/interop/qcow2.txt
+           String header extensions - https://www.qemu.org/docs/master/interop/qcow2.html
         """
         SEQ_FIELDS = ["value"]
         def __init__(self, _io, _parent=None, _root=None):
@@ -1920,20 +2534,20 @@ class Qcow2(KaitaiStruct):
 
     @property
     def compressed_hi_modulus(self):
-        """2^(x-32): splits the upper 32-bit half of a compressed descriptor into the top
-        bits of the host offset (remainder) and the sector count (quotient). Every
-        cluster_bits from 9 to 38 gives x >= 32.
+        """2^(x-32): splits the upper 32-bit half of a compressed descriptor into the
+        top bits of the host offset (remainder) and the sector count (quotient).
         """
         if hasattr(self, '_m_compressed_hi_modulus'):
             return self._m_compressed_hi_modulus
 
-        self._m_compressed_hi_modulus = (1 << self.compressed_offset_bits - 32 if  ((self.compressed_offset_bits >= 32) and (self.compressed_offset_bits <= 62))  else 1)
+        self._m_compressed_hi_modulus = 1 << self.compressed_offset_bits - 32
         return getattr(self, '_m_compressed_hi_modulus', None)
 
     @property
     def compressed_offset_bits(self):
         """x in the compressed cluster descriptor: bits 0..x-1 hold the host offset,
-        bits x..61 the number of additional 512-byte sectors.
+        bits x..61 the number of additional 512-byte sectors. From 49 (2 MiB
+        clusters) to 61 (512-byte clusters).
         """
         if hasattr(self, '_m_compressed_offset_bits'):
             return self._m_compressed_offset_bits
@@ -1942,8 +2556,33 @@ class Qcow2(KaitaiStruct):
         return getattr(self, '_m_compressed_offset_bits', None)
 
     @property
+    def compressed_reserved_modulus(self):
+        """2^(x-56) when the offset field of a compressed descriptor reaches beyond
+        bit 55 (clusters below 16 KiB), else 1: the remainder of bits 56..63 by it
+        is the offset bits above 55, which must be 0.
+        """
+        if hasattr(self, '_m_compressed_reserved_modulus'):
+            return self._m_compressed_reserved_modulus
+
+        self._m_compressed_reserved_modulus = (1 << self.compressed_offset_bits - 56 if self.compressed_offset_bits > 56 else 1)
+        return getattr(self, '_m_compressed_reserved_modulus', None)
+
+    @property
+    def has_backing_file(self):
+        """The image has a backing file: unallocated guest clusters read from it
+        (else as zeros).
+        """
+        if hasattr(self, '_m_has_backing_file'):
+            return self._m_has_backing_file
+
+        self._m_has_backing_file = self.header.ofs_backing_file_name != 0
+        return getattr(self, '_m_has_backing_file', None)
+
+    @property
     def has_external_data_file(self):
-        """Guest clusters are stored in an external data file, at their guest offset."""
+        """Guest clusters are stored in an external data file, at the offsets their
+        descriptors give.
+        """
         if hasattr(self, '_m_has_external_data_file'):
             return self._m_has_external_data_file
 
@@ -1964,7 +2603,7 @@ class Qcow2(KaitaiStruct):
         """The active L1 table.
         
         .. seealso::
-           Cluster mapping - https://gitlab.com/qemu-project/qemu/-/blob/master/docs/interop/qcow2.txt
+           Cluster mapping - https://www.qemu.org/docs/master/interop/qcow2.html
         """
         if hasattr(self, '_m_l1_table'):
             return self._m_l1_table
@@ -1973,17 +2612,10 @@ class Qcow2(KaitaiStruct):
         _pos = io.pos()
         io.seek(self.header.ofs_l1_table)
         self._debug['_m_l1_table']['start'] = io.pos()
-        self._debug['_m_l1_table']['arr'] = []
-        self._m_l1_table = []
-        for i in range(self.header.num_l1_entries):
-            self._debug['_m_l1_table']['arr'].append({'start': io.pos()})
-            _t__m_l1_table = Qcow2.L1Entry(io, self, self._root)
-            try:
-                _t__m_l1_table._read()
-            finally:
-                self._m_l1_table.append(_t__m_l1_table)
-            self._debug['_m_l1_table']['arr'][i]['end'] = io.pos()
-
+        self._raw__m_l1_table = io.read_bytes(self.header.num_l1_entries * 8)
+        _io__raw__m_l1_table = KaitaiStream(BytesIO(self._raw__m_l1_table))
+        self._m_l1_table = Qcow2.L1Table(_io__raw__m_l1_table, self, self._root)
+        self._m_l1_table._read()
         self._debug['_m_l1_table']['end'] = io.pos()
         io.seek(_pos)
         return getattr(self, '_m_l1_table', None)
@@ -1999,12 +2631,24 @@ class Qcow2(KaitaiStruct):
 
     @property
     def len_subcluster(self):
-        """Size of a subcluster in bytes (the cluster size without extended L2 entries)."""
+        """Size of a subcluster in bytes (the cluster size without extended L2)."""
         if hasattr(self, '_m_len_subcluster'):
             return self._m_len_subcluster
 
-        self._m_len_subcluster = (self.cluster_size // 32 if self.is_extended_l2 else self.cluster_size)
+        self._m_len_subcluster = self.cluster_size // self.num_subclusters
         return getattr(self, '_m_len_subcluster', None)
+
+    @property
+    def len_table_piece(self):
+        """Tables are read in pieces of this many bytes (the last piece of a table
+        may be shorter): 8192 64-bit entries, 4096 extended L2 entries, or 524,288
+        one-bit refcounts.
+        """
+        if hasattr(self, '_m_len_table_piece'):
+            return self._m_len_table_piece
+
+        self._m_len_table_piece = 65536
+        return getattr(self, '_m_len_table_piece', None)
 
     @property
     def num_l2_entries(self):
@@ -2017,7 +2661,7 @@ class Qcow2(KaitaiStruct):
 
     @property
     def num_refcount_block_entries(self):
-        """Number of refcounts in one refcount block (a refcount block is one cluster)."""
+        """Number of refcounts in one refcount block (one cluster)."""
         if hasattr(self, '_m_num_refcount_block_entries'):
             return self._m_num_refcount_block_entries
 
@@ -2025,9 +2669,20 @@ class Qcow2(KaitaiStruct):
         return getattr(self, '_m_num_refcount_block_entries', None)
 
     @property
+    def num_subclusters(self):
+        """Number of subclusters in a guest cluster: 32 with extended L2 entries,
+        else 1 (the cluster itself).
+        """
+        if hasattr(self, '_m_num_subclusters'):
+            return self._m_num_subclusters
+
+        self._m_num_subclusters = (32 if self.is_extended_l2 else 1)
+        return getattr(self, '_m_num_subclusters', None)
+
+    @property
     def ofs_extensions_end(self):
-        """End of the header extension area as read: the limit, or the end of the file if
-        that comes first (QEMU reads zeros, an end marker, past it).
+        """End of the header extension area as read: the limit, or the end of the
+        file if that comes first (QEMU reads zeros, an end marker, past it).
         """
         if hasattr(self, '_m_ofs_extensions_end'):
             return self._m_ofs_extensions_end
@@ -2037,8 +2692,8 @@ class Qcow2(KaitaiStruct):
 
     @property
     def ofs_extensions_limit(self):
-        """Where the header extension area must end: at the backing file name when there
-        is one in the first cluster, else at the end of the first cluster.
+        """Where the header extension area must end: at the backing file name when
+        there is one in the first cluster, else at the end of the first cluster.
         """
         if hasattr(self, '_m_ofs_extensions_limit'):
             return self._m_ofs_extensions_limit
@@ -2051,7 +2706,7 @@ class Qcow2(KaitaiStruct):
         """The refcount table; it occupies `refcount_table_clusters` whole clusters.
         
         .. seealso::
-           Host cluster management - https://gitlab.com/qemu-project/qemu/-/blob/master/docs/interop/qcow2.txt
+           Host cluster management - https://www.qemu.org/docs/master/interop/qcow2.html
         """
         if hasattr(self, '_m_refcount_table'):
             return self._m_refcount_table
@@ -2060,17 +2715,10 @@ class Qcow2(KaitaiStruct):
         _pos = io.pos()
         io.seek(self.header.ofs_refcount_table)
         self._debug['_m_refcount_table']['start'] = io.pos()
-        self._debug['_m_refcount_table']['arr'] = []
-        self._m_refcount_table = []
-        for i in range((self.header.num_refcount_table_clusters * self.cluster_size) // 8):
-            self._debug['_m_refcount_table']['arr'].append({'start': io.pos()})
-            _t__m_refcount_table = Qcow2.RefcountTableEntry(io, self, self._root)
-            try:
-                _t__m_refcount_table._read()
-            finally:
-                self._m_refcount_table.append(_t__m_refcount_table)
-            self._debug['_m_refcount_table']['arr'][i]['end'] = io.pos()
-
+        self._raw__m_refcount_table = io.read_bytes(self.header.num_refcount_table_clusters * self.cluster_size)
+        _io__raw__m_refcount_table = KaitaiStream(BytesIO(self._raw__m_refcount_table))
+        self._m_refcount_table = Qcow2.RefcountTable(_io__raw__m_refcount_table, self, self._root)
+        self._m_refcount_table._read()
         self._debug['_m_refcount_table']['end'] = io.pos()
         io.seek(_pos)
         return getattr(self, '_m_refcount_table', None)
@@ -2080,7 +2728,7 @@ class Qcow2(KaitaiStruct):
         """The snapshot table, one variable-length entry per internal snapshot.
         
         .. seealso::
-           Snapshots - https://gitlab.com/qemu-project/qemu/-/blob/master/docs/interop/qcow2.txt
+           Snapshots - https://www.qemu.org/docs/master/interop/qcow2.html
         """
         if hasattr(self, '_m_snapshots'):
             return self._m_snapshots

@@ -242,7 +242,7 @@ def _luks(image: Image) -> Tuple[int, Any]:
         raise Qcow2Error("header extensions", None,
                          "a LUKS image without its encryption header pointer")
     with image.parsing(ext.parsed, ext.data_offset, "full_disk_encryption"):
-        header = ext.parsed.luks_header
+        header = ext.parsed.encryption_header
     return ext.parsed.ofs_encryption_header, header
 
 

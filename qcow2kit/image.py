@@ -17,8 +17,6 @@ if TYPE_CHECKING:
     from .tables import BitmapTable
 
 MAGIC = 0x514649FB
-MIN_CLUSTER_BITS = 9
-MAX_CLUSTER_BITS = 21  # QEMU's limits: 2 MiB clusters
 MAX_BACKING_NAME = 1023
 MAX_BITMAPS = 65535
 MAX_BITMAP_DIRECTORY = 1024 * MAX_BITMAPS
@@ -40,10 +38,8 @@ def _field_offset(obj: KaitaiStruct, field: str) -> int:
 
 
 def check_header(h: Any) -> None:
-    """Refuse the header values that size the rest of the parse, beyond QEMU's limits."""
-    if not MIN_CLUSTER_BITS <= h.cluster_bits <= MAX_CLUSTER_BITS:
-        raise Qcow2Error("header.cluster_bits", _field_offset(h, "cluster_bits"),
-                         f"{h.cluster_bits} is outside {MIN_CLUSTER_BITS}..{MAX_CLUSTER_BITS}")
+    """Refuse the header values that size the rest of the parse, beyond QEMU's limits
+    (qcow2.ksy itself holds cluster_bits to QEMU's 9..21)."""
     cluster_size = 1 << h.cluster_bits
     if h.version >= 3 and h.len_header > cluster_size:
         raise Qcow2Error("header.header_length", _field_offset(h, "len_header"),
@@ -319,7 +315,7 @@ class Image:
         """The bitmap directory entries, their tables not read (table is empty)."""
         return [Bitmap(
             offset=start, name=e.name, table_offset=e.ofs_bitmap_table,
-            table_size=e.num_bitmap_table_entries, flags=e.flags, type=int(e.type),
+            table_size=e.num_bitmap_table, flags=e.flags, type=int(e.type),
             granularity_bits=e.granularity_bits, name_size=e.len_name,
             extra_data_size=e.len_extra_data, extra_data=e.extra_data, table=[],
             name_offset=base + e._debug["name"]["start"])
@@ -333,14 +329,14 @@ class Image:
         """
         start, e, _ = self._bitmap_entries()[index]
         path = f"bitmap_directory.entries[{index}]"
-        count = e.num_bitmap_table_entries
+        count = e.num_bitmap_table
         if e.ofs_bitmap_table + 8 * count > self.file_size:
             raise Qcow2Error(f"{path}.bitmap_table", e.ofs_bitmap_table,
                              f"{count} entries run past the end of "
                              f"the file ({self.file_size} bytes)")
         if count > MAX_BITMAP_TABLE or count * self.cluster_size > MAX_BITMAP_DATA:
             raise Qcow2Error(f"{path}.bitmap_table_size",
-                             start + _field_offset(e, "num_bitmap_table_entries"),
+                             start + _field_offset(e, "num_bitmap_table"),
                              f"{count} entries exceed QEMU's limits ({MAX_BITMAP_TABLE} "
                              f"entries, {MAX_BITMAP_DATA >> 20} MiB of bitmap data)")
         from .tables import BitmapTable  # numpy: loaded for images with bitmaps only

@@ -84,7 +84,7 @@ def _luks(image: Image) -> Dict[str, Any]:
     if ext is None:
         return {}
     with image.parsing(ext.parsed, ext.offset + 8, "full_disk_encryption_extension"):
-        luks = ext.parsed.luks_header
+        luks = ext.parsed.encryption_header
     mode, _, ivgen = luks.cipher_mode.partition("-")
     ivgen_alg, _, ivgen_hash = ivgen.partition(":")
     out: Dict[str, Any] = {"cipher-alg": _cipher_alg(luks, mode), "cipher-mode": mode,

@@ -143,7 +143,7 @@ def _snapshot(index: int, offset: int, entry: Any) -> Snapshot:
     large = getattr(extra, "vm_state_size_large", None)  # absent fields are not set
     return Snapshot(
         index=index, offset=offset, id=entry.id, name=entry.name,
-        l1_table_offset=entry.ofs_l1_table, l1_size=entry.num_l1_entries,
+        l1_table_offset=entry.ofs_l1_table, l1_size=entry.num_l1_table,
         date_sec=entry.date_sec, date_nsec=entry.date_nsec,
         vm_clock_nsec=entry.vm_clock_nsec,
         vm_state_size=entry.vm_state_size if large is None else large,

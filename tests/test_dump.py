@@ -125,7 +125,8 @@ def _non_ascii_bitmap(path: Path) -> Path:
 BAD_INPUTS = {
     "not-qcow2": ("v3", _not_qcow2, "header.magic at offset 0x0: not a qcow2 image"),
     "truncated-header": ("v3", _truncated, "runs past the end of the file"),
-    "cluster-bits": ("v3", _cluster_bits, "header.cluster_bits at offset 0x14: 30 is outside 9..21"),
+    "cluster-bits": ("v3", _cluster_bits,
+                     "header.cluster_bits at offset 0x14: 30 is above the maximum 21"),
     "ext-past-cluster": ("v3", _ext_past_cluster,
                          "header_extensions.extensions[0].data at offset 0x78: runs past"),
     "non-ascii-bitmap-name": ("bitmaps", _non_ascii_bitmap, "the name is not ASCII"),

@@ -95,12 +95,12 @@ def test_cluster_bits_checked_before_parsing(image_copy) -> None:
     before = digest(path)
     one_line_error(qcow2kit("set-header", str(path), "cluster_bits", "0xffffffff"),
                    "the new header would not parse: header.cluster_bits at offset 0x14: "
-                   "4294967295 is outside 9..21")
+                   "4294967295 is above the maximum 21")
     assert digest(path) == before
     patch(path, CLUSTER_BITS, struct.pack(">I", 0xFFFFFFFF))
     for command in ("dump", "map", "info"):
         one_line_error(qcow2kit(command, str(path)),
-                       "header.cluster_bits at offset 0x14: 4294967295 is outside 9..21")
+                       "header.cluster_bits at offset 0x14: 4294967295 is above the maximum 21")
 
 
 def test_header_length_edit_refused_before_allocating(image_copy) -> None:

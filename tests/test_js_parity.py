@@ -10,6 +10,7 @@ in JavaScript shows up as a mismatch.
 """
 from __future__ import annotations
 
+import importlib.util
 import itertools
 import json
 import os
@@ -17,15 +18,18 @@ import re
 import shutil
 import struct
 import subprocess
+from enum import Enum
 from io import BytesIO
 from pathlib import Path
 from typing import Any, Dict, Iterator, Sequence
 
 import pytest
+import kaitaistruct
 import yaml
 from kaitaistruct import KaitaiStream, KaitaiStruct, KaitaiStructError
 
 import imagekit
+import subclusters
 from qcow2kit.generated.qcow2 import Qcow2
 
 REPO = Path(__file__).resolve().parent.parent
@@ -54,6 +58,8 @@ def tree(v: Any) -> Any:
         return v
     if isinstance(v, int):
         return str(int(v))
+    if isinstance(v, Enum):  # the Python of releases before 0.11: not IntEnum
+        return str(int(v.value))
     if isinstance(v, bytes):
         return v.hex()
     if isinstance(v, list):
@@ -71,8 +77,8 @@ def tree(v: Any) -> Any:
     raise TypeError(f"unexpected value {v!r}")
 
 
-def python_values(path: Path) -> Dict[str, Any]:
-    q = Qcow2(KaitaiStream(BytesIO(path.read_bytes())))
+def python_values(path: Path, root: type = Qcow2) -> Dict[str, Any]:
+    q = root(KaitaiStream(BytesIO(path.read_bytes())))
     q._read()
     return tree(q)
 
@@ -165,11 +171,80 @@ def test_js_matches_python(kind: str, images: Dict[str, Path],
     assert_same(py, js_image_values[kind])
 
 
+@pytest.mark.parametrize("cluster_bits", [8, 22, 31])
+def test_cluster_bits_outside_qemus_range_refused_by_both(cluster_bits: int,
+                                                          images: Dict[str, Path],
+                                                          js_module: Path,
+                                                          tmp_path: Path) -> None:
+    """cluster_bits outside 9..21 (from 31 on, 32-bit shifts overflow in JavaScript):
+    both parsers refuse the header, with the same validation error."""
+    path = craft(images["v3"], tmp_path / "bits.qcow2", {20: struct.pack(">I", cluster_bits)})
+    error = "ValidationLessThanError" if cluster_bits < 9 else "ValidationGreaterThanError"
+    with pytest.raises(getattr(kaitaistruct, error)):
+        python_values(path)
+    proc = run_node(str(VALUES_JS), str(SPEC), str(js_module), str(path), ok=False)
+    assert proc.returncode != 0 and error in proc.stderr
+
+
+def test_js_matches_python_on_subcluster_states(js_module: Path, tmp_path: Path) -> None:
+    """Extended L2 entries in every subcluster state (tests/subclusters.py), crafted
+    reserved bits and invalid bitmaps included."""
+    paths = list(subclusters.build(tmp_path).values())
+    trees = js_values(js_module, paths)
+    for path in paths:
+        py = python_values(path)
+        assert list(errors(py)) == []
+        assert_same(py, trees[str(path)])
+
+
+def test_js_matches_python_on_2m_clusters_with_1_bit_refcounts(js_module: Path,
+                                                               tmp_path: Path) -> None:
+    """The largest refcount block QEMU makes: 16,777,216 one-bit refcounts in 32
+    pieces, with a full-size L2 table of 262,144 entries."""
+    path = imagekit.create(tmp_path / "refcount_1_2m.qcow2", "64M", cluster_size="2M",
+                           refcount_bits="1")
+    imagekit.qemu_io(path, "write -P 0x11 0 4M", "write -z 8M 2M")
+    py = python_values(path)
+    assert list(errors(py)) == []
+    blocks = [e["refcount_block"] for e in flat(py["refcount_table"]) if e["refcount_block"]]
+    assert [len(p["refcounts_1"]) for p in blocks[0]["pieces"]] == [524288] * 32
+    assert_same(py, js_values(js_module, [path])[str(path)])
+
+
+# --- the compiler release meta/ks-version names -----------------------------------
+
+KS_VERSION = KSY["meta"]["ks-version"]
+
+
+def test_ks_version_compiler_gives_the_same_values(images: Dict[str, Path],
+                                                   js_image_values: Dict[str, Any],
+                                                   tmp_path: Path) -> None:
+    """The release meta/ks-version names (pinned in package-lock.json) compiles the
+    spec for Python and JavaScript in debug mode, and both parsers give every test
+    image the values the pinned current compiler's JavaScript parser gives (itself
+    equal to the committed Python parser's, above)."""
+    run_node("tools/ksc.js", "--compiler", f"kaitai-struct-compiler-{KS_VERSION}",
+             "--debug", "-t", "python,javascript", "-o", str(tmp_path), str(SPEC))
+    spec = importlib.util.spec_from_file_location("qcow2_ks_version",
+                                                  tmp_path / "python" / "qcow2.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    old_js = js_values(tmp_path / "javascript", list(images.values()))
+    for kind, path in images.items():
+        assert_same(js_image_values[kind], python_values(path, module.Qcow2))
+        assert_same(js_image_values[kind], old_js[str(path)])
+
+
 # --- 64-bit values crafted into copies of qemu-made images ----------------------
 
 def expect(entry: Dict[str, Any], **fields: Any) -> None:
     """The named fields of a values-tree entry equal these Python values."""
     assert {k: entry[k] for k in fields} == {k: tree(v) for k, v in fields.items()}
+
+
+def flat(table: Dict[str, Any]) -> list:
+    """The entries of a table the spec reads in pieces, from a values tree."""
+    return [e for piece in table["pieces"] for e in piece["entries"]]
 
 
 def craft(src: Path, dst: Path, patches: Dict[int, bytes]) -> Path:
@@ -219,17 +294,18 @@ def test_js_matches_python_on_wide_entries(images: Dict[str, Path], js_module: P
 
     py = python_values(path)
     assert_same(py, js_values(js_module, [path])[str(path)])
-    assert list(errors(py)) == ["$.l1_table[1].l2_table", "$.refcount_table[2].refcount_block",
-                                "$.refcount_table[3].refcount_block",
-                                "$.refcount_table[4].refcount_block"]
+    assert list(errors(py)) == ["$.l1_table.pieces[0].entries[1].l2_table",
+                                "$.refcount_table.pieces[0].entries[2].refcount_block",
+                                "$.refcount_table.pieces[0].entries[3].refcount_block",
+                                "$.refcount_table.pieces[0].entries[4].refcount_block"]
 
     assert py["header"]["size"] == str(size)
-    l1_table = py["l1_table"]
+    l1_table = flat(py["l1_table"])
     expect(l1_table[0], copied=True, has_reserved_bits=False)
     expect(l1_table[1], hi=0x8000_0123, lo=0x4567_0000, ofs_l2_table=0x123_4567_0000,
            copied=True, has_reserved_bits=False)
     expect(l1_table[2], ofs_l2_table=0, copied=False, has_reserved_bits=True, l2_table=None)
-    entries = l1_table[0]["l2_table"]["entries"]
+    entries = flat(l1_table[0]["l2_table"])
     expect(entries[100], hi=0x8000_0123, lo=0x4567_0000, copied=True, compressed=False,
            zero=False, ofs_host_cluster=0x123_4567_0000, has_reserved_bits=False,
            ofs_compressed_data=0, num_additional_sectors=0, ofs_data=0x123_4567_0000,
@@ -245,9 +321,9 @@ def test_js_matches_python_on_wide_entries(images: Dict[str, Path], js_module: P
     expect(entries[103], copied=True, compressed=False, zero=True,
            ofs_host_cluster=0xFF_FFFF_FFFF_FE00, has_reserved_bits=True,
            cluster_type=Qcow2.ClusterType.zero_alloc)
-    refcounts = py["refcount_table"]
+    refcounts = flat(py["refcount_table"])
     expect(refcounts[0], ofs_refcount_block=refcount_entry_0, has_reserved_bits=True)
-    assert refcounts[0]["refcount_block"]["refcounts_16"] is not None
+    assert refcounts[0]["refcount_block"]["pieces"][0]["refcounts_16"] is not None
     expect(refcounts[1], ofs_refcount_block=0, has_reserved_bits=True,
            refcount_block=None)
     expect(refcounts[2], hi=0x123, ofs_refcount_block=0x123_4567_0000)
@@ -278,7 +354,7 @@ def test_js_matches_python_on_wide_bitmap_entries(images: Dict[str, Path],
     by_name = {e["name"]: e for e in bitmaps["bitmap_directory"]["entries"]}
     expect(by_name["b0"], granularity_bits=31, granularity=1 << 31)
     expect(by_name["disabled"], granularity_bits=63, granularity=1 << 63)
-    entries = by_name["fine"]["bitmap_table"]
+    entries = flat(by_name["fine"]["bitmap_table"])
     expect(entries[0], hi=0x123, lo=0x4567_0000, ofs_data=0x123_4567_0000,
            all_ones=False, has_reserved_bits=False,
            kind=Qcow2.BitmapTableEntryKind.serialized)
@@ -332,13 +408,13 @@ def test_js_matches_python_on_wide_snapshot_counters(images: Dict[str, Path],
 
 def test_representations_show_fields_and_value_instances() -> None:
     """-webide-representation may only name what the IDE has evaluated when it draws
-    the node: the type's seq fields and value instances (parse instances are read
-    only when expanded), or `this` with the flags format."""
+    the node: the type's seq fields, params and value instances (parse instances are
+    read only when expanded), or `this` with the flags format."""
     for type_id, spec in TYPES.items():
         template = spec.get("-webide-representation")
         if template is None:
             continue
-        shown = {a["id"] for a in spec.get("seq", [])} | {
+        shown = {a["id"] for a in spec.get("seq", []) + spec.get("params", [])} | {
             k for k, v in spec.get("instances", {}).items() if "value" in v}
         for ref in re.findall(r"\{(.*?)\}", template):
             name, _, fmt = ref.partition(":")

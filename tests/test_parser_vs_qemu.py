@@ -24,6 +24,7 @@ from qcow2kit.generated.qcow2 import Qcow2
 ClusterType = Qcow2.ClusterType
 ExtType = Qcow2.HeaderExtensionType
 Kind = Qcow2.BitmapTableEntryKind
+Reads = Qcow2.SubclusterReads
 
 CRAFTED = "bitmaps_crafted"  # invalid bitmap table entries: qemu refuses to open it
 DIRTY = "lazy_dirty"  # dirty bit set, data cluster refcounts never written
@@ -89,6 +90,11 @@ def extension(q: Qcow2, magic: ExtType) -> Any:
     return next((e.data for e in area.extensions if e.magic == magic), None) if area else None
 
 
+def entries(table: Any) -> List[Any]:
+    """The entries of a table the spec reads in pieces."""
+    return [e for piece in table.pieces for e in piece.entries]
+
+
 def raw64(entry: Any) -> int:
     """The 64-bit value of a table entry the spec reads as hi/lo halves."""
     return entry.hi << 32 | entry.lo
@@ -100,9 +106,10 @@ def stored_refcounts(q: Qcow2) -> Dict[int, int]:
     """Non-zero refcount of each host cluster, from the refcount table and blocks."""
     per_block = q.num_refcount_block_entries
     out = {}
-    for i, entry in enumerate(q.refcount_table):
+    for i, entry in enumerate(entries(q.refcount_table)):
         if entry.ofs_refcount_block:
-            block = getattr(entry.refcount_block, f"refcounts_{q.header.refcount_bits}")
+            block = [rc for piece in entry.refcount_block.pieces
+                     for rc in getattr(piece, f"refcounts_{q.header.refcount_bits}")]
             out.update((i * per_block + j, int(rc)) for j, rc in enumerate(block) if rc)
     return out
 
@@ -119,21 +126,21 @@ def referenced_clusters(q: Qcow2) -> Counter:
 
     add(0, cs)
     add(h.ofs_refcount_table, h.num_refcount_table_clusters * cs)
-    for entry in q.refcount_table:
+    for entry in entries(q.refcount_table):
         if entry.ofs_refcount_block:
             add(entry.ofs_refcount_block, cs)
     snapshots = q.snapshots or []
     if snapshots:
         table = q._debug["_m_snapshots"]
         add(h.ofs_snapshot_table, table["end"] - table["start"])
-    for ofs_l1, l1_table in [(h.ofs_l1_table, q.l1_table)] + [
-            (s.ofs_l1_table, s.l1_table) for s in snapshots]:
+    for ofs_l1, l1_table in [(h.ofs_l1_table, entries(q.l1_table))] + [
+            (s.ofs_l1_table, entries(s.l1_table)) for s in snapshots]:
         add(ofs_l1, len(l1_table) * 8)
         for l1 in l1_table:
             if not l1.ofs_l2_table:
                 continue
             add(l1.ofs_l2_table, cs)
-            for e in l1.l2_table.entries:
+            for e in entries(l1.l2_table):
                 if e.cluster_type == ClusterType.compressed:
                     add(e.ofs_compressed_data, e.len_compressed_data)
                 elif e.cluster_type in (ClusterType.normal, ClusterType.zero_alloc) \
@@ -143,8 +150,8 @@ def referenced_clusters(q: Qcow2) -> Counter:
     if bitmaps:
         add(bitmaps.ofs_bitmap_directory, bitmaps.len_bitmap_directory)
         for bm in bitmaps.bitmap_directory.entries:
-            add(bm.ofs_bitmap_table, bm.num_bitmap_table_entries * 8)
-            for t in bm.bitmap_table:
+            add(bm.ofs_bitmap_table, bm.num_bitmap_table * 8)
+            for t in entries(bm.bitmap_table):
                 if t.kind == Kind.serialized:
                     add(t.ofs_data, cs)
     crypto = extension(q, ExtType.full_disk_encryption)
@@ -165,14 +172,14 @@ def check_messages(q: Qcow2, stored: Dict[int, int], refs: Counter) -> List[str]
              f"refcount={stored.get(c, 0)} reference={refs[c]}"
              for c in sorted(set(stored) | set(refs)) if stored.get(c, 0) != refs[c]]
     cs = q.cluster_size
-    for i, l1 in enumerate(q.l1_table):
+    for i, l1 in enumerate(entries(q.l1_table)):
         if not l1.ofs_l2_table:
             continue
         rc = stored.get(l1.ofs_l2_table // cs, 0)
         if (rc == 1) != l1.copied:
             lines.append(f"ERROR OFLAG_COPIED L2 cluster: l1_index={i} "
                          f"l1_entry={raw64(l1):x} refcount={rc}")
-        for e in l1.l2_table.entries:
+        for e in entries(l1.l2_table):
             if e.cluster_type in (ClusterType.normal, ClusterType.zero_alloc):
                 rc = 1 if q.has_external_data_file else stored.get(e.ofs_host_cluster // cs, 0)
                 if (rc == 1) != e.copied:
@@ -248,34 +255,24 @@ def test_dirty_image_repaired_by_qemu_is_consistent(
 # --- guest cluster mapping -------------------------------------------------------
 
 def parser_units(q: Qcow2) -> List[Unit]:
-    """How each guest subcluster (cluster without extended L2) reads, from the L1/L2
-    tables: the spec's cluster type and, with extended L2, the subcluster bitmaps."""
-    cs, unit = q.cluster_size, q.len_subcluster
-    n = cs // unit
-    all_bits = (1 << n) - 1
-    encrypted = q.header.crypt_method != Qcow2.CryptMethod.none
+    """How each guest subcluster (cluster without extended L2) reads, from the spec's
+    per-subcluster instances: what a read returns and the host offset qemu-img map
+    reports."""
+    reads = {Reads.unallocated: "unallocated", Reads.backing: "unallocated",
+             Reads.zeros: "zero", Reads.data: "data", Reads.compressed: "compressed"}
+    l1_table = entries(q.l1_table)
+    l2_tables: Dict[int, List[Any]] = {}
     out: List[Unit] = []
-    for guest_cluster in range(-(-q.header.size // cs)):
+    for guest_cluster in range(-(-q.header.size // q.cluster_size)):
         l1_index, l2_index = divmod(guest_cluster, q.num_l2_entries)
-        l1 = q.l1_table[l1_index] if l1_index < len(q.l1_table) else None
+        l1 = l1_table[l1_index] if l1_index < len(l1_table) else None
         if l1 is None or not l1.ofs_l2_table:
-            out += [("unallocated", None)] * n
+            out += [("unallocated", None)] * q.num_subclusters
             continue
-        e = l1.l2_table.entries[l2_index]
-        if e.cluster_type == ClusterType.compressed:
-            out += [("compressed", None)] * n
-            continue
-        host = e.ofs_host_cluster if e.cluster_type in (ClusterType.normal,
-                                                ClusterType.zero_alloc) else None
-        if q.is_extended_l2:
-            zero, alloc = e.subcluster_zero, e.subcluster_alloc
-        else:
-            zero = all_bits if e.cluster_type in (ClusterType.zero_plain, ClusterType.zero_alloc) else 0
-            alloc = all_bits if e.cluster_type == ClusterType.normal else 0
-        for x in range(n):
-            kind = "zero" if zero >> x & 1 else "data" if alloc >> x & 1 else "unallocated"
-            offset = None if host is None or encrypted else host + x * unit
-            out.append((kind, offset))
+        if l1_index not in l2_tables:
+            l2_tables[l1_index] = entries(l1.l2_table)
+        out += [(reads[s.reads_as], s.ofs_host if s.has_ofs_host else None)
+                for s in l2_tables[l1_index][l2_index].subclusters]
     return out
 
 
@@ -403,8 +400,8 @@ def test_crafted_bitmap_entries(images: Dict[str, Path],
     crafted, original = bitmap_entries(parsed(CRAFTED)), bitmap_entries(parsed("bitmaps"))
     assert [bm.name for bm in crafted] == [bm.name for bm in original]
     for bm, orig in zip(crafted, original):
-        kinds = [(t.kind, t.ofs_data) for t in bm.bitmap_table]
-        expected = [(t.kind, t.ofs_data) for t in orig.bitmap_table]
+        kinds = [(t.kind, t.ofs_data) for t in entries(bm.bitmap_table)]
+        expected = [(t.kind, t.ofs_data) for t in entries(orig.bitmap_table)]
         if bm.name == "fine":
             expected[1:3] = [(Kind.all_ones, 0), (Kind.invalid, bm.ofs_bitmap_table)]
         assert kinds == expected
@@ -454,7 +451,7 @@ def test_header_matches_qemu_info(kind: str, images: Dict[str, Path],
 def test_luks_header_matches_qemu_info(images: Dict[str, Path],
                                        parsed: Callable[[str], Qcow2]) -> None:
     """The LUKS header behind the full disk encryption extension, as qemu decodes it."""
-    luks = extension(parsed("luks"), ExtType.full_disk_encryption).luks_header
+    luks = extension(parsed("luks"), ExtType.full_disk_encryption).encryption_header
     encrypt = qemu_json("luks", images["luks"], "info")["format-specific"]["data"]["encrypt"]
     mode, _, ivgen = luks.cipher_mode.partition("-")
     key_bits = luks.key_bytes * 8 // (2 if mode == "xts" else 1)

@@ -1,6 +1,10 @@
 #!/usr/bin/env node
 // Command line for the npm build of kaitai-struct-compiler, which ships only an API.
-// Usage: node tools/ksc.js [--debug] [--werror] -t TARGET[,TARGET...]|all -o OUTDIR SPEC.ksy
+// Usage: node tools/ksc.js [--compiler PACKAGE] [--debug] [--werror]
+//          -t TARGET[,TARGET...]|all -o OUTDIR SPEC.ksy
+// PACKAGE is the npm package of the compiler (default kaitai-struct-compiler, the
+// pinned 0.11.0); package.json also pins older releases under other names, which
+// `make check-ks-version` uses to prove the spec's ks-version. --werror needs 0.11.
 'use strict';
 const fs = require('fs');
 const path = require('path');
@@ -11,15 +15,18 @@ const TARGETS = ['construct', 'cpp_stl', 'csharp', 'go', 'graphviz', 'html', 'ja
 
 function usage(msg) {
   if (msg) console.error(`ksc: ${msg}`);
-  console.error('usage: node tools/ksc.js [--debug] [--werror] -t TARGET[,TARGET...]|all -o OUTDIR SPEC.ksy');
+  console.error('usage: node tools/ksc.js [--compiler PACKAGE] [--debug] [--werror] '
+    + '-t TARGET[,TARGET...]|all -o OUTDIR SPEC.ksy');
   process.exit(2);
 }
 
 function parseArgs(argv) {
-  const opts = { debug: false, werror: false, targets: null, outDir: null, spec: null };
+  const opts = { compiler: 'kaitai-struct-compiler', debug: false, werror: false,
+    targets: null, outDir: null, spec: null };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
-    if (a === '--debug') opts.debug = true;
+    if (a === '--compiler') opts.compiler = argv[++i];
+    else if (a === '--debug') opts.debug = true;
     else if (a === '--werror') opts.werror = true;
     else if (a === '-t') opts.targets = argv[++i];
     else if (a === '-o') opts.outDir = argv[++i];
@@ -36,13 +43,19 @@ function parseArgs(argv) {
 // The npm build checks the spec in yamlToSpecs, throws on the first error and drops
 // every warning (style and encoding-name checks) without printing it. Load it with a
 // hook at that one spot that hands each warning's message to `warnings`.
+// Releases before 0.11 export a class to instantiate, and are loaded as they are
+// (no --werror with them).
 const warnings = [];
-function loadCompiler() {
-  const file = require.resolve('kaitai-struct-compiler');
+function loadCompiler(name, werror) {
+  const file = require.resolve(name);
   const site = 'var problems = $as_sc_Iterable(problems$2);';
   const src = fs.readFileSync(file, 'utf8');
   if (src.split(site).length !== 2) {
-    throw new Error(`${file}: no single place where the compiler checks problems (not 0.11.0?)`);
+    if (werror) {
+      throw new Error(`${file}: no single place where the compiler checks problems (not 0.11.0?)`);
+    }
+    const Compiler = require(name);
+    return typeof Compiler.compile === 'function' ? Compiler : new Compiler();
   }
   const hook = `${site}
     for (const it = problems.iterator__sc_Iterator(); it.hasNext__Z();) {
@@ -67,7 +80,7 @@ async function main() {
     console.error(`ksc: ${opts.spec}: ${e.message.split("\n")[0]}`);
     process.exit(1);
   }
-  const ksc = loadCompiler();
+  const ksc = loadCompiler(opts.compiler, opts.werror);
   const importer = { importYaml: () => Promise.reject(new Error('imports are not used')) };
   let failed = false;
   for (const target of opts.targets) {

@@ -85,7 +85,9 @@ function main(argv) {
   }
   const spec = yaml.load(fs.readFileSync(argv[0], 'utf8'));
   const name = className(spec.meta.id);
-  const Root = require(path.resolve(argv[1], `${name}.js`))[name];
+  // Releases before 0.11 export the class itself, later ones an object holding it.
+  const mod = require(path.resolve(argv[1], `${name}.js`));
+  const Root = mod[name] || mod;
   const attrs = attributes(spec);
   const out = {};
   for (const file of argv.slice(2)) out[file] = values(Root, attrs, file);
