@@ -1,7 +1,7 @@
 """qemu's compressed clusters: raw deflate with a 4 KiB window (zlib), or zstd frames.
 
 zstd comes from the standard library's compression.zstd on Python 3.14 and newer, else
-from the zstandard package (`pip install 'qcow2kit[zstd]'`).
+from the zstandard package, which qcow2kit depends on there.
 """
 from __future__ import annotations
 
@@ -31,8 +31,8 @@ def _zstd() -> Tuple[str, Any]:
         import zstandard
     except ImportError:
         raise Qcow2Error("header.compression_type", 104, "zstd-compressed clusters need "
-                         "Python 3.14 or the zstandard package: pip install "
-                         "'qcow2kit[zstd]'") from None
+                         "Python 3.14 or the zstandard package: pip install zstandard") \
+            from None
     return "zstandard", zstandard
 
 
