@@ -30,7 +30,7 @@ from typing import Dict, Iterable, Iterator, List, NamedTuple, Optional, Tuple, 
 import numpy as np
 
 from . import tables
-from .image import Image
+from .image import CryptMethod, Image
 from .owners import OwnerTable
 from .progress import Progress
 from .qemu_style import to_json
@@ -43,6 +43,7 @@ LEAK = "leak"
 CHECK_ERROR = "check-error"
 NOTICE = "notice"  # printed by qemu-img check but counted nowhere
 
+LUKS = int(CryptMethod.luks)
 MAX_CLUSTERS = 2**31 - 1  # qemu-img check gives up on larger files
 COUNT_MAX = 2**32 - 1  # rebuilt refcounts are uint32
 
@@ -540,6 +541,11 @@ def check_image(image: Image, explain: bool = False, progress: bool = False) -> 
     bar on stderr when it is a terminal. Raises Qcow2Error for what qemu refuses to
     open.
     """
+    crypto = image.extension("full_disk_encryption")
+    if crypto is not None and image.header.crypt_method == LUKS:
+        # qemu opens no image whose LUKS header it cannot read (zeros past the end)
+        with image.parsing(crypto.parsed, crypto.offset + 8, "full_disk_encryption_extension"):
+            _ = crypto.parsed.luks_header
     ctx = Context(image)
     g = ctx.geometry
     if g.file_clusters > MAX_CLUSTERS:

@@ -42,6 +42,12 @@ def one_line(text: str) -> str:
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
+def _warn_findings(image: str, findings: List[Any]) -> None:
+    """Each finding about the image (what could not be read in full) as a warning."""
+    for finding in findings:
+        click.echo(one_line(f"qcow2kit: {image}: warning: {finding}"), err=True)
+
+
 IMAGE = click.argument("image", type=click.Path(dir_okay=True, path_type=str))
 
 
@@ -277,6 +283,7 @@ def snapshots_command(image: str, as_json: bool) -> None:
 
     with open_image(image) as img:
         table = snapshot_table.list_snapshots(img)
+    _warn_findings(image, img.findings)
     if as_json:
         _echo_text(snapshot_table.render_json(table))
     else:
@@ -334,6 +341,7 @@ def whatis_command(image: str, offsets: List[str], as_json: bool) -> None:
     wanted = [whatis.parse_offset(text) for text in offsets]
     with open_image(image) as img:
         answers = whatis.whatis(img, wanted, progress=True)
+    _warn_findings(image, img.findings)
     _echo_text(whatis.render_json(answers) if as_json else whatis.render_text(answers))
 
 
@@ -358,4 +366,5 @@ def layout_command(image: str, output: str) -> None:
     layout.picture_format(picture)
     with open_image(image) as img:
         found = layout.classify(img, progress=True)
+    _warn_findings(image, img.findings)
     layout.draw(found, picture)

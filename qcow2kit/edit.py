@@ -87,10 +87,11 @@ class FirstCluster:
         self.extensions = [ExtensionRecord(e.magic, e.data, e.padding)
                            for e in image.extensions]
         h = image.header
-        self.backing = image.read(h.backing_file_offset, h.backing_file_size) \
+        self.original = image.read(0, image.cluster_size)
+        # QEMU reads the name only in the first cluster; verify() refuses it elsewhere
+        self.backing = self.original[h.backing_file_offset:][:h.backing_file_size] \
             if h.backing_file_offset else None
         self.backing_placed_by_user = False
-        self.original = image.read(0, image.cluster_size)
 
     # --- changes -------------------------------------------------------------
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Iterator, List, Optional, Seque
 from kaitaistruct import KaitaiStream, KaitaiStruct
 
 from .errors import PARSE_ERRORS, Qcow2Error, from_parse
+from .findings import Findings
 from .generated.qcow2 import Qcow2
 
 if TYPE_CHECKING:
@@ -26,6 +28,7 @@ MAX_BITMAP_DATA = 512 << 20  # bytes of data clusters one bitmap table may point
 
 ExtensionType = Qcow2.HeaderExtensionType
 ClusterType = Qcow2.ClusterType
+CryptMethod = Qcow2.CryptMethod
 BitmapTableEntryKind = Qcow2.BitmapTableEntryKind
 
 
@@ -178,14 +181,74 @@ class Bitmap:
     table: Sequence[BitmapTableEntry]
 
 
+class ZeroPadded(io.RawIOBase):
+    """A file read as QEMU reads it: its bytes, then zeros at any offset past its end.
+
+    The parser on it never meets the end of the file; whoever reads a structure that
+    runs past it notes a finding (Image.findings). Its size is that of the largest
+    file QEMU reads (2^63 bytes), so that nothing the parser sizes by the stream is cut
+    by the file's end.
+    """
+
+    SIZE = 1 << 63
+
+    def __init__(self, fd: int, file_size: int) -> None:
+        super().__init__()
+        self._fd, self._file_size, self._pos = fd, file_size, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, pos: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self.SIZE}[whence]
+        if base + pos < 0:
+            raise ValueError(f"negative seek position {base + pos}")
+        self._pos = base + pos
+        return self._pos
+
+    def read(self, n: Optional[int] = -1) -> bytes:
+        if n is None or n < 0:
+            raise ValueError("the zero-padded file has no end to read to")
+        data = read_padded(self._fd, self._file_size, self._pos, n)
+        self._pos += n
+        return data
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.read(len(buffer))
+        buffer[:len(data)] = data
+        return len(data)
+
+
+def read_padded(fd: int, file_size: int, offset: int, size: int) -> bytes:
+    """size bytes of the file at offset, zeros past its end; ValueError beyond 2^63,
+    where no file can reach (QEMU fails such a read)."""
+    if offset < 0 or offset + size > ZeroPadded.SIZE:
+        raise ValueError(f"{size} bytes at {offset:#x} lie beyond any file")
+    inside = max(0, min(size, file_size - offset))
+    data = os.pread(fd, inside, offset) if inside else b""
+    return data + bytes(size - len(data))
+
+
 class Image:
-    """A qcow2 image opened read-only (or read-write for editors)."""
+    """A qcow2 image opened read-only (or read-write for editors).
+
+    Read as QEMU reads it: zeros past the end of the file. What does not lie in the
+    file (a structure cut short by a truncation, say) is noted in findings.
+    """
 
     def __init__(self, path: Union[str, Path], writable: bool = False) -> None:
         self.path = Path(path)
         self._file: BinaryIO = open(self.path, "r+b" if writable else "rb")
+        self.findings = Findings()
         try:
-            self.qcow2 = Qcow2(KaitaiStream(self._file))
+            self.file_size = os.fstat(self._file.fileno()).st_size
+            self.qcow2 = Qcow2(KaitaiStream(ZeroPadded(self._file.fileno(), self.file_size)))
             read_header(self.qcow2)
             with self.parsing():
                 self.qcow2._read()
@@ -193,6 +256,13 @@ class Image:
             self._file.close()
             raise
         self.header = Header.from_parsed(self.qcow2.header)
+        h = self.header
+        self.past_end("header", 0, h.header_length)
+        self._note_first_cluster()
+        # what QEMU reads on opening an image
+        self.past_end("L1 table", h.l1_table_offset, 8 * h.l1_size)
+        self.past_end("refcount table", h.refcount_table_offset,
+                      h.refcount_table_clusters * self.cluster_size)
 
     # --- plumbing ------------------------------------------------------------
 
@@ -216,18 +286,34 @@ class Image:
 
     # --- derived facts -------------------------------------------------------
 
+    def _note_first_cluster(self) -> None:
+        """Findings for the header extensions and backing file name past the end."""
+        area = getattr(self.qcow2, "header_extensions", None)
+        if area is not None:
+            base = self.qcow2._debug["header_extensions"]["start"]
+            for i, ext in enumerate(area.extensions):
+                span = area._debug["extensions"]["arr"][i]
+                name = enum_name(ext.magic) or f"{int(ext.magic):#x}"
+                self.past_end(f"header extension {name}", base + span["start"],
+                              span["end"] - span["start"])
+        h = self.header
+        if h.backing_file_offset:
+            self.past_end("backing file name", h.backing_file_offset, h.backing_file_size)
+
     def read(self, offset: int, size: int) -> bytes:
-        """Raw bytes of the file (fewer at its end, none past it)."""
-        size = min(size, self.file_size - offset)
-        return os.pread(self._file.fileno(), size, offset) if size > 0 else b""
+        """size bytes of the file at offset, zeros past its end (as QEMU reads it)."""
+        try:
+            return read_padded(self._file.fileno(), self.file_size, offset, size)
+        except ValueError as exc:
+            raise Qcow2Error("file", offset, str(exc)) from None
+
+    def past_end(self, structure: str, offset: int, size: int) -> bool:
+        """Note a finding when the structure runs past the end of the file; whether it does."""
+        return self.findings.past_end(structure, offset, size, self.file_size)
 
     @property
     def cluster_size(self) -> int:
         return self.qcow2.cluster_size
-
-    @property
-    def file_size(self) -> int:
-        return self.qcow2._io.size()
 
     @property
     def extensions(self) -> List[Extension]:
@@ -284,8 +370,14 @@ class Image:
             return []
         bx = ext.parsed
         self._check_bitmaps_extension(bx, ext.offset + 8)
-        with self.parsing(bx, ext.offset + 8, "bitmaps_extension"):
-            directory = bx.bitmap_directory
+        try:
+            with self.parsing(bx, ext.offset + 8, "bitmaps_extension"):
+                directory = bx.bitmap_directory
+        except Qcow2Error as exc:
+            if bx.ofs_bitmap_directory + bx.len_bitmap_directory <= self.file_size:
+                raise
+            raise Qcow2Error(exc.structure, exc.offset, f"{exc.problem} (read as zeros: the "
+                             "bitmap directory runs past the end of the file)") from None
         starts = directory._debug["entries"]["arr"]
         return [(bx.ofs_bitmap_directory + starts[i]["start"], e)
                 for i, e in enumerate(directory.entries)]
@@ -300,9 +392,7 @@ class Image:
             raise Qcow2Error("bitmaps_extension.bitmap_directory_size",
                              base + _field_offset(bx, "len_bitmap_directory"),
                              f"{size} bytes exceed QEMU's limit of {MAX_BITMAP_DIRECTORY}")
-        if offset + size > self.file_size:
-            raise Qcow2Error("bitmaps_extension.bitmap_directory", offset,
-                             "runs past the end of the file")
+        self.past_end("bitmap directory", offset, size)
 
     def bitmap_directory(self) -> List[Bitmap]:
         """The bitmap directory entries, their tables not read (table is empty)."""
@@ -316,21 +406,19 @@ class Image:
     def bitmap_table(self, index: int) -> BitmapTable:
         """The table of directory entry index, every entry classified.
 
-        A table past the end of the file or beyond QEMU's limits (2^27 entries, 512 MiB
-        of bitmap data) is refused before any of it is read.
+        A table beyond QEMU's limits (2^27 entries, 512 MiB of bitmap data) is refused
+        before any of it is read; one past the end of the file is a finding.
         """
         start, e = self._bitmap_entries()[index]
         path = f"bitmap_directory.entries[{index}]"
         count = e.num_bitmap_table_entries
-        if e.ofs_bitmap_table + 8 * count > self.file_size:
-            raise Qcow2Error(f"{path}.bitmap_table", e.ofs_bitmap_table,
-                             f"{count} entries run past the end of "
-                             f"the file ({self.file_size} bytes)")
         if count > MAX_BITMAP_TABLE or count * self.cluster_size > MAX_BITMAP_DATA:
             raise Qcow2Error(f"{path}.bitmap_table_size",
-                             start + _field_offset(e, "num_bitmap_table_entries"),
+                             start + _field_offset(e, "num_bitmap_table_entries")
+                             - _field_offset(e, "ofs_bitmap_table"),
                              f"{count} entries exceed QEMU's limits ({MAX_BITMAP_TABLE} "
                              f"entries, {MAX_BITMAP_DATA >> 20} MiB of bitmap data)")
+        self.past_end(f"bitmap {e.name!r} table", e.ofs_bitmap_table, 8 * count)
         from .tables import BitmapTable  # numpy: loaded for images with bitmaps only
         return BitmapTable.decode(self.read(e.ofs_bitmap_table, 8 * count))
 
