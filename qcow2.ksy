@@ -409,8 +409,15 @@ types:
     seq:
       - id: entries
         type: feature_name
-        repeat: eos
-        doc: One entry per named feature bit, as many as the extension length holds.
+        repeat: expr
+        repeat-expr: _io.size / 48
+        doc: One entry per named feature bit, as many complete entries as the extension length holds.
+      - id: partial_entry
+        size-eos: true
+        doc: |
+          The bytes after the last complete entry, when the length is not a multiple
+          of 48 (qcow2.py writes such tables); QEMU reads them as one more entry,
+          zero-padded to 48 bytes.
   feature_name:
     doc: The name of one feature bit.
     doc-ref: https://gitlab.com/qemu-project/qemu/-/blob/master/docs/interop/qcow2.txt Feature name table
@@ -422,9 +429,7 @@ types:
         doc: The feature bitmap the bit belongs to.
       - id: bit
         type: u1
-        valid:
-          max: 63
-        doc: Bit number within the selected bitmap.
+        doc: Bit number within the selected bitmap; 0..63 names a bit.
       - id: name
         size: 46
         type: strz

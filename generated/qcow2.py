@@ -565,8 +565,6 @@ class Qcow2(KaitaiStruct):
             self._debug['bit']['start'] = self._io.pos()
             self.bit = self._io.read_u1()
             self._debug['bit']['end'] = self._io.pos()
-            if not self.bit <= 63:
-                raise kaitaistruct.ValidationGreaterThanError(63, self.bit, self._io, u"/types/feature_name/seq/1")
             self._debug['name']['start'] = self._io.pos()
             self.name = (KaitaiStream.bytes_terminate(self._io.read_bytes(46), 0, False)).decode(u"UTF-8")
             self._debug['name']['end'] = self._io.pos()
@@ -582,7 +580,7 @@ class Qcow2(KaitaiStruct):
         .. seealso::
            Feature name table - https://gitlab.com/qemu-project/qemu/-/blob/master/docs/interop/qcow2.txt
         """
-        SEQ_FIELDS = ["entries"]
+        SEQ_FIELDS = ["entries", "partial_entry"]
         def __init__(self, _io, _parent=None, _root=None):
             super(Qcow2.FeatureNameTable, self).__init__(_io)
             self._parent = _parent
@@ -593,18 +591,19 @@ class Qcow2(KaitaiStruct):
             self._debug['entries']['start'] = self._io.pos()
             self._debug['entries']['arr'] = []
             self.entries = []
-            i = 0
-            while not self._io.is_eof():
+            for i in range(self._io.size() // 48):
                 self._debug['entries']['arr'].append({'start': self._io.pos()})
                 _t_entries = Qcow2.FeatureName(self._io, self, self._root)
                 try:
                     _t_entries._read()
                 finally:
                     self.entries.append(_t_entries)
-                self._debug['entries']['arr'][len(self.entries) - 1]['end'] = self._io.pos()
-                i += 1
+                self._debug['entries']['arr'][i]['end'] = self._io.pos()
 
             self._debug['entries']['end'] = self._io.pos()
+            self._debug['partial_entry']['start'] = self._io.pos()
+            self.partial_entry = self._io.read_bytes_full()
+            self._debug['partial_entry']['end'] = self._io.pos()
 
 
         def _fetch_instances(self):

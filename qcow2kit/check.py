@@ -30,7 +30,7 @@ from typing import Dict, Iterable, Iterator, List, NamedTuple, Optional, Tuple, 
 import numpy as np
 
 from . import tables
-from .image import CryptMethod, Image
+from .image import CryptMethod, Image, unsupported_features
 from .owners import OwnerTable
 from .progress import Progress
 from .qemu_style import to_json
@@ -541,6 +541,7 @@ def check_image(image: Image, explain: bool = False, progress: bool = False) -> 
     bar on stderr when it is a terminal. Raises Qcow2Error for what qemu refuses to
     open.
     """
+    unsupported_features(image)
     crypto = image.extension("full_disk_encryption")
     if crypto is not None and image.header.crypt_method == LUKS:
         # qemu opens no image whose LUKS header it cannot read (zeros past the end)

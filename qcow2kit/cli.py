@@ -12,7 +12,7 @@ import click
 from . import __version__, edit
 from .dump import render
 from .errors import Qcow2Error
-from .image import open_image
+from .image import Unsupported, open_image, unsupported_features
 
 # Commands import the modules built on numpy when they run, so that the others
 # (dump, the edits, info, snapshots) start as fast as qcow2.py does.
@@ -26,6 +26,9 @@ def reports_errors(func: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
+        except Unsupported as exc:  # as qemu-img words it
+            image = kwargs.get("image", "")
+            click.echo(one_line(f"qcow2kit: Could not open '{image}': {exc.problem}"), err=True)
         except Qcow2Error as exc:
             image = kwargs.get("image", "")
             click.echo(one_line(f"qcow2kit: {image}: {exc}"), err=True)
@@ -40,6 +43,26 @@ def one_line(text: str) -> str:
     """The text with unprintable characters (a newline in a file name read from an
     image, say) escaped, so that an error stays one line."""
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+GUEST_FORCE = click.option("--force", is_flag=True,
+                           help="Read guest data even from an image with incompatible "
+                                "feature bits qemu does not know (it refuses to).")
+
+
+def _guest_data_readable(image: str, force: bool) -> None:
+    """Refuse (or, with force, warn once) when qemu would not read the image's guest
+    data: incompatible feature bits it does not know are set."""
+    with open_image(image) as img:
+        try:
+            unsupported_features(img)
+        except Unsupported as exc:
+            if not force:
+                raise Qcow2Error(exc.structure, exc.offset,
+                                 f"{exc.problem}; qemu reads no guest data from it "
+                                 "(--force reads it anyway)") from None
+            click.echo(one_line(f"qcow2kit: {image}: warning: {exc}; read anyway (--force)"),
+                       err=True)
 
 
 def _warn_findings(image: str, findings: List[Any]) -> None:
@@ -172,8 +195,9 @@ def bitmaps_command(image: str, as_json: bool, name: Optional[str]) -> None:
 @IMAGE
 @click.option("--json", "as_json", is_flag=True,
               help="qemu-img map --output=json: every extent with its status.")
+@GUEST_FORCE
 @reports_errors
-def map_command(image: str, as_json: bool) -> None:
+def map_command(image: str, as_json: bool, force: bool) -> None:
     """Where each guest range is stored, through the backing chain, as qemu-img map.
 
     Without --json: the ranges that hold data, with the file and offset they are
@@ -181,6 +205,7 @@ def map_command(image: str, as_json: bool) -> None:
     """
     from . import mapping
 
+    _guest_data_readable(image, force)
     extents = mapping.image_map(image)
     if as_json:
         click.echo(mapping.render_json(extents), nl=False)
@@ -193,8 +218,9 @@ def map_command(image: str, as_json: bool) -> None:
 @IMAGE
 @click.argument("output")
 @click.option("--snapshot", metavar="ID|NAME", help="Export this internal snapshot instead.")
+@GUEST_FORCE
 @reports_errors
-def convert(image: str, output: str, snapshot: Optional[str]) -> None:
+def convert(image: str, output: str, snapshot: Optional[str], force: bool) -> None:
     """Write the guest disk as a raw image to OUTPUT (sparse), or to stdout for -.
 
     Reads as qemu does: backing chain, zero clusters, compressed clusters (zlib;
@@ -202,6 +228,7 @@ def convert(image: str, output: str, snapshot: Optional[str]) -> None:
     """
     from . import guest
 
+    _guest_data_readable(image, force)
     if output == "-":
         guest.convert(image, sys.stdout.buffer, snapshot)
     else:
@@ -213,11 +240,14 @@ def convert(image: str, output: str, snapshot: Optional[str]) -> None:
 @click.option("--offset", default="0", help="First guest byte (any int() base).")
 @click.option("--length", default=None, help="Number of bytes (default: to the end).")
 @click.option("--snapshot", metavar="ID|NAME", help="Read this internal snapshot instead.")
+@GUEST_FORCE
 @reports_errors
-def cat(image: str, offset: str, length: Optional[str], snapshot: Optional[str]) -> None:
+def cat(image: str, offset: str, length: Optional[str], snapshot: Optional[str],
+        force: bool) -> None:
     """Copy guest bytes to stdout."""
     from . import guest
 
+    _guest_data_readable(image, force)
     start = edit.parse_int(offset, "offset")
     with guest.GuestDisk(image, snapshot) as disk:
         count = disk.size - start if length is None else edit.parse_int(length, "length")

@@ -20,7 +20,7 @@ from kaitaistruct import KaitaiStream
 
 from .errors import PARSE_ERRORS, Qcow2Error, from_parse
 from .generated.qcow2 import Qcow2
-from .image import ExtensionType, Header, Image, read_header
+from .image import KNOWN_INCOMPATIBLE_BITS, ExtensionType, Header, Image, read_header
 from .locking import ImageLocked, lock_for_writing
 
 # header field name (as dump prints it) -> qcow2.ksy attribute of the header
@@ -46,7 +46,6 @@ HEADER_FIELD_IDS = {
     "compression_type": "compression_type",
 }
 FEATURE_GROUPS = ("incompatible", "compatible", "autoclear")
-KNOWN_INCOMPATIBLE_BITS = 0b11111
 CORRUPT_BIT = 1 << 1
 END_MARKER = bytes(8)
 PathLike = Union[str, Path]

@@ -24,7 +24,10 @@ MAX_BACKING_NAME = 1023
 MAX_BITMAPS = 65535
 MAX_BITMAP_DIRECTORY = 1024 * MAX_BITMAPS
 MAX_BITMAP_TABLE = 0x8000000  # entries
-MAX_BITMAP_DATA = 512 << 20  # bytes of data clusters one bitmap table may point at
+MAX_BITMAP_DATA = 512 << 20
+FEATURE_NAME_BYTES = 48  # one feature name table entry
+KNOWN_INCOMPATIBLE_BITS = 0b11111  # dirty, corrupt, data file, compression, extended L2
+INCOMPATIBLE = 0  # feature type of the incompatible bits  # bytes of data clusters one bitmap table may point at
 
 ExtensionType = Qcow2.HeaderExtensionType
 ClusterType = Qcow2.ClusterType
@@ -357,11 +360,20 @@ class Image:
 
     @property
     def feature_names(self) -> List[FeatureName]:
-        ext = self.extension("feature_name_table")
+        """The feature name table; of several, the last, which QEMU keeps."""
+        ext = next((e for e in reversed(self.extensions) if e.kind == "feature_name_table"),
+                   None)
         if ext is None:
             return []
-        with self.parsing(ext.parsed, ext.offset + 8, "feature_name_table"):
-            return [FeatureName(int(e.type), e.bit, e.name) for e in ext.parsed.entries]
+        table = ext.parsed
+        with self.parsing(table, ext.offset + 8, "feature_name_table"):
+            entries = list(table.entries)
+            if table.partial_entry:  # QEMU zero-pads a table cut inside an entry
+                padded = table.partial_entry.ljust(FEATURE_NAME_BYTES, b"\0")
+                entries.append(Qcow2.FeatureName(KaitaiStream(io.BytesIO(padded)), table,
+                                                 self.qcow2))
+                entries[-1]._read()
+            return [FeatureName(int(e.type), e.bit, e.name) for e in entries]
 
     def _bitmap_entries(self) -> List[Tuple[int, Any]]:
         """Each parsed bitmap directory entry with its offset in the file."""
@@ -427,6 +439,31 @@ class Image:
         """The bitmap directory, each bitmap with its table classified."""
         return [replace(bitmap, table=self.bitmap_table(i))
                 for i, bitmap in enumerate(self.bitmap_directory())]
+
+
+class Unsupported(Qcow2Error):
+    """Incompatible feature bits QEMU does not know: it refuses to open the image."""
+
+
+def unsupported_features(image: Image) -> None:
+    """Raise Unsupported with QEMU's message when unknown incompatible bits are set:
+    the names the image's feature table gives them, up to its first unnamed entry,
+    then the hex mask of the bits left unnamed."""
+    mask = image.header.incompatible_features & ~KNOWN_INCOMPATIBLE_BITS
+    if not mask:
+        return
+    names = []
+    for f in image.feature_names:
+        if not f.name:
+            break
+        if f.type == INCOMPATIBLE and f.bit < 64 and mask >> f.bit & 1:
+            names.append(f.name)
+            mask &= ~(1 << f.bit)
+    if mask:
+        names.append(f"Unknown incompatible feature: {mask:x}")
+    raise Unsupported("header.incompatible_features",
+                      _field_offset(image.qcow2.header, "incompatible_features"),
+                      f"Unsupported qcow2 feature(s): {', '.join(names)}")
 
 
 def open_image(path: Union[str, Path], writable: bool = False) -> Image:

@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Optional
 
 from .errors import Qcow2Error
 from .findings import Finding
-from .image import Image, enum_name, open_image
+from .image import Image, enum_name, open_image, unsupported_features
 from .qemu_style import InOrder, c_string, dump_tree, size_to_str, to_json
 from .snapshots import LISTING_HEADER, listing_line, qemu_snapshot_info, read_snapshots
 
@@ -204,6 +204,8 @@ def extras(image: Image) -> Dict[str, Any]:
 
 def qcow2_info(image: Image, filename: str, with_extras: bool = True) -> Dict[str, Any]:
     """qemu's ImageInfo for an open qcow2 image named filename on the command line."""
+    if not with_extras:  # qemu-img info refuses unknown incompatible bits
+        unsupported_features(image)
     h = image.header
     dirty = h.version >= 3 and bool(image.qcow2.header.incompatible_features.dirty)
     info: Dict[str, Any] = {
