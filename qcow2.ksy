@@ -78,9 +78,10 @@ instances:
   backing_file_name:
     pos: header.ofs_backing_file_name
     size: header.len_backing_file_name
-    type: str
     if: header.ofs_backing_file_name != 0
-    doc: Name of the backing file (not null terminated).
+    doc: |
+      Name of the backing file (not null terminated), as raw bytes: any bytes are
+      kept, and every target gives the same value. QEMU reads it as a C string.
   has_external_data_file:
     value: header.version >= 3 and header.incompatible_features.external_data_file
     doc: Guest clusters are stored in an external data file, at their guest offset.
@@ -376,14 +377,17 @@ types:
       - id: data
         size: len_data
         type:
-          switch-on: magic
+          switch-on: 'has_typed_length ? magic : header_extension_type::end_of_extensions'
           cases:
             header_extension_type::backing_file_format: string_extension
             header_extension_type::feature_name_table: feature_name_table
             header_extension_type::bitmaps: bitmaps_extension
             header_extension_type::full_disk_encryption: full_disk_encryption_extension
             header_extension_type::external_data_file: string_extension
-        doc: The extension data; raw bytes for unknown types and the end marker.
+        doc: |
+          The extension data; raw bytes for unknown types, the end marker, and a
+          bitmaps or encryption header pointer extension of another length than its
+          fields (which QEMU refuses).
       - id: padding
         size: |
           (8 - len_data % 8) % 8 <= _io.size - _io.pos
@@ -392,6 +396,14 @@ types:
         doc: |
           Padding to the next multiple of 8 (cut short where the area ends, as QEMU
           tolerates).
+    instances:
+      has_typed_length:
+        value: |
+          (magic != header_extension_type::bitmaps or len_data == 24)
+            and (magic != header_extension_type::full_disk_encryption or len_data == 16)
+        doc: |
+          The length is that of the extension's fields (24 bytes for bitmaps, 16 for
+          the encryption header pointer); otherwise the data is kept as raw bytes.
   string_extension:
     doc: |
       An extension that is one string (backing file format, external data file
@@ -401,8 +413,9 @@ types:
     seq:
       - id: value
         size-eos: true
-        type: str
-        doc: The format name or the file name.
+        doc: |
+          The format name or the file name, as raw bytes (any bytes, a NUL
+          included, are kept; QEMU reads it as a C string).
   feature_name_table:
     doc: Names of feature bits, for tools that do not know them.
     doc-ref: https://gitlab.com/qemu-project/qemu/-/blob/master/docs/interop/qcow2.txt Feature name table
@@ -432,8 +445,10 @@ types:
         doc: Bit number within the selected bitmap; 0..63 names a bit.
       - id: name
         size: 46
-        type: strz
-        doc: Feature name, zero padded; not null terminated when 46 bytes long.
+        terminator: 0
+        doc: |
+          Feature name as raw bytes, up to the first zero byte; not null terminated
+          when 46 bytes long.
   bitmaps_extension:
     doc: |
       Where the bitmap directory is. Its data is consistent only while the bitmaps
@@ -517,8 +532,7 @@ types:
         doc: Extra data; kept as is, used only with the extra_data_compatible flag.
       - id: name
         size: len_name
-        type: str
-        doc: Bitmap name, unique in the image, not null terminated.
+        doc: Bitmap name as raw bytes, unique in the image, not null terminated.
       - id: padding
         size: (8 - (24 + len_extra_data + len_name) % 8) % 8
         doc: Zero padding to the next multiple of 8.
@@ -909,12 +923,10 @@ types:
       - id: id
         -orig-id: id_str
         size: len_id
-        type: str
-        doc: Unique ID string of the snapshot, not null terminated.
+        doc: Unique ID string of the snapshot as raw bytes, not null terminated.
       - id: name
         size: len_name
-        type: str
-        doc: Name of the snapshot, not null terminated.
+        doc: Name of the snapshot as raw bytes, not null terminated.
       - id: padding
         size: |
           (8 - (40 + len_extra_data + len_id + len_name) % 8) % 8 <= _io.size - _io.pos

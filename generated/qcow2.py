@@ -284,7 +284,7 @@ class Qcow2(KaitaiStruct):
             self.extra_data = self._io.read_bytes(self.len_extra_data)
             self._debug['extra_data']['end'] = self._io.pos()
             self._debug['name']['start'] = self._io.pos()
-            self.name = (self._io.read_bytes(self.len_name)).decode(u"UTF-8")
+            self.name = self._io.read_bytes(self.len_name)
             self._debug['name']['end'] = self._io.pos()
             self._debug['padding']['start'] = self._io.pos()
             self.padding = self._io.read_bytes((8 - ((24 + self.len_extra_data) + self.len_name) % 8) % 8)
@@ -566,7 +566,7 @@ class Qcow2(KaitaiStruct):
             self.bit = self._io.read_u1()
             self._debug['bit']['end'] = self._io.pos()
             self._debug['name']['start'] = self._io.pos()
-            self.name = (KaitaiStream.bytes_terminate(self._io.read_bytes(46), 0, False)).decode(u"UTF-8")
+            self.name = KaitaiStream.bytes_terminate(self._io.read_bytes(46), 0, False)
             self._debug['name']['end'] = self._io.pos()
 
 
@@ -862,7 +862,7 @@ class Qcow2(KaitaiStruct):
             self.len_data = self._io.read_u4be()
             self._debug['len_data']['end'] = self._io.pos()
             self._debug['data']['start'] = self._io.pos()
-            _on = self.magic
+            _on = (self.magic if self.has_typed_length else Qcow2.HeaderExtensionType.end_of_extensions)
             if _on == Qcow2.HeaderExtensionType.backing_file_format:
                 pass
                 self._raw_data = self._io.read_bytes(self.len_data)
@@ -904,7 +904,7 @@ class Qcow2(KaitaiStruct):
 
         def _fetch_instances(self):
             pass
-            _on = self.magic
+            _on = (self.magic if self.has_typed_length else Qcow2.HeaderExtensionType.end_of_extensions)
             if _on == Qcow2.HeaderExtensionType.backing_file_format:
                 pass
                 self.data._fetch_instances()
@@ -922,6 +922,17 @@ class Qcow2(KaitaiStruct):
                 self.data._fetch_instances()
             else:
                 pass
+
+        @property
+        def has_typed_length(self):
+            """The length is that of the extension's fields (24 bytes for bitmaps, 16 for
+            the encryption header pointer); otherwise the data is kept as raw bytes.
+            """
+            if hasattr(self, '_m_has_typed_length'):
+                return self._m_has_typed_length
+
+            self._m_has_typed_length =  (( ((self.magic != Qcow2.HeaderExtensionType.bitmaps) or (self.len_data == 24)) ) and ( ((self.magic != Qcow2.HeaderExtensionType.full_disk_encryption) or (self.len_data == 16)) )) 
+            return getattr(self, '_m_has_typed_length', None)
 
 
     class HeaderExtensionArea(KaitaiStruct):
@@ -1708,10 +1719,10 @@ class Qcow2(KaitaiStruct):
             self.extra_data._read()
             self._debug['extra_data']['end'] = self._io.pos()
             self._debug['id']['start'] = self._io.pos()
-            self.id = (self._io.read_bytes(self.len_id)).decode(u"UTF-8")
+            self.id = self._io.read_bytes(self.len_id)
             self._debug['id']['end'] = self._io.pos()
             self._debug['name']['start'] = self._io.pos()
-            self.name = (self._io.read_bytes(self.len_name)).decode(u"UTF-8")
+            self.name = self._io.read_bytes(self.len_name)
             self._debug['name']['end'] = self._io.pos()
             self._debug['padding']['start'] = self._io.pos()
             self.padding = self._io.read_bytes(((8 - (((40 + self.len_extra_data) + self.len_id) + self.len_name) % 8) % 8 if (8 - (((40 + self.len_extra_data) + self.len_id) + self.len_name) % 8) % 8 <= self._io.size() - self._io.pos() else self._io.size() - self._io.pos()))
@@ -1883,7 +1894,7 @@ class Qcow2(KaitaiStruct):
 
         def _read(self):
             self._debug['value']['start'] = self._io.pos()
-            self.value = (self._io.read_bytes_full()).decode(u"UTF-8")
+            self.value = self._io.read_bytes_full()
             self._debug['value']['end'] = self._io.pos()
 
 
@@ -1893,7 +1904,9 @@ class Qcow2(KaitaiStruct):
 
     @property
     def backing_file_name(self):
-        """Name of the backing file (not null terminated)."""
+        """Name of the backing file (not null terminated), as raw bytes: any bytes are
+        kept, and every target gives the same value. QEMU reads it as a C string.
+        """
         if hasattr(self, '_m_backing_file_name'):
             return self._m_backing_file_name
 
@@ -1902,7 +1915,7 @@ class Qcow2(KaitaiStruct):
             _pos = self._io.pos()
             self._io.seek(self.header.ofs_backing_file_name)
             self._debug['_m_backing_file_name']['start'] = self._io.pos()
-            self._m_backing_file_name = (self._io.read_bytes(self.header.len_backing_file_name)).decode(u"UTF-8")
+            self._m_backing_file_name = self._io.read_bytes(self.header.len_backing_file_name)
             self._debug['_m_backing_file_name']['end'] = self._io.pos()
             self._io.seek(_pos)
 

@@ -30,7 +30,7 @@ from typing import Dict, Iterable, Iterator, List, NamedTuple, Optional, Tuple, 
 import numpy as np
 
 from . import tables
-from .image import CryptMethod, Image, unsupported_features
+from .image import LUKS, Image, refuse_as_qemu
 from .owners import OwnerTable
 from .progress import Progress
 from .qemu_style import to_json
@@ -43,7 +43,6 @@ LEAK = "leak"
 CHECK_ERROR = "check-error"
 NOTICE = "notice"  # printed by qemu-img check but counted nowhere
 
-LUKS = int(CryptMethod.luks)
 MAX_CLUSTERS = 2**31 - 1  # qemu-img check gives up on larger files
 COUNT_MAX = 2**32 - 1  # rebuilt refcounts are uint32
 
@@ -541,7 +540,7 @@ def check_image(image: Image, explain: bool = False, progress: bool = False) -> 
     bar on stderr when it is a terminal. Raises Qcow2Error for what qemu refuses to
     open.
     """
-    unsupported_features(image)
+    refuse_as_qemu(image)
     crypto = image.extension("full_disk_encryption")
     if crypto is not None and image.header.crypt_method == LUKS:
         # qemu opens no image whose LUKS header it cannot read (zeros past the end)

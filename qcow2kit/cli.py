@@ -12,7 +12,7 @@ import click
 from . import __version__, edit
 from .dump import render
 from .errors import Qcow2Error
-from .image import Unsupported, open_image, unsupported_features
+from .image import QemuRefuses, Unsupported, open_image, unsupported_features
 
 # Commands import the modules built on numpy when they run, so that the others
 # (dump, the edits, info, snapshots) start as fast as qcow2.py does.
@@ -26,7 +26,7 @@ def reports_errors(func: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
-        except Unsupported as exc:  # as qemu-img words it
+        except QemuRefuses as exc:  # as qemu-img words it
             image = kwargs.get("image", "")
             click.echo(one_line(f"qcow2kit: Could not open '{image}': {exc.problem}"), err=True)
         except Qcow2Error as exc:
@@ -61,14 +61,14 @@ def _guest_data_readable(image: str, force: bool) -> None:
                 raise Qcow2Error(exc.structure, exc.offset,
                                  f"{exc.problem}; qemu reads no guest data from it "
                                  "(--force reads it anyway)") from None
-            click.echo(one_line(f"qcow2kit: {image}: warning: {exc}; read anyway (--force)"),
+            click.echo(one_line(f"qcow2kit: warning: {image}: {exc}; read anyway (--force)"),
                        err=True)
 
 
 def _warn_findings(image: str, findings: List[Any]) -> None:
     """Each finding about the image (what could not be read in full) as a warning."""
     for finding in findings:
-        click.echo(one_line(f"qcow2kit: {image}: warning: {finding}"), err=True)
+        click.echo(one_line(f"qcow2kit: warning: {image}: {finding}"), err=True)
 
 
 IMAGE = click.argument("image", type=click.Path(dir_okay=True, path_type=str))

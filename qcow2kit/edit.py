@@ -199,7 +199,7 @@ class FirstCluster:
         if got != [(e.magic, e.data) for e in self.extensions]:
             raise EditError("re-parsed header extensions differ from the intended ones")
         if not self.backing_placed_by_user and self.backing is not None \
-                and backing.encode() != self.backing:
+                and backing != self.backing:
             raise EditError("re-parsed backing file name differs from the original")
 
     def warnings(self) -> List[str]:

@@ -24,14 +24,16 @@ MAX_BACKING_NAME = 1023
 MAX_BITMAPS = 65535
 MAX_BITMAP_DIRECTORY = 1024 * MAX_BITMAPS
 MAX_BITMAP_TABLE = 0x8000000  # entries
-MAX_BITMAP_DATA = 512 << 20
+MAX_BITMAP_DATA = 512 << 20  # bytes of data clusters one bitmap table may point at
 FEATURE_NAME_BYTES = 48  # one feature name table entry
 KNOWN_INCOMPATIBLE_BITS = 0b11111  # dirty, corrupt, data file, compression, extended L2
-INCOMPATIBLE = 0  # feature type of the incompatible bits  # bytes of data clusters one bitmap table may point at
+INCOMPATIBLE = 0  # feature type of the incompatible bits
+TYPED_LENGTHS = {"bitmaps": 24, "full_disk_encryption": 16}  # extension data lengths
 
 ExtensionType = Qcow2.HeaderExtensionType
 ClusterType = Qcow2.ClusterType
 CryptMethod = Qcow2.CryptMethod
+LUKS = int(CryptMethod.luks)
 BitmapTableEntryKind = Qcow2.BitmapTableEntryKind
 
 
@@ -68,6 +70,13 @@ def read_header(root: Qcow2) -> None:
         raise err from None
     check_header(header)
     root._io.seek(0)
+
+
+def text(raw: bytes) -> str:
+    """A name the spec keeps as raw bytes, as text: bytes that are not UTF-8 are kept
+    as surrogate escapes, so that the exact bytes can be printed back (as qemu-img
+    prints them) or replaced (as its JSON does)."""
+    return raw.decode("utf-8", "surrogateescape")
 
 
 def enum_name(value: Any) -> Optional[str]:
@@ -190,10 +199,12 @@ class ZeroPadded(io.RawIOBase):
     The parser on it never meets the end of the file; whoever reads a structure that
     runs past it notes a finding (Image.findings). Its size is that of the largest
     file QEMU reads (2^63 bytes), so that nothing the parser sizes by the stream is cut
-    by the file's end.
+    by the file's end. One read gives at most MAX_ZEROS bytes of zeros: a larger one
+    (sized by a field not yet checked) is an EOFError, not an allocation.
     """
 
     SIZE = 1 << 63
+    MAX_ZEROS = 64 << 20  # the largest structure QEMU reads at once: a bitmap directory
 
     def __init__(self, fd: int, file_size: int) -> None:
         super().__init__()
@@ -218,6 +229,8 @@ class ZeroPadded(io.RawIOBase):
     def read(self, n: Optional[int] = -1) -> bytes:
         if n is None or n < 0:
             raise ValueError("the zero-padded file has no end to read to")
+        if self._pos + n - max(self._pos, self._file_size) > self.MAX_ZEROS:
+            raise EOFError(f"{n} bytes at {self._pos:#x} run far past the end of the file")
         data = read_padded(self._fd, self._file_size, self._pos, n)
         self._pos += n
         return data
@@ -336,8 +349,15 @@ class Image:
         return out
 
     def extension(self, kind: str) -> Optional[Extension]:
-        """The first extension of a known kind (spec enum name), if present."""
-        return next((e for e in self.extensions if e.kind == kind), None)
+        """The extension of a known kind (spec enum name), if present; of several, the
+        last, which QEMU keeps. One whose length is not that of its fields (the spec
+        keeps it raw) is refused, as QEMU refuses the image."""
+        ext = next((e for e in reversed(self.extensions) if e.kind == kind), None)
+        if ext is not None and ext.parsed is None and kind in TYPED_LENGTHS:
+            raise Qcow2Error(f"header extension {kind}", ext.offset,
+                             f"{ext.length} bytes, not the {TYPED_LENGTHS[kind]} bytes of "
+                             "its fields (QEMU refuses the image)")
+        return ext
 
     @property
     def backing_file(self) -> Optional[str]:
@@ -356,7 +376,8 @@ class Image:
                              f"a backing file name of {size} bytes at {offset:#x} is longer than "
                              f"QEMU's limit of {MAX_BACKING_NAME} or runs past the first cluster")
         with self.parsing():
-            return self.qcow2.backing_file_name
+            name = self.qcow2.backing_file_name
+        return None if name is None else text(name)
 
     @property
     def feature_names(self) -> List[FeatureName]:
@@ -373,7 +394,7 @@ class Image:
                 entries.append(Qcow2.FeatureName(KaitaiStream(io.BytesIO(padded)), table,
                                                  self.qcow2))
                 entries[-1]._read()
-            return [FeatureName(int(e.type), e.bit, e.name) for e in entries]
+            return [FeatureName(int(e.type), e.bit, text(e.name)) for e in entries]
 
     def _bitmap_entries(self) -> List[Tuple[int, Any]]:
         """Each parsed bitmap directory entry with its offset in the file."""
@@ -409,7 +430,7 @@ class Image:
     def bitmap_directory(self) -> List[Bitmap]:
         """The bitmap directory entries, their tables not read (table is empty)."""
         return [Bitmap(
-            offset=start, name=e.name, table_offset=e.ofs_bitmap_table,
+            offset=start, name=text(e.name), table_offset=e.ofs_bitmap_table,
             table_size=e.num_bitmap_table_entries, flags=e.flags, type=int(e.type),
             granularity_bits=e.granularity_bits, name_size=e.len_name,
             extra_data_size=e.len_extra_data, extra_data=e.extra_data, table=[])
@@ -430,7 +451,7 @@ class Image:
                              - _field_offset(e, "ofs_bitmap_table"),
                              f"{count} entries exceed QEMU's limits ({MAX_BITMAP_TABLE} "
                              f"entries, {MAX_BITMAP_DATA >> 20} MiB of bitmap data)")
-        self.past_end(f"bitmap {e.name!r} table", e.ofs_bitmap_table, 8 * count)
+        self.past_end(f"bitmap {text(e.name)!r} table", e.ofs_bitmap_table, 8 * count)
         from .tables import BitmapTable  # numpy: loaded for images with bitmaps only
         return BitmapTable.decode(self.read(e.ofs_bitmap_table, 8 * count))
 
@@ -441,8 +462,31 @@ class Image:
                 for i, bitmap in enumerate(self.bitmap_directory())]
 
 
-class Unsupported(Qcow2Error):
-    """Incompatible feature bits QEMU does not know: it refuses to open the image."""
+class QemuRefuses(Qcow2Error):
+    """What QEMU refuses to open an image for; problem is QEMU's message."""
+
+
+class Unsupported(QemuRefuses):
+    """Incompatible feature bits QEMU does not know."""
+
+
+def refuse_as_qemu(image: Image) -> None:
+    """Raise QemuRefuses, with QEMU's message, for what QEMU refuses to open: unknown
+    incompatible feature bits; a bitmaps extension of another length than its
+    fields; an encryption header pointer without LUKS encryption or of another
+    length."""
+    unsupported_features(image)
+    for ext in image.extensions:
+        if ext.kind == "bitmaps" and ext.length != TYPED_LENGTHS["bitmaps"]:
+            problem = "bitmaps_ext: Invalid extension length"
+        elif ext.kind == "full_disk_encryption" and image.header.crypt_method != LUKS:
+            problem = "CRYPTO header extension only expected with LUKS encryption method"
+        elif ext.kind == "full_disk_encryption" and ext.parsed is None:
+            problem = (f"CRYPTO header extension size {ext.length}, but expected size "
+                       f"{TYPED_LENGTHS['full_disk_encryption']}")
+        else:
+            continue
+        raise QemuRefuses(f"header extension {ext.kind}", ext.offset, problem)
 
 
 def unsupported_features(image: Image) -> None:

@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Optional
 
 from .errors import Qcow2Error
 from .findings import Finding
-from .image import Image, enum_name, open_image, unsupported_features
+from .image import Image, enum_name, open_image, refuse_as_qemu, text
 from .qemu_style import InOrder, c_string, dump_tree, size_to_str, to_json
 from .snapshots import LISTING_HEADER, listing_line, qemu_snapshot_info, read_snapshots
 
@@ -49,7 +49,7 @@ def _feature_masks(image: Image) -> Dict[str, int]:
 def _last_string(image: Image, kind: str) -> Optional[str]:
     """The value of the last string extension of that kind (qemu keeps the last)."""
     found = [e for e in image.extensions if e.kind == kind]
-    return c_string(found[-1].parsed.value) if found else None
+    return c_string(text(found[-1].parsed.value)) if found else None
 
 
 def _dir_name(filename: str) -> str:
@@ -204,8 +204,8 @@ def extras(image: Image) -> Dict[str, Any]:
 
 def qcow2_info(image: Image, filename: str, with_extras: bool = True) -> Dict[str, Any]:
     """qemu's ImageInfo for an open qcow2 image named filename on the command line."""
-    if not with_extras:  # qemu-img info refuses unknown incompatible bits
-        unsupported_features(image)
+    if not with_extras:  # qemu-img info opens no image qemu refuses
+        refuse_as_qemu(image)
     h = image.header
     dirty = h.version >= 3 and bool(image.qcow2.header.incompatible_features.dirty)
     info: Dict[str, Any] = {

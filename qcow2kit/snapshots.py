@@ -16,7 +16,7 @@ from kaitaistruct import KaitaiStream
 
 from .errors import PARSE_ERRORS, Qcow2Error, describe, locate
 from .generated.qcow2 import Qcow2
-from .image import Image
+from .image import Image, text
 from .qemu_style import InOrder, c_string, ljust, size_to_str, to_json
 
 MAX_SNAPSHOTS = 65536  # QEMU's limits
@@ -98,7 +98,7 @@ def _snapshot(index: int, offset: int, entry: Any) -> Snapshot:
     extra = entry.extra_data
     large = getattr(extra, "vm_state_size_large", None)  # absent fields are not set
     return Snapshot(
-        index=index, offset=offset, id=entry.id, name=entry.name,
+        index=index, offset=offset, id=text(entry.id), name=text(entry.name),
         l1_table_offset=entry.ofs_l1_table, l1_size=entry.num_l1_entries,
         date_sec=entry.date_sec, date_nsec=entry.date_nsec,
         vm_clock_nsec=entry.vm_clock_nsec,

@@ -4,11 +4,13 @@ prints no more than qcow2.py does. Images are patched with struct, independent o
 qcow2kit, and compared with qemu-img."""
 from __future__ import annotations
 
+import hashlib
+import json
 import shutil
 import struct
 import subprocess
 from pathlib import Path
-from typing import Callable, List, Tuple
+from typing import Callable, Dict, List, Tuple
 
 import pytest
 
@@ -16,6 +18,7 @@ import imagekit
 from ourcmd import COMPAT
 from sidebyside import qcow2kit, qemu_img
 
+GOLDEN = json.loads((Path(__file__).parent / "golden" / "qcow2py.json").read_text())
 FEATURE_TABLE = 0x6803F857
 SHORT_TABLE = b"\x00\x3fTest feature"  # 14 bytes: type 0 (incompatible), bit 63
 INCOMPATIBLE_OFFSET = 72
@@ -119,7 +122,7 @@ def test_unknown_incompatible_bits_as_qemu(image_copy: Callable[[str], Path],
         assert code == 1 and out == b"" and len(err) == 1, err
         assert f"Unknown incompatible feature: {mask:x}" in err[0] and "--force" in err[0]
         code, out, err = ours_says(path, *args, "--force")
-        assert code == 0 and len(err) == 1 and "warning" in err[0], err
+        assert code == 0 and len(err) == 1 and err[0].startswith("qcow2kit: warning: "), err
     imagekit.run("qemu-img", "convert", "-O", "raw", str(intact), str(path.parent / "q.raw"))
     assert (path.parent / "out.raw").read_bytes() == (path.parent / "q.raw").read_bytes()
     _, theirs, _ = qemu_says("map", intact, "--output=json")
@@ -127,3 +130,72 @@ def test_unknown_incompatible_bits_as_qemu(image_copy: Callable[[str], Path],
     for args in (["dump"], ["info"], ["whatis", "0"], ["snapshots"], ["bitmaps"]):
         code, _, err = ours_says(path, *args)
         assert code == 0, (args, err)
+
+
+# --- known extensions with malformed contents (tests/imagekit.py MALFORMED_EXTENSIONS) ---
+
+MALFORMED = sorted(imagekit.MALFORMED_EXTENSIONS)
+DUMP_MODES = {  # qcow2.py arguments (golden mode names) -> qcow2kit dump options
+    "dump-header": [], "dump-header-exts": ["--exts-only"],
+    "dump-header -j": ["--json"], "dump-header-exts -j": ["--exts-only", "--json"]}
+
+
+@pytest.fixture(scope="module")
+def malformed(tmp_path_factory: pytest.TempPathFactory) -> Dict[str, Path]:
+    root = tmp_path_factory.mktemp("malformed")
+    return {name: imagekit.malformed(name, root) for name in MALFORMED}
+
+
+def test_malformed_cases_cover_the_golden() -> None:
+    assert sorted(GOLDEN["malformed"]) == MALFORMED
+
+
+@pytest.mark.parametrize("name", MALFORMED)
+def test_malformed_dump_equals_qcow2py(malformed: Dict[str, Path], name: str) -> None:
+    """qcow2.py's recorded output, from the compat shim (nothing on stderr) and dump."""
+    path = malformed[name]
+    for mode, options in DUMP_MODES.items():
+        expected = GOLDEN["malformed"][name][mode].encode()
+        proc = compat(str(path), *mode.split())
+        assert (proc.returncode, proc.stdout, proc.stderr) == (0, expected, b""), mode
+        code, out, err = ours_says(path, "dump", *options)
+        assert (code, out, err) == (0, expected, []), mode
+
+
+@pytest.mark.parametrize("name", [n for n in MALFORMED if "edit" in GOLDEN["malformed"][n]])
+def test_malformed_edit_equals_qcow2py(malformed: Dict[str, Path], tmp_path: Path,
+                                       name: str) -> None:
+    copy = tmp_path / malformed[name].name
+    shutil.copyfile(malformed[name], copy)
+    proc = compat(str(copy), "add-header-ext", "0x71c0d3e5", "qcow2kit test data")
+    assert (proc.returncode, proc.stdout, proc.stderr) == (0, b"", b"")
+    cluster_bits = struct.unpack(">I", copy.read_bytes()[20:24])[0]
+    digest = hashlib.sha256(copy.read_bytes()[:1 << cluster_bits]).hexdigest()
+    assert digest == GOLDEN["malformed"][name]["edit"]
+
+
+@pytest.mark.parametrize("name", MALFORMED)
+def test_malformed_info_and_check_as_qemu(malformed: Dict[str, Path], name: str) -> None:
+    """info --qemu and check say what qemu-img says (last duplicate wins, a short
+    feature table zero-padded), or refuse with its message where it refuses."""
+    path = malformed[name]
+    for qemu_args, our_args in ((["info"], ["info", "--qemu"]),
+                                (["info", "--output=json"], ["info", "--qemu", "--json"]),
+                                (["check"], ["check"]),
+                                (["check", "--output=json"], ["check", "--json"])):
+        assert ours_says(path, *our_args) == qemu_says(qemu_args[0], path, *qemu_args[1:])
+    code, _, err = ours_says(path, "info")
+    assert code == 0, err
+
+
+def test_last_duplicate_wins(malformed: Dict[str, Path], tmp_path: Path) -> None:
+    """Of two feature name tables qemu keeps the last: bit 40 is "second"."""
+    path = tmp_path / "duplicates.qcow2"
+    shutil.copyfile(malformed["duplicates"], path)
+    set_incompatible(path, 40)
+    theirs = qemu_says("info", path)
+    assert theirs[2] == [f"qcow2kit: Could not open '{path.name}': Unsupported qcow2 "
+                         "feature(s): second"]
+    assert ours_says(path, "info", "--qemu") == theirs
+    code, out, _ = ours_says(path, "info")
+    assert code == 0 and b"incompatible: second (bit 40, unknown)" in out
