@@ -5,13 +5,14 @@ import functools
 import os
 import sys
 from pathlib import Path
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, List, Optional, Sequence
 
 import click
 
 from . import __version__, edit
 from .dump import render
 from .errors import Qcow2Error
+from .findings import Finding
 from .image import QemuRefuses, Unsupported, open_image, unsupported_features
 
 # Commands import the modules built on numpy when they run, so that the others
@@ -65,7 +66,7 @@ def _guest_data_readable(image: str, force: bool) -> None:
                        err=True)
 
 
-def _warn_findings(image: str, findings: List[Any]) -> None:
+def _warn_findings(image: str, findings: Sequence[Finding]) -> None:
     """Each finding about the image (what could not be read in full) as a warning."""
     for finding in findings:
         click.echo(one_line(f"qcow2kit: warning: {image}: {finding}"), err=True)
@@ -282,7 +283,9 @@ def info_command(image: str, as_json: bool, backing_chain: bool, qemu_only: bool
     Same fields, values, order and layout as qemu-img info (--output=json with
     --json), followed by the feature bits that are set, named from the image's own
     feature name table, and the header extensions; unknown bits and extensions are
-    flagged. Reads only the header, the extensions and the snapshot table.
+    flagged. Reads only the header, the extensions and the snapshot table; what of
+    them lies past the end of the file (read as zeros, as qemu reads it) is listed
+    under Findings.
     """
     from . import info as image_info
 

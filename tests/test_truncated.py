@@ -209,3 +209,16 @@ def test_commands_answer(truncated, kind: str, cut: str, command: str) -> None:
         assert json.loads(got.stdout)["qcow2kit"]["findings"], got.stdout
     elif command != "bitmaps" or kind in BITMAP_KINDS:
         assert "past the end of the file" in got.stderr
+
+
+LAYOUT_KINDS = ("v3", "snapshots", "zlib", "extended_l2", "backing", "luks", "refcount_1")
+
+
+@pytest.mark.parametrize("kind,cut", [c for c in CASES if c[0] in LAYOUT_KINDS])
+def test_layout_draws(truncated, kind: str, cut: str) -> None:
+    """layout draws every cut copy of a sample of kinds (drawing is slow to run on all)."""
+    path = truncated(kind, cut)
+    picture = path.parent / "layout.svg"
+    got = ours(path, "layout", "-o", picture.name)
+    assert got.exit_code == 0, got.stderr
+    assert picture.read_bytes().lstrip().startswith((b"<?xml", b"<svg"))
