@@ -199,3 +199,25 @@ def test_last_duplicate_wins(malformed: Dict[str, Path], tmp_path: Path) -> None
     assert ours_says(path, "info", "--qemu") == theirs
     code, out, _ = ours_says(path, "info")
     assert code == 0 and b"incompatible: second (bit 40, unknown)" in out
+
+
+@pytest.mark.parametrize("magic,data,refusal", [
+    (imagekit.BITMAPS_MAGIC, bytes(16), "bitmaps_ext: Invalid extension length"),
+    (imagekit.CRYPTO_MAGIC, bytes(16),
+     "CRYPTO header extension only expected with LUKS encryption method")])
+def test_edit_warns_where_qemu_refuses(image_copy, tmp_path: Path, magic: int, data: bytes,
+                                       refusal: str) -> None:
+    """The qcow2kit command makes the image, warning that qemu will refuse it; the compat
+    shim makes the same bytes silently, as qcow2.py would."""
+    path = image_copy("v3")
+    copy = tmp_path / "copy.qcow2"
+    shutil.copyfile(path, copy)
+    blob = tmp_path / "data.bin"
+    blob.write_bytes(data)
+    code, _, err = ours_says(path, "add-header-ext", hex(magic), "--data-file", str(blob))
+    assert code == 0 and len(err) == 1, err
+    assert err[0].startswith("qcow2kit: warning: qemu will refuse to open the image: ")
+    assert refusal in qemu_says("info", path)[2][0]
+    proc = compat(str(copy), "add-header-ext-stdio", hex(magic), stdin=data)
+    assert (proc.returncode, proc.stdout, proc.stderr) == (0, b"", b"")
+    assert copy.read_bytes() == path.read_bytes()
