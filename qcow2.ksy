@@ -71,9 +71,11 @@ instances:
   backing_file_name:
     pos: header.ofs_backing_file_name
     size: header.len_backing_file_name
-    type: str
     if: header.ofs_backing_file_name != 0
-    doc: Name of the backing file (not null terminated).
+    doc: |
+      Name of the backing file (not null terminated), as raw bytes: any bytes
+      are kept, and every target gives the same value. QEMU reads it as a C
+      string.
   has_backing_file:
     value: header.ofs_backing_file_name != 0
     doc: |
@@ -415,7 +417,9 @@ types:
       - id: data
         size: len_data
         type:
-          switch-on: magic
+          switch-on: >-
+            has_typed_length ? magic
+            : header_extension_type::end_of_extensions
           cases:
             header_extension_type::backing_file_format: string_extension
             header_extension_type::feature_name_table: feature_name_table
@@ -423,7 +427,10 @@ types:
             header_extension_type::full_disk_encryption: >-
               full_disk_encryption_extension
             header_extension_type::external_data_file: string_extension
-        doc: The extension data; raw bytes for unknown types and the end marker.
+        doc: |
+          The extension data; raw bytes for unknown types, the end marker, and
+          a bitmaps or encryption header pointer extension of another length
+          than its fields (which QEMU refuses).
       - id: padding
         size: |
           (8 - len_data % 8) % 8 <= _io.size - _io.pos
@@ -432,6 +439,16 @@ types:
         doc: |
           Padding to the next multiple of 8 (cut short where the area ends, as
           QEMU tolerates).
+    instances:
+      has_typed_length:
+        value: |
+          (magic != header_extension_type::bitmaps or len_data == 24)
+            and (magic != header_extension_type::full_disk_encryption
+              or len_data == 16)
+        doc: |
+          The length is that of the extension's fields (24 bytes for bitmaps,
+          16 for the encryption header pointer); otherwise the data is kept as
+          raw bytes.
   string_extension:
     doc: |
       An extension that is one string (backing file format, external data file
@@ -443,8 +460,9 @@ types:
     seq:
       - id: value
         size-eos: true
-        type: str
-        doc: The format name or the file name.
+        doc: |
+          The format name or the file name, as raw bytes (any bytes, a NUL
+          included, are kept; QEMU reads it as a C string).
   feature_name_table:
     doc: Names of feature bits, for tools that do not know them.
     doc-ref:
@@ -452,10 +470,17 @@ types:
     seq:
       - id: entries
         type: feature_name
-        repeat: eos
+        repeat: expr
+        repeat-expr: _io.size / 48
         doc: |
-          One entry per named feature bit, as many as the extension length
-          holds.
+          One entry per named feature bit, as many complete entries as the
+          extension length holds.
+      - id: partial_entry
+        size-eos: true
+        doc: |
+          The bytes after the last complete entry, when the length is not a
+          multiple of 48 (qcow2.py writes such tables); QEMU reads them as one
+          more entry, zero-padded to 48 bytes.
   feature_name:
     doc: The name of one feature bit.
     doc-ref:
@@ -468,13 +493,13 @@ types:
         doc: The feature bitmap the bit belongs to.
       - id: bit
         type: u1
-        valid:
-          max: 63
-        doc: Bit number within the selected bitmap.
+        doc: Bit number within the selected bitmap; 0..63 names a bit.
       - id: name
         size: 46
-        type: strz
-        doc: Feature name, zero padded; not null terminated when 46 bytes long.
+        terminator: 0
+        doc: |
+          Feature name as raw bytes, up to the first zero byte; not null
+          terminated when 46 bytes long.
   bitmaps_extension:
     doc: |
       Where the bitmap directory is. Its data is consistent only while the
@@ -566,8 +591,7 @@ types:
           Extra data; kept as is, used only with the extra_data_compatible flag.
       - id: name
         size: len_name
-        type: str
-        doc: Bitmap name, unique in the image, not null terminated.
+        doc: Bitmap name as raw bytes, unique in the image, not null terminated.
       - id: padding
         size: (8 - (24 + len_extra_data + len_name) % 8) % 8
         doc: Zero padding to the next multiple of 8.
@@ -1195,12 +1219,10 @@ types:
       - id: id
         -orig-id: id_str
         size: len_id
-        type: str
-        doc: Unique ID string of the snapshot, not null terminated.
+        doc: Unique ID string of the snapshot as raw bytes, not null terminated.
       - id: name
         size: len_name
-        type: str
-        doc: Name of the snapshot, not null terminated.
+        doc: Name of the snapshot as raw bytes, not null terminated.
       - id: padding
         size: |
           (8 - (40 + len_extra_data + len_id + len_name) % 8) % 8

@@ -286,7 +286,7 @@ class Qcow2(KaitaiStruct):
             self.extra_data = self._io.read_bytes(self.len_extra_data)
             self._debug['extra_data']['end'] = self._io.pos()
             self._debug['name']['start'] = self._io.pos()
-            self.name = (self._io.read_bytes(self.len_name)).decode(u"UTF-8")
+            self.name = self._io.read_bytes(self.len_name)
             self._debug['name']['end'] = self._io.pos()
             self._debug['padding']['start'] = self._io.pos()
             self.padding = self._io.read_bytes((8 - ((24 + self.len_extra_data) + self.len_name) % 8) % 8)
@@ -649,10 +649,8 @@ class Qcow2(KaitaiStruct):
             self._debug['bit']['start'] = self._io.pos()
             self.bit = self._io.read_u1()
             self._debug['bit']['end'] = self._io.pos()
-            if not self.bit <= 63:
-                raise kaitaistruct.ValidationGreaterThanError(63, self.bit, self._io, u"/types/feature_name/seq/1")
             self._debug['name']['start'] = self._io.pos()
-            self.name = (KaitaiStream.bytes_terminate(self._io.read_bytes(46), 0, False)).decode(u"UTF-8")
+            self.name = KaitaiStream.bytes_terminate(self._io.read_bytes(46), 0, False)
             self._debug['name']['end'] = self._io.pos()
 
 
@@ -666,7 +664,7 @@ class Qcow2(KaitaiStruct):
         .. seealso::
            Feature name table - https://www.qemu.org/docs/master/interop/qcow2.html
         """
-        SEQ_FIELDS = ["entries"]
+        SEQ_FIELDS = ["entries", "partial_entry"]
         def __init__(self, _io, _parent=None, _root=None):
             super(Qcow2.FeatureNameTable, self).__init__(_io)
             self._parent = _parent
@@ -677,18 +675,19 @@ class Qcow2(KaitaiStruct):
             self._debug['entries']['start'] = self._io.pos()
             self._debug['entries']['arr'] = []
             self.entries = []
-            i = 0
-            while not self._io.is_eof():
+            for i in range(self._io.size() // 48):
                 self._debug['entries']['arr'].append({'start': self._io.pos()})
                 _t_entries = Qcow2.FeatureName(self._io, self, self._root)
                 try:
                     _t_entries._read()
                 finally:
                     self.entries.append(_t_entries)
-                self._debug['entries']['arr'][len(self.entries) - 1]['end'] = self._io.pos()
-                i += 1
+                self._debug['entries']['arr'][i]['end'] = self._io.pos()
 
             self._debug['entries']['end'] = self._io.pos()
+            self._debug['partial_entry']['start'] = self._io.pos()
+            self.partial_entry = self._io.read_bytes_full()
+            self._debug['partial_entry']['end'] = self._io.pos()
 
 
         def _fetch_instances(self):
@@ -953,7 +952,7 @@ class Qcow2(KaitaiStruct):
             self.len_data = self._io.read_u4be()
             self._debug['len_data']['end'] = self._io.pos()
             self._debug['data']['start'] = self._io.pos()
-            _on = self.magic
+            _on = (self.magic if self.has_typed_length else Qcow2.HeaderExtensionType.end_of_extensions)
             if _on == Qcow2.HeaderExtensionType.backing_file_format:
                 pass
                 self._raw_data = self._io.read_bytes(self.len_data)
@@ -995,7 +994,7 @@ class Qcow2(KaitaiStruct):
 
         def _fetch_instances(self):
             pass
-            _on = self.magic
+            _on = (self.magic if self.has_typed_length else Qcow2.HeaderExtensionType.end_of_extensions)
             if _on == Qcow2.HeaderExtensionType.backing_file_format:
                 pass
                 self.data._fetch_instances()
@@ -1013,6 +1012,18 @@ class Qcow2(KaitaiStruct):
                 self.data._fetch_instances()
             else:
                 pass
+
+        @property
+        def has_typed_length(self):
+            """The length is that of the extension's fields (24 bytes for bitmaps,
+            16 for the encryption header pointer); otherwise the data is kept as
+            raw bytes.
+            """
+            if hasattr(self, '_m_has_typed_length'):
+                return self._m_has_typed_length
+
+            self._m_has_typed_length =  (( ((self.magic != Qcow2.HeaderExtensionType.bitmaps) or (self.len_data == 24)) ) and ( ((self.magic != Qcow2.HeaderExtensionType.full_disk_encryption) or (self.len_data == 16)) )) 
+            return getattr(self, '_m_has_typed_length', None)
 
 
     class HeaderExtensionArea(KaitaiStruct):
@@ -2335,10 +2346,10 @@ class Qcow2(KaitaiStruct):
             self.extra_data._read()
             self._debug['extra_data']['end'] = self._io.pos()
             self._debug['id']['start'] = self._io.pos()
-            self.id = (self._io.read_bytes(self.len_id)).decode(u"UTF-8")
+            self.id = self._io.read_bytes(self.len_id)
             self._debug['id']['end'] = self._io.pos()
             self._debug['name']['start'] = self._io.pos()
-            self.name = (self._io.read_bytes(self.len_name)).decode(u"UTF-8")
+            self.name = self._io.read_bytes(self.len_name)
             self._debug['name']['end'] = self._io.pos()
             self._debug['padding']['start'] = self._io.pos()
             self.padding = self._io.read_bytes(((8 - (((40 + self.len_extra_data) + self.len_id) + self.len_name) % 8) % 8 if (8 - (((40 + self.len_extra_data) + self.len_id) + self.len_name) % 8) % 8 <= self._io.size() - self._io.pos() else self._io.size() - self._io.pos()))
@@ -2498,7 +2509,7 @@ class Qcow2(KaitaiStruct):
 
         def _read(self):
             self._debug['value']['start'] = self._io.pos()
-            self.value = (self._io.read_bytes_full()).decode(u"UTF-8")
+            self.value = self._io.read_bytes_full()
             self._debug['value']['end'] = self._io.pos()
 
 
@@ -2508,7 +2519,10 @@ class Qcow2(KaitaiStruct):
 
     @property
     def backing_file_name(self):
-        """Name of the backing file (not null terminated)."""
+        """Name of the backing file (not null terminated), as raw bytes: any bytes
+        are kept, and every target gives the same value. QEMU reads it as a C
+        string.
+        """
         if hasattr(self, '_m_backing_file_name'):
             return self._m_backing_file_name
 
@@ -2517,7 +2531,7 @@ class Qcow2(KaitaiStruct):
             _pos = self._io.pos()
             self._io.seek(self.header.ofs_backing_file_name)
             self._debug['_m_backing_file_name']['start'] = self._io.pos()
-            self._m_backing_file_name = (self._io.read_bytes(self.header.len_backing_file_name)).decode(u"UTF-8")
+            self._m_backing_file_name = self._io.read_bytes(self.header.len_backing_file_name)
             self._debug['_m_backing_file_name']['end'] = self._io.pos()
             self._io.seek(_pos)
 

@@ -248,11 +248,10 @@ class Decoder:
         first, count = geo.entry_bits(index)
         if offset % geo.cluster_size:
             warn(f"{label}: data offset {offset:#x} is not aligned to a cluster")
+        if offset + (count + 7) // 8 > self.image.file_size:
+            warn(f"{label}: data cluster at {offset:#x} runs past the end of the file "
+                 f"({self.image.file_size} bytes); read as zeros there, as QEMU reads it")
         data = self.image.read(offset, geo.cluster_size)
-        if len(data) * 8 < count:
-            warn(f"{label}: data cluster at {offset:#x} is beyond the end of the file "
-                 f"({self.image.file_size} bytes); {geo.guest_range(index)} not decoded")
-            return None
         if index == geo.table_size - 1 and tail_is_set(data, count):
             warn(f"{label}: data cluster at {offset:#x} has non-zero bits past the end "
                  f"of the disk")
@@ -332,7 +331,8 @@ def bitmap_report(image: Image, name: Optional[str] = None) -> BitmapsReport:
     """Every bitmap of image (or those called name) with its dirty extents.
 
     Raises BitmapNotFound when name is given and no bitmap has it, and Qcow2Error
-    when the bitmap directory itself cannot be read.
+    when the bitmap directory itself cannot be read. The image's findings (what was
+    read past the end of the file) come last among the image's warnings.
     """
     directory = image.bitmap_directory()
     chosen = [(i, b) for i, b in enumerate(directory) if name is None or b.name == name]
@@ -344,7 +344,7 @@ def bitmap_report(image: Image, name: Optional[str] = None) -> BitmapsReport:
     return BitmapsReport(
         bitmaps=[_report(decoder, i, b, _entry_warnings(image, b, directory))
                  for i, b in chosen],
-        warnings=_image_warnings(image))
+        warnings=_image_warnings(image) + [str(f) for f in image.findings])
 
 
 # --- rendering ----------------------------------------------------------------------

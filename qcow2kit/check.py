@@ -30,7 +30,8 @@ from typing import Dict, Iterable, Iterator, List, NamedTuple, Optional, Tuple, 
 import numpy as np
 
 from . import printable, tables
-from .image import Image
+from .crypto import luks_header
+from .image import LUKS, Image, refuse_as_qemu
 from .owners import OwnerTable
 from .progress import Progress
 from .qemu_style import to_json
@@ -540,6 +541,9 @@ def check_image(image: Image, explain: bool = False, progress: bool = False) -> 
     bar on stderr when it is a terminal. Raises Qcow2Error for what qemu refuses to
     open.
     """
+    refuse_as_qemu(image)
+    if image.header.crypt_method == LUKS and image.extension("full_disk_encryption"):
+        luks_header(image)  # qemu opens no image whose LUKS header it cannot read
     ctx = Context(image)
     g = ctx.geometry
     if g.file_clusters > MAX_CLUSTERS:

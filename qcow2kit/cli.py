@@ -5,14 +5,15 @@ import functools
 import os
 import sys
 from pathlib import Path
-from typing import Any, Callable, List, Optional, Tuple
+from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 import click
 
 from . import __version__, access, edit, exits, printable
 from .dump import render
 from .errors import Qcow2Error
-from .image import open_image
+from .findings import Finding
+from .image import QemuRefuses, Unsupported, open_image, unsupported_features
 from .output import OutputError, ReaderGone
 
 # Commands import the modules built on numpy when they run, so that the others
@@ -27,6 +28,8 @@ def reports_errors(func: Callable[..., Any]) -> Callable[..., Any]:
         image = kwargs.get("image", "")
         try:
             return func(*args, **kwargs)
+        except QemuRefuses as exc:  # as qemu-img words it
+            _fail(exc, f"Could not open '{image}': {exc.problem}", exits.BAD_IMAGE)
         except ReaderGone:
             sys.exit(exits.READER_GONE)
         except OutputError as exc:
@@ -85,6 +88,31 @@ def reads_images(chain: bool = False) -> Callable[[Callable[..., Any]], Callable
             wrapper = option(wrapper)
         return wrapper
     return decorate
+
+
+GUEST_FORCE = click.option("--force", is_flag=True,
+                           help="Read guest data even from an image with incompatible "
+                                "feature bits qemu does not know (it refuses to).")
+
+
+def _guest_data_readable(image: str, force: bool) -> None:
+    """Refuse (or, with force, warn once) when qemu would not read the image's guest
+    data: incompatible feature bits it does not know are set."""
+    with open_image(image) as img:
+        try:
+            unsupported_features(img)
+        except Unsupported as exc:
+            if not force:
+                raise Qcow2Error(exc.structure, exc.offset,
+                                 f"{exc.problem}; qemu reads no guest data from it "
+                                 "(--force reads it anyway)") from None
+            access.warn(printable.escape(f"{image}: {exc}; read anyway (--force)"))
+
+
+def _warn_findings(image: str, findings: Sequence[Finding]) -> None:
+    """Each finding about the image (what could not be read in full) as a warning."""
+    for finding in findings:
+        access.warn(printable.escape(f"{image}: {finding}"))
 
 
 IMAGE = click.argument("image", type=click.Path(dir_okay=True, path_type=str))
@@ -213,9 +241,10 @@ def bitmaps_command(image: str, as_json: bool, name: Optional[str]) -> None:
 @IMAGE
 @click.option("--json", "as_json", is_flag=True,
               help="qemu-img map --output=json: every extent with its status.")
+@GUEST_FORCE
 @reads_images(chain=True)
 @reports_errors
-def map_command(image: str, as_json: bool) -> None:
+def map_command(image: str, as_json: bool, force: bool) -> None:
     """Where each guest range is stored, through the backing chain, as qemu-img map.
 
     Without --json: the ranges that hold data, with the file and offset they are
@@ -223,6 +252,7 @@ def map_command(image: str, as_json: bool) -> None:
     """
     from . import mapping
 
+    _guest_data_readable(image, force)
     extents = mapping.image_map(image)
     if as_json:
         click.echo(mapping.render_json(extents), nl=False)
@@ -268,12 +298,13 @@ def takes_secrets(func: Callable[..., Any]) -> Callable[..., Any]:
 @IMAGE
 @click.argument("output")
 @click.option("--snapshot", metavar="ID|NAME", help="Export this internal snapshot instead.")
+@GUEST_FORCE
 @takes_secrets
 @reads_images(chain=True)
 @reports_errors
-def convert(image: str, output: str, snapshot: Optional[str], secrets: Any,
+def convert(image: str, output: str, snapshot: Optional[str], force: bool, secrets: Any,
             key_slot: Optional[int]) -> None:
-    """Write the guest disk as a raw image to OUTPUT, or to stdout for -.
+    """Write the guest disk as a raw image to OUTPUT (sparse), or to stdout for -.
 
     Reads as qemu does: backing chain, zero clusters, compressed clusters (zlib;
     zstd with the zstandard package), extended L2 subclusters, external data
@@ -288,6 +319,7 @@ def convert(image: str, output: str, snapshot: Optional[str], secrets: Any,
     """
     from . import guest
 
+    _guest_data_readable(image, force)
     target = sys.stdout.fileno() if output == "-" else output
     guest.convert(image, target, snapshot, secrets=secrets, key_slot=key_slot)
 
@@ -298,16 +330,18 @@ def convert(image: str, output: str, snapshot: Optional[str], secrets: Any,
 @click.option("--length", default=None,
               help="Number of bytes (default: to the end; a range past the end is cut there).")
 @click.option("--snapshot", metavar="ID|NAME", help="Read this internal snapshot instead.")
+@GUEST_FORCE
 @takes_secrets
 @reads_images(chain=True)
 @reports_errors
 def cat(image: str, offset: str, length: Optional[str], snapshot: Optional[str],
-        secrets: Any, key_slot: Optional[int]) -> None:
+        force: bool, secrets: Any, key_slot: Optional[int]) -> None:
     """Copy guest bytes to stdout (an encrypted image's given its secret, as for
     convert)."""
     from . import guest
     from .output import open_stream
 
+    _guest_data_readable(image, force)
     start = _count(offset, "--offset")
     count = None if length is None else _count(length, "--length")
     with guest.GuestDisk(image, snapshot, secrets, key_slot) as disk:
@@ -354,9 +388,10 @@ def info_command(image: str, as_json: bool, backing_chain: bool, qemu_only: bool
     Same fields, values, order and layout as qemu-img info (--output=json with
     --json), followed by the feature bits that are set, named from the image's own
     feature name table, and the header extensions; unknown bits and extensions are
-    flagged. Reads only the header, the extensions and the snapshot table. With
-    --check-secret, also which key slot of an encrypted image the secret opens (a
-    secret no slot accepts: exit 1).
+    flagged. Reads only the header, the extensions and the snapshot table; what of
+    them lies past the end of the file (read as zeros, as qemu reads it) is listed
+    under Findings. With --check-secret, also which key slot of an encrypted image
+    the secret opens (a secret no slot accepts: exit 1).
     """
     from . import info as image_info
 
@@ -393,6 +428,7 @@ def snapshots_command(image: str, as_json: bool) -> None:
 
     with open_image(image) as img:
         table = snapshot_table.list_snapshots(img)
+    _warn_findings(image, img.findings)
     if as_json:
         _echo_text(snapshot_table.render_json(table))
     else:
@@ -452,6 +488,7 @@ def whatis_command(image: str, offsets: List[str], as_json: bool) -> None:
     wanted = [whatis.parse_offset(text) for text in offsets]
     with open_image(image) as img:
         answers = whatis.whatis(img, wanted, progress=True)
+    _warn_findings(image, img.findings)
     _echo_text(whatis.render_json(answers) if as_json else whatis.render_text(answers))
 
 
@@ -477,6 +514,7 @@ def layout_command(image: str, output: str) -> None:
     layout.picture_format(picture)
     with open_image(image) as img:
         found = layout.classify(img, progress=True)
+    _warn_findings(image, img.findings)
     layout.draw(found, picture)
 
 

@@ -1,11 +1,14 @@
 """Drop-in for qemu's iotests qcow2.py command line: same argv, same output.
 
-    python -m qcow2kit.compat IMAGE CMD [ARGS...] [-j]
+    python -m qcow2kit.compat IMAGE CMD [ARGS...] [-j] [--warnings]
 
-Unlike qcow2.py, the dump commands open the image read-only; the edit commands
-verify the new first cluster before one write and refuse edits that do not fit or
-whose result does not parse, leaving the file unchanged; and a bad image gives one
-line on stderr and exit status 1 instead of a traceback.
+It prints what qcow2.py prints, nothing more: stdout, stderr and exit status are
+qcow2.py's, and an edit writes the bytes qcow2.py writes, one that qemu will refuse
+included. --warnings (qcow2.py has no such option) adds, on stderr, what about the
+result qemu will object to. Unlike qcow2.py, the dump commands open the image
+read-only; the edit commands verify the new first cluster before one write and
+refuse edits that do not fit in it, leaving the file unchanged; and a bad image gives
+one line on stderr and exit status 1 instead of a traceback.
 """
 from __future__ import annotations
 
@@ -19,17 +22,25 @@ from .errors import Qcow2Error
 from .image import open_image
 
 
+class Options(NamedTuple):
+    as_json: bool  # -j
+    warnings: bool  # --warnings
+
+
+Run = Callable[[str, List[str], Options], None]
+
+
 class Command(NamedTuple):
     name: str
     nargs: int
     help: str
-    run: Callable[[str, List[str], bool], None]
+    run: Run
 
 
-def _dump(exts_only: bool) -> Callable[[str, List[str], bool], None]:
-    def run(path: str, args: List[str], as_json: bool) -> None:
+def _dump(exts_only: bool) -> Run:
+    def run(path: str, args: List[str], opts: Options) -> None:
         with open_image(path) as image:
-            sys.stdout.write(render(image, exts_only=exts_only, as_json=as_json))
+            sys.stdout.write(render(image, exts_only=exts_only, as_json=opts.as_json))
     return run
 
 
@@ -44,38 +55,39 @@ def _number(text: str, message: str) -> int:
         raise Refused(message % text) from None
 
 
-def _warn(warnings: List[str]) -> None:
-    for warning in warnings:
+def _warn(warnings: List[str], opts: Options) -> None:
+    """The warnings about an edit's result, with --warnings only: qcow2.py has none."""
+    for warning in warnings if opts.warnings else []:
         print(f"qcow2kit.compat: warning: {warning}", file=sys.stderr)
 
 
-def _set_header(path: str, args: List[str], as_json: bool) -> None:
+def _set_header(path: str, args: List[str], opts: Options) -> None:
     name, text = args
     value = _number(text, "'%s' is not a valid number")
     if name not in HEADER_FIELD_IDS or name == "compression_type":
         raise Refused(f"'{name}' is not a known header field")
-    _warn(edit.set_header_field(path, name, value))
+    _warn(edit.set_header_field(path, name, value), opts)
 
 
-def _add_header_ext(path: str, args: List[str], as_json: bool) -> None:
+def _add_header_ext(path: str, args: List[str], opts: Options) -> None:
     magic = _number(args[0], "'%s' is not a valid magic number")
-    _warn(edit.add_extension(path, magic, args[1].encode()))
+    _warn(edit.add_extension(path, magic, args[1].encode()), opts)
 
 
-def _add_header_ext_stdio(path: str, args: List[str], as_json: bool) -> None:
+def _add_header_ext_stdio(path: str, args: List[str], opts: Options) -> None:
     magic = _number(args[0], "'%s' is not a valid magic number")
-    _warn(edit.add_extension(path, magic, sys.stdin.buffer.read()))
+    _warn(edit.add_extension(path, magic, sys.stdin.buffer.read()), opts)
 
 
-def _del_header_ext(path: str, args: List[str], as_json: bool) -> None:
+def _del_header_ext(path: str, args: List[str], opts: Options) -> None:
     magic = _number(args[0], "'%s' is not a valid magic number")
     try:
-        _warn(edit.delete_extension(path, magic))
+        _warn(edit.delete_extension(path, magic), opts)
     except edit.NoSuchExtension:
         print("No such header extension")
 
 
-def _set_feature_bit(path: str, args: List[str], as_json: bool) -> None:
+def _set_feature_bit(path: str, args: List[str], opts: Options) -> None:
     group, text = args
     message = "'%s' is not a valid bit number in range [0, 64)"
     bit = _number(text, message)
@@ -84,7 +96,7 @@ def _set_feature_bit(path: str, args: List[str], as_json: bool) -> None:
     if group not in edit.FEATURE_GROUPS:
         raise Refused(f"'{group}' is not a valid group, try 'incompatible', "
                       "'compatible', or 'autoclear'")
-    _warn(edit.set_feature_bit(path, group, bit))
+    _warn(edit.set_feature_bit(path, group, bit), opts)
 
 
 COMMANDS = [
@@ -116,9 +128,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     if len(argv) < 3:
         usage(prog)
         return 1
-    as_json = "-j" in argv
-    if as_json:
-        argv.remove("-j")
+    opts = Options(as_json="-j" in argv, warnings="--warnings" in argv)
+    for key in ("-j", "--warnings"):
+        if key in argv:
+            argv.remove(key)
     path, name, args = argv[1], argv[2], argv[3:]
     cmd = next((c for c in COMMANDS if c.name == name), None)
     if cmd is None:
@@ -128,7 +141,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         usage(prog)
         return 0
     try:
-        cmd.run(path, args, as_json)
+        cmd.run(path, args, opts)
     except Refused as exc:
         print(exc)
         return 1

@@ -221,7 +221,7 @@ def luks_parts(image: Image) -> List[LuksPart]:
     """Every field of the LUKS header and of its key slots, and each slot's key
     material, as file ranges (the parser's positions, taken relative to the header's
     magic, so that they hold whichever stream the header is read from)."""
-    base, header = _luks(image)
+    base, header = luks_header(image)
     origin = header._debug["magic"]["start"]
     out = [LuksPart(base + span["start"] - origin, base + span["end"] - origin, name,
                     None, False)
@@ -236,12 +236,13 @@ def luks_parts(image: Image) -> List[LuksPart]:
     return out
 
 
-def _luks(image: Image) -> Tuple[int, Any]:
+def luks_header(image: Image) -> Tuple[int, Any]:
+    """The encryption header's offset and its parsed LUKS header."""
     ext = image.extension("full_disk_encryption")
     if ext is None:
         raise Qcow2Error("header extensions", None,
                          "a LUKS image without its encryption header pointer")
-    with image.parsing(ext.parsed, ext.data_offset, "full_disk_encryption"):
+    with image.parsing(ext.parsed, ext.data_offset, "full_disk_encryption_extension"):
         header = ext.parsed.encryption_header
     return ext.parsed.ofs_encryption_header, header
 
@@ -249,7 +250,7 @@ def _luks(image: Image) -> Tuple[int, Any]:
 def open_luks(image: Image, secret: bytes, slot: Optional[int] = None) -> Decryptor:
     """The decryptor of a LUKS image: the first active key slot (or the one named)
     that the secret opens. Raises SecretRejected when none does."""
-    base, header = _luks(image)
+    base, header = luks_header(image)
     algorithm = _algorithm(header.cipher_name)
     mode, ivgen, ivhash = _parse_mode(header.cipher_mode)
     hash_name = _hash(header.hash_spec)

@@ -9,10 +9,11 @@ from __future__ import annotations
 import io
 import json
 import string
-from typing import Any, Callable, Dict, List, Tuple
+import struct
+from typing import Any, Callable, Dict, List, NamedTuple, Tuple
 
 from .errors import Qcow2Error
-from .image import Bitmap, Extension, Header, Image
+from .image import TYPED_LENGTHS, Bitmap, ExtensionType, Header, Image
 
 Format = Callable[[int], str]
 
@@ -65,8 +66,61 @@ def _line(name: str, value: object) -> str:
     return f"{name:<25} {value}"
 
 
-def _ext_name(ext: Extension) -> str:
-    return EXTENSION_NAMES.get(ext.kind or "", "<unknown>")
+class Ext(NamedTuple):
+    """A header extension as qcow2.py reads it."""
+
+    offset: int
+    magic: int
+    length: int
+    data: bytes  # the data (of a bitmaps extension: the bytes of its fields)
+
+    @property
+    def kind(self) -> str:
+        """The spec's name of the extension type; "" for an unknown magic."""
+        member = ExtensionType._value2member_map_.get(self.magic)
+        return member.name if member is not None else ""
+
+    @property
+    def bitmaps_fields(self) -> Tuple[int, int, int, int]:
+        """nb_bitmaps, reserved32, bitmap_directory_size and _offset."""
+        return struct.unpack(">IIQQ", self.data)
+
+
+def extensions(image: Image) -> List[Ext]:
+    """The header extensions in the order qcow2.py walks them, from header_length to
+    the end marker, the backing file name or the end of the first cluster: a bitmaps
+    extension spans the 24 bytes of its fields whatever its length (so one of another
+    length shifts the walk as it does in qcow2.py), any other its length padded to 8.
+    Data is read up to the end of the first cluster at most."""
+    h, cs = image.header, image.cluster_size
+    end = min(cs, h.backing_file_offset) if h.backing_file_offset else cs
+    bitmaps = ExtensionType.bitmaps.value
+    out, pos = [], h.header_length
+    while pos < end:
+        magic, length = struct.unpack(">II", image.read(pos, 8))
+        if magic == 0:
+            break
+        size = TYPED_LENGTHS["bitmaps"] if magic == bitmaps else -(-length // 8) * 8
+        wanted = size if magic == bitmaps else min(length, max(0, cs - pos - 8))
+        out.append(Ext(pos, magic, length, image.read(pos + 8, wanted)))
+        pos += 8 + size
+    return out
+
+
+def _ext_name(ext: Ext) -> str:
+    return EXTENSION_NAMES.get(ext.kind, "<unknown>")
+
+
+def _bitmaps_of(image: Image, ext: Ext) -> List[Bitmap]:
+    """The bitmap directory a bitmaps extension points at: the image's own when it is
+    the extension the image uses; none when it counts none."""
+    if ext.bitmaps_fields[0] == 0:
+        return []
+    used = image.extension("bitmaps")
+    if used is not None and used.offset == ext.offset and used.length == ext.length:
+        return image.bitmaps
+    raise Qcow2Error("header extension bitmaps", ext.offset,
+                     "the bitmaps of an extension the image does not use cannot be shown")
 
 
 def _data_str(data: bytes) -> str:
@@ -116,17 +170,17 @@ def _bitmap_text(image: Image, bitmap: Bitmap) -> List[str]:
 
 def extensions_text(image: Image) -> List[str]:
     lines: List[str] = []
-    for ext in image.extensions:
+    for ext in extensions(image):
         lines += ["Header extension:",
                   _line("magic", f"{ext.magic:#x} ({_ext_name(ext)})"),
                   _line("length", ext.length)]
         if ext.kind == "bitmaps":
-            bx = ext.parsed
-            lines += [_line("nb_bitmaps", bx.num_bitmaps),
-                      _line("reserved32", bx.reserved),
-                      _line("bitmap_directory_size", _hex(bx.len_bitmap_directory)),
-                      _line("bitmap_directory_offset", _hex(bx.ofs_bitmap_directory))]
-            for bitmap in image.bitmaps:
+            count, reserved, size, offset = ext.bitmaps_fields
+            lines += [_line("nb_bitmaps", count),
+                      _line("reserved32", reserved),
+                      _line("bitmap_directory_size", _hex(size)),
+                      _line("bitmap_directory_offset", _hex(offset))]
+            for bitmap in _bitmaps_of(image, ext):
                 _check_ascii(bitmap)
                 lines += [""] + _bitmap_text(image, bitmap)
         else:
@@ -153,17 +207,17 @@ def _bitmap_json(bitmap: Bitmap) -> Dict[str, Any]:
 
 def extensions_json(image: Image) -> List[Dict[str, Any]]:
     out = []
-    for ext in image.extensions:
+    for ext in extensions(image):
         item: Dict[str, Any] = {"name": _ext_name(ext), "magic": ext.magic,
                                 "length": ext.length}
         if ext.kind == "bitmaps":
-            bx = ext.parsed
+            count, reserved, size, offset = ext.bitmaps_fields
             item["data"] = {
-                "nb_bitmaps": bx.num_bitmaps,
-                "reserved32": bx.reserved,
-                "bitmap_directory_size": bx.len_bitmap_directory,
-                "bitmap_directory_offset": bx.ofs_bitmap_directory,
-                "bitmap_directory": [_bitmap_json(b) for b in image.bitmaps],
+                "nb_bitmaps": count,
+                "reserved32": reserved,
+                "bitmap_directory_size": size,
+                "bitmap_directory_offset": offset,
+                "bitmap_directory": [_bitmap_json(b) for b in _bitmaps_of(image, ext)],
             }
         else:
             item["data_str"] = _data_str(ext.data)

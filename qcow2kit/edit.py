@@ -20,7 +20,8 @@ from kaitaistruct import KaitaiStream
 
 from .errors import PARSE_ERRORS, Qcow2Error, from_parse
 from .generated.qcow2 import Qcow2
-from .image import ExtensionType, Header, Image, read_header
+from .image import (KNOWN_INCOMPATIBLE_BITS, LUKS, TYPED_LENGTHS, ExtensionType, Header,
+                    Image, read_header)
 from .locking import ImageLocked, lock_for_writing
 
 # header field name (as dump prints it) -> qcow2.ksy attribute of the header
@@ -46,7 +47,6 @@ HEADER_FIELD_IDS = {
     "compression_type": "compression_type",
 }
 FEATURE_GROUPS = ("incompatible", "compatible", "autoclear")
-KNOWN_INCOMPATIBLE_BITS = 0b11111
 CORRUPT_BIT = 1 << 1
 END_MARKER = bytes(8)
 PathLike = Union[str, Path]
@@ -87,10 +87,11 @@ class FirstCluster:
         self.extensions = [ExtensionRecord(e.magic, e.data, e.padding)
                            for e in image.extensions]
         h = image.header
-        self.backing = image.read(h.backing_file_offset, h.backing_file_size) \
+        self.original = image.read(0, image.cluster_size)
+        # QEMU reads the name only in the first cluster; verify() refuses it elsewhere
+        self.backing = self.original[h.backing_file_offset:][:h.backing_file_size] \
             if h.backing_file_offset else None
         self.backing_placed_by_user = False
-        self.original = image.read(0, image.cluster_size)
 
     # --- changes -------------------------------------------------------------
 
@@ -199,7 +200,7 @@ class FirstCluster:
         if got != [(e.magic, e.data) for e in self.extensions]:
             raise EditError("re-parsed header extensions differ from the intended ones")
         if not self.backing_placed_by_user and self.backing is not None \
-                and backing.encode() != self.backing:
+                and backing != self.backing:
             raise EditError("re-parsed backing file name differs from the original")
 
     def warnings(self) -> List[str]:
@@ -219,17 +220,35 @@ class FirstCluster:
         if size > covered:
             out.append(f"qemu will refuse to open the image: the L1 table ({l1_size} "
                        f"entries) covers {covered} bytes, less than the size {size}")
-        if self.image.bitmaps and size != self.image.header.size:
+        if size != self.image.header.size and self._has_bitmaps():
             out.append("the persistent bitmaps are sized for the old virtual size; qemu "
                        "will refuse the image until they are removed")
         seen = set()
         for e in self.extensions:
-            known = e.magic in ExtensionType._value2member_map_
-            if known and e.magic in seen:
+            kind = ExtensionType._value2member_map_.get(e.magic)
+            if kind is not None and e.magic in seen:
                 out.append(f"extension {e.magic:#x} appears more than once; qemu may "
                            "refuse the image")
             seen.add(e.magic)
+            out += self._typed_warnings(e, kind.name if kind is not None else "")
         return out
+
+    def _has_bitmaps(self) -> bool:
+        try:
+            return bool(self.image.bitmap_directory())
+        except Qcow2Error:  # a bitmaps extension qemu refuses: warned about anyway
+            return False
+
+    def _typed_warnings(self, e: ExtensionRecord, kind: str) -> List[str]:
+        """What qemu refuses in a bitmaps or encryption header pointer extension."""
+        length = TYPED_LENGTHS.get(kind)
+        if length is not None and len(e.data) != length:
+            return [f"qemu will refuse to open the image: the {kind} extension "
+                    f"{e.magic:#x} holds {len(e.data)} bytes, not {length}"]
+        if kind == "full_disk_encryption" and self.get("crypt_method") != LUKS:
+            return [f"qemu will refuse to open the image: extension {e.magic:#x} points "
+                    "at an encryption header of an image not encrypted with LUKS"]
+        return []
 
 
 def _write(path: Path, new: bytes, force: bool) -> None:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -11,6 +12,7 @@ from kaitaistruct import KaitaiStream, KaitaiStruct
 
 from . import access
 from .errors import PARSE_ERRORS, Qcow2Error, from_parse
+from .findings import Findings
 from .generated.qcow2 import Qcow2
 
 if TYPE_CHECKING:
@@ -22,9 +24,15 @@ MAX_BITMAPS = 65535
 MAX_BITMAP_DIRECTORY = 1024 * MAX_BITMAPS
 MAX_BITMAP_TABLE = 0x8000000  # entries
 MAX_BITMAP_DATA = 512 << 20  # bytes of data clusters one bitmap table may point at
+FEATURE_NAME_BYTES = 48  # one feature name table entry
+KNOWN_INCOMPATIBLE_BITS = 0b11111  # dirty, corrupt, data file, compression, extended L2
+INCOMPATIBLE = 0  # feature type of the incompatible bits
+TYPED_LENGTHS = {"bitmaps": 24, "full_disk_encryption": 16}  # extension data lengths
 
 ExtensionType = Qcow2.HeaderExtensionType
 ClusterType = Qcow2.ClusterType
+CryptMethod = Qcow2.CryptMethod
+LUKS = int(CryptMethod.luks)
 BitmapTableEntryKind = Qcow2.BitmapTableEntryKind
 
 
@@ -59,6 +67,13 @@ def read_header(root: Qcow2) -> None:
         raise err from None
     check_header(header)
     root._io.seek(0)
+
+
+def text(raw: bytes) -> str:
+    """A name the spec keeps as raw bytes, as text: bytes that are not UTF-8 are kept
+    as surrogate escapes, so that the exact bytes can be printed back (as qemu-img
+    prints them) or replaced (as its JSON does)."""
+    return raw.decode("utf-8", "surrogateescape")
 
 
 def enum_name(value: Any) -> Optional[str]:
@@ -177,9 +192,69 @@ class Bitmap:
     name_offset: int  # where the name starts in the file
 
 
+class ZeroPadded(io.RawIOBase):
+    """A file read as QEMU reads it: its bytes, then zeros at any offset past its end.
+
+    The parser on it never meets the end of the file; whoever reads a structure that
+    runs past it notes a finding (Image.findings). Its size is that of the largest
+    file QEMU reads (2^63 bytes), so that nothing the parser sizes by the stream is cut
+    by the file's end. One read gives at most MAX_ZEROS bytes of zeros: a larger one
+    (sized by a field not yet checked) is an EOFError, not an allocation.
+    """
+
+    SIZE = 1 << 63
+    MAX_ZEROS = 64 << 20  # the largest structure QEMU reads at once: a bitmap directory
+
+    def __init__(self, fd: int, file_size: int) -> None:
+        super().__init__()
+        self._fd, self._file_size, self._pos = fd, file_size, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, pos: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self.SIZE}[whence]
+        if base + pos < 0:
+            raise ValueError(f"negative seek position {base + pos}")
+        self._pos = base + pos
+        return self._pos
+
+    def read(self, n: Optional[int] = -1) -> bytes:
+        if n is None or n < 0:
+            raise ValueError("the zero-padded file has no end to read to")
+        if self._pos + n - max(self._pos, self._file_size) > self.MAX_ZEROS:
+            raise EOFError(f"{n} bytes at {self._pos:#x} run far past the end of the file")
+        data = read_padded(self._fd, self._file_size, self._pos, n)
+        self._pos += n
+        return data
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.read(len(buffer))
+        buffer[:len(data)] = data
+        return len(data)
+
+
+def read_padded(fd: int, file_size: int, offset: int, size: int) -> bytes:
+    """size bytes of the file at offset, zeros past its end; ValueError beyond 2^63,
+    where no file can reach (QEMU fails such a read)."""
+    if offset < 0 or offset + size > ZeroPadded.SIZE:
+        raise ValueError(f"{size} bytes at {offset:#x} lie beyond any file")
+    inside = max(0, min(size, file_size - offset))
+    data = os.pread(fd, inside, offset) if inside else b""
+    return data + bytes(size - len(data))
+
+
 class Image:
     """A qcow2 image opened read-only (or read-write for editors).
 
+    Read as QEMU reads it: zeros past the end of the file. What does not lie in the
+    file (a structure cut short by a truncation, say) is noted in findings.
     Read-only, it is opened as access.open_input opens a file in the given role,
     with qemu's shared read lock unless lock is off.
     """
@@ -189,8 +264,10 @@ class Image:
         self.path = Path(path)
         self._file: BinaryIO = open(self.path, "r+b") if writable else \
             os.fdopen(access.open_input(str(path), role, lock=lock), "rb")
+        self.findings = Findings()
         try:
-            self.qcow2 = Qcow2(KaitaiStream(self._file))
+            self.file_size = os.fstat(self._file.fileno()).st_size
+            self.qcow2 = Qcow2(KaitaiStream(ZeroPadded(self._file.fileno(), self.file_size)))
             read_header(self.qcow2)
             with self.parsing():
                 self.qcow2._read()
@@ -198,6 +275,13 @@ class Image:
             self._file.close()
             raise
         self.header = Header.from_parsed(self.qcow2.header)
+        h = self.header
+        self.past_end("header", 0, h.header_length)
+        self._note_first_cluster()
+        # what QEMU reads on opening an image
+        self.past_end("L1 table", h.l1_table_offset, 8 * h.l1_size)
+        self.past_end("refcount table", h.refcount_table_offset,
+                      h.refcount_table_clusters * self.cluster_size)
 
     # --- plumbing ------------------------------------------------------------
 
@@ -221,18 +305,34 @@ class Image:
 
     # --- derived facts -------------------------------------------------------
 
+    def _note_first_cluster(self) -> None:
+        """Findings for the header extensions and backing file name past the end."""
+        area = getattr(self.qcow2, "header_extensions", None)
+        if area is not None:
+            base = self.qcow2._debug["header_extensions"]["start"]
+            for i, ext in enumerate(area.extensions):
+                span = area._debug["extensions"]["arr"][i]
+                name = enum_name(ext.magic) or f"{int(ext.magic):#x}"
+                self.past_end(f"header extension {name}", base + span["start"],
+                              span["end"] - span["start"])
+        h = self.header
+        if h.backing_file_offset:
+            self.past_end("backing file name", h.backing_file_offset, h.backing_file_size)
+
     def read(self, offset: int, size: int) -> bytes:
-        """Raw bytes of the file (fewer at its end, none past it)."""
-        size = min(size, self.file_size - offset)
-        return os.pread(self._file.fileno(), size, offset) if size > 0 else b""
+        """size bytes of the file at offset, zeros past its end (as QEMU reads it)."""
+        try:
+            return read_padded(self._file.fileno(), self.file_size, offset, size)
+        except ValueError as exc:
+            raise Qcow2Error("file", offset, str(exc)) from None
+
+    def past_end(self, structure: str, offset: int, size: int) -> bool:
+        """Note a finding when the structure runs past the end of the file; whether it does."""
+        return self.findings.past_end(structure, offset, size, self.file_size)
 
     @property
     def cluster_size(self) -> int:
         return self.qcow2.cluster_size
-
-    @property
-    def file_size(self) -> int:
-        return self.qcow2._io.size()
 
     @property
     def extensions(self) -> List[Extension]:
@@ -253,8 +353,15 @@ class Image:
         return out
 
     def extension(self, kind: str) -> Optional[Extension]:
-        """The first extension of a known kind (spec enum name), if present."""
-        return next((e for e in self.extensions if e.kind == kind), None)
+        """The extension of a known kind (spec enum name), if present; of several, the
+        last, which QEMU keeps. One whose length is not that of its fields (the spec
+        keeps it raw) is refused, as QEMU refuses the image."""
+        ext = next((e for e in reversed(self.extensions) if e.kind == kind), None)
+        if ext is not None and ext.parsed is None and kind in TYPED_LENGTHS:
+            raise Qcow2Error(f"header extension {kind}", ext.offset,
+                             f"{ext.length} bytes, not the {TYPED_LENGTHS[kind]} bytes of "
+                             "its fields (QEMU refuses the image)")
+        return ext
 
     @property
     def backing_file(self) -> Optional[str]:
@@ -273,15 +380,25 @@ class Image:
                              f"a backing file name of {size} bytes at {offset:#x} is longer than "
                              f"QEMU's limit of {MAX_BACKING_NAME} or runs past the first cluster")
         with self.parsing():
-            return self.qcow2.backing_file_name
+            name = self.qcow2.backing_file_name
+        return None if name is None else text(name)
 
     @property
     def feature_names(self) -> List[FeatureName]:
-        ext = self.extension("feature_name_table")
+        """The feature name table; of several, the last, which QEMU keeps."""
+        ext = next((e for e in reversed(self.extensions) if e.kind == "feature_name_table"),
+                   None)
         if ext is None:
             return []
-        with self.parsing(ext.parsed, ext.offset + 8, "feature_name_table"):
-            return [FeatureName(int(e.type), e.bit, e.name) for e in ext.parsed.entries]
+        table = ext.parsed
+        with self.parsing(table, ext.offset + 8, "feature_name_table"):
+            entries = list(table.entries)
+            if table.partial_entry:  # QEMU zero-pads a table cut inside an entry
+                padded = table.partial_entry.ljust(FEATURE_NAME_BYTES, b"\0")
+                entries.append(Qcow2.FeatureName(KaitaiStream(io.BytesIO(padded)), table,
+                                                 self.qcow2))
+                entries[-1]._read()
+            return [FeatureName(int(e.type), e.bit, text(e.name)) for e in entries]
 
     def _bitmap_entries(self) -> List[Tuple[int, Any, int]]:
         """Each parsed bitmap directory entry with its offset in the file, and the
@@ -291,8 +408,14 @@ class Image:
             return []
         bx = ext.parsed
         self._check_bitmaps_extension(bx, ext.offset + 8)
-        with self.parsing(bx, ext.offset + 8, "bitmaps_extension"):
-            directory = bx.bitmap_directory
+        try:
+            with self.parsing(bx, ext.offset + 8, "bitmaps_extension"):
+                directory = bx.bitmap_directory
+        except Qcow2Error as exc:
+            if bx.ofs_bitmap_directory + bx.len_bitmap_directory <= self.file_size:
+                raise
+            raise Qcow2Error(exc.structure, exc.offset, f"{exc.problem} (read as zeros: the "
+                             "bitmap directory runs past the end of the file)") from None
         starts = directory._debug["entries"]["arr"]
         base = bx.ofs_bitmap_directory
         return [(base + starts[i]["start"], e, base) for i, e in enumerate(directory.entries)]
@@ -307,14 +430,12 @@ class Image:
             raise Qcow2Error("bitmaps_extension.bitmap_directory_size",
                              base + _field_offset(bx, "len_bitmap_directory"),
                              f"{size} bytes exceed QEMU's limit of {MAX_BITMAP_DIRECTORY}")
-        if offset + size > self.file_size:
-            raise Qcow2Error("bitmaps_extension.bitmap_directory", offset,
-                             "runs past the end of the file")
+        self.past_end("bitmap directory", offset, size)
 
     def bitmap_directory(self) -> List[Bitmap]:
         """The bitmap directory entries, their tables not read (table is empty)."""
         return [Bitmap(
-            offset=start, name=e.name, table_offset=e.ofs_bitmap_table,
+            offset=start, name=text(e.name), table_offset=e.ofs_bitmap_table,
             table_size=e.num_bitmap_table, flags=e.flags, type=int(e.type),
             granularity_bits=e.granularity_bits, name_size=e.len_name,
             extra_data_size=e.len_extra_data, extra_data=e.extra_data, table=[],
@@ -324,21 +445,19 @@ class Image:
     def bitmap_table(self, index: int) -> BitmapTable:
         """The table of directory entry index, every entry classified.
 
-        A table past the end of the file or beyond QEMU's limits (2^27 entries, 512 MiB
-        of bitmap data) is refused before any of it is read.
+        A table beyond QEMU's limits (2^27 entries, 512 MiB of bitmap data) is refused
+        before any of it is read; one past the end of the file is a finding.
         """
         start, e, _ = self._bitmap_entries()[index]
         path = f"bitmap_directory.entries[{index}]"
         count = e.num_bitmap_table
-        if e.ofs_bitmap_table + 8 * count > self.file_size:
-            raise Qcow2Error(f"{path}.bitmap_table", e.ofs_bitmap_table,
-                             f"{count} entries run past the end of "
-                             f"the file ({self.file_size} bytes)")
         if count > MAX_BITMAP_TABLE or count * self.cluster_size > MAX_BITMAP_DATA:
             raise Qcow2Error(f"{path}.bitmap_table_size",
-                             start + _field_offset(e, "num_bitmap_table"),
+                             start + _field_offset(e, "num_bitmap_table")
+                             - _field_offset(e, "ofs_bitmap_table"),
                              f"{count} entries exceed QEMU's limits ({MAX_BITMAP_TABLE} "
                              f"entries, {MAX_BITMAP_DATA >> 20} MiB of bitmap data)")
+        self.past_end(f"bitmap {text(e.name)!r} table", e.ofs_bitmap_table, 8 * count)
         from .tables import BitmapTable  # numpy: loaded for images with bitmaps only
         return BitmapTable.decode(self.read(e.ofs_bitmap_table, 8 * count))
 
@@ -347,6 +466,54 @@ class Image:
         """The bitmap directory, each bitmap with its table classified."""
         return [replace(bitmap, table=self.bitmap_table(i))
                 for i, bitmap in enumerate(self.bitmap_directory())]
+
+
+class QemuRefuses(Qcow2Error):
+    """What QEMU refuses to open an image for; problem is QEMU's message."""
+
+
+class Unsupported(QemuRefuses):
+    """Incompatible feature bits QEMU does not know."""
+
+
+def refuse_as_qemu(image: Image) -> None:
+    """Raise QemuRefuses, with QEMU's message, for what QEMU refuses to open: unknown
+    incompatible feature bits; a bitmaps extension of another length than its
+    fields; an encryption header pointer without LUKS encryption or of another
+    length."""
+    unsupported_features(image)
+    for ext in image.extensions:
+        if ext.kind == "bitmaps" and ext.length != TYPED_LENGTHS["bitmaps"]:
+            problem = "bitmaps_ext: Invalid extension length"
+        elif ext.kind == "full_disk_encryption" and image.header.crypt_method != LUKS:
+            problem = "CRYPTO header extension only expected with LUKS encryption method"
+        elif ext.kind == "full_disk_encryption" and ext.parsed is None:
+            problem = (f"CRYPTO header extension size {ext.length}, but expected size "
+                       f"{TYPED_LENGTHS['full_disk_encryption']}")
+        else:
+            continue
+        raise QemuRefuses(f"header extension {ext.kind}", ext.offset, problem)
+
+
+def unsupported_features(image: Image) -> None:
+    """Raise Unsupported with QEMU's message when unknown incompatible bits are set:
+    the names the image's feature table gives them, up to its first unnamed entry,
+    then the hex mask of the bits left unnamed."""
+    mask = image.header.incompatible_features & ~KNOWN_INCOMPATIBLE_BITS
+    if not mask:
+        return
+    names = []
+    for f in image.feature_names:
+        if not f.name:
+            break
+        if f.type == INCOMPATIBLE and f.bit < 64 and mask >> f.bit & 1:
+            names.append(f.name)
+            mask &= ~(1 << f.bit)
+    if mask:
+        names.append(f"Unknown incompatible feature: {mask:x}")
+    raise Unsupported("header.incompatible_features",
+                      _field_offset(image.qcow2.header, "incompatible_features"),
+                      f"Unsupported qcow2 feature(s): {', '.join(names)}")
 
 
 def open_image(path: Union[str, Path], writable: bool = False,

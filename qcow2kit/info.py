@@ -14,14 +14,14 @@ from typing import Any, Dict, List, Optional
 
 from .errors import Qcow2Error
 from . import access, printable
-from .image import Image, enum_name, open_image, probe_format
+from .findings import Finding
+from .image import Image, enum_name, open_image, probe_format, refuse_as_qemu, text
 from .qemu_style import InOrder, c_string, dump_tree, size_to_str, to_json
 from .snapshots import LISTING_HEADER, listing_line, qemu_snapshot_info, read_snapshots
 
 SECTOR = 512
 COMPAT = {2: "0.10", 3: "1.1"}
 EXTRAS = "qcow2kit"
-MAX_BITMAP_DIRECTORY = 1024 * 65535  # QEMU's limit in bytes
 # The bits the specification defines, under qcow2.ksy's names (its has_unknown_bits
 # instances mark every other bit).
 SPEC_BITS = {
@@ -49,7 +49,7 @@ def _feature_masks(image: Image) -> Dict[str, int]:
 def _last_string(image: Image, kind: str) -> Optional[str]:
     """The value of the last string extension of that kind (qemu keeps the last)."""
     found = [e for e in image.extensions if e.kind == kind]
-    return c_string(found[-1].parsed.value) if found else None
+    return c_string(text(found[-1].parsed.value)) if found else None
 
 
 def _backing(image: Image, filename: str) -> Dict[str, Any]:
@@ -107,22 +107,12 @@ def _encryption(image: Image) -> Optional[Dict[str, Any]]:
     return out
 
 
-def _check_bitmap_directory(image: Image) -> None:
-    ext = image.extension("bitmaps")
-    size, offset = ext.parsed.len_bitmap_directory, ext.parsed.ofs_bitmap_directory
-    if size > MAX_BITMAP_DIRECTORY or offset + size > image.file_size:
-        raise Qcow2Error("bitmap_directory", offset,
-                         f"{size} bytes exceed QEMU's limit of {MAX_BITMAP_DIRECTORY} "
-                         f"or run past the end of the file ({image.file_size} bytes)")
-
-
 def _bitmaps(image: Image) -> List[Dict[str, Any]]:
     """Name, granularity and flags of each bitmap; qemu lists them only while the
     bitmaps auto-clear bit says the extension is consistent."""
     consistent = image.qcow2.header.autoclear_features.bitmaps
     if not consistent or image.extension("bitmaps") is None:
         return []
-    _check_bitmap_directory(image)
     return [{"name": c_string(b.name), "granularity": 1 << b.granularity_bits,
              "flags": [name for bit, name in BITMAP_FLAGS if b.flags & bit]}
             for b in image.bitmap_directory()]
@@ -186,14 +176,18 @@ def extension_list(image: Image) -> List[Dict[str, Any]]:
 
 
 def extras(image: Image) -> Dict[str, Any]:
-    """What qemu-img info does not say."""
+    """What qemu-img info does not say, the findings of what was read last."""
     return InOrder([("version", image.header.version),
                     ("feature-bits", feature_bits(image)),
-                    ("extensions", extension_list(image))])
+                    ("extensions", extension_list(image)),
+                    ("findings", [InOrder(structure=f.structure, offset=f.offset,
+                                          problem=f.problem) for f in image.findings])])
 
 
 def qcow2_info(image: Image, filename: str, with_extras: bool = True) -> Dict[str, Any]:
     """qemu's ImageInfo for an open qcow2 image named filename on the command line."""
+    if not with_extras:  # qemu-img info opens no image qemu refuses
+        refuse_as_qemu(image)
     h = image.header
     dirty = h.version >= 3 and bool(image.qcow2.header.incompatible_features.dirty)
     info: Dict[str, Any] = {
@@ -334,6 +328,8 @@ def _extras_text(extra: Dict[str, Any]) -> str:
         lines += ["Feature bits:"] + (bits or ["    none set"])
     exts = [_extension_line(e) for e in extra["extensions"]]
     lines += ["Header extensions:"] + (exts or ["    none"])
+    if extra["findings"]:
+        lines += ["Findings:"] + [f"    {Finding(**f)}" for f in extra["findings"]]
     if "secret" in extra:
         lines.append(f"Secret: {SECRET_WORDS[extra['secret']['opens']]}".format(
             **extra["secret"]))

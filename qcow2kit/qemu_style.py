@@ -131,7 +131,8 @@ def c_string(text: str, buffer: Optional[int] = None) -> str:
     text = text.split("\0", 1)[0]
     if buffer is None:
         return text
-    return text.encode()[:buffer - 1].decode("utf-8", "surrogateescape")
+    raw = text.encode("utf-8", "surrogateescape")
+    return raw[:buffer - 1].decode("utf-8", "surrogateescape")
 
 
 def byte_width(text: str) -> int:

@@ -8,7 +8,6 @@ decides how much is read before it is checked.
 from __future__ import annotations
 
 import io
-import os
 import time
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
@@ -18,7 +17,7 @@ from kaitaistruct import KaitaiStream
 from . import printable
 from .errors import PARSE_ERRORS, Qcow2Error, describe, locate
 from .generated.qcow2 import Qcow2
-from .image import Image
+from .image import Image, text
 from .qemu_style import InOrder, c_string, ljust, size_to_str, to_json
 
 MAX_SNAPSHOTS = 65536  # QEMU's limits
@@ -61,35 +60,6 @@ class Snapshot:
 
 # --- reading ---------------------------------------------------------------------
 
-class _Window(io.RawIOBase):
-    """size bytes of a file from start, read on demand, never more than asked."""
-
-    def __init__(self, fd: int, start: int, size: int) -> None:
-        super().__init__()
-        self._fd, self._start, self._size, self._pos = fd, start, size, 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, pos: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
-        self._pos = base + pos
-        return self._pos
-
-    def read(self, n: int = -1) -> bytes:
-        left = max(0, self._size - self._pos)
-        n = left if n is None or n < 0 else min(n, left)
-        data = os.pread(self._fd, n, self._start + self._pos)
-        self._pos += len(data)
-        return data
-
-
 def _check_table(image: Image) -> None:
     """The header's snapshot count and offset, before any entry is read."""
     h = image.header
@@ -100,10 +70,6 @@ def _check_table(image: Image) -> None:
                          f"{count} snapshots exceed QEMU's limit of {MAX_SNAPSHOTS}")
     if offset % image.cluster_size:
         raise Qcow2Error("snapshots", offset, "the snapshot table is not cluster aligned")
-    if offset + count * ENTRY_FIXED_BYTES > image.file_size:
-        raise Qcow2Error("snapshots", offset,
-                         f"{count} entries of at least {ENTRY_FIXED_BYTES} bytes run past "
-                         f"the end of the file ({image.file_size} bytes)")
 
 
 def _check_extra_data(entry: Any, index: int, offset: int) -> None:
@@ -114,35 +80,28 @@ def _check_extra_data(entry: Any, index: int, offset: int) -> None:
                          f"{size} bytes exceed QEMU's limit of {MAX_EXTRA_DATA}")
 
 
-def _padding_cut_by_eof(entry: Any) -> bool:
-    """Whether only the padding of the entry is missing: qemu writes no padding after
-    the last entry when the table ends the file, and never reads it."""
-    padding = entry._debug.get("padding", {})
-    return "start" in padding and "end" not in padding
-
-
 def _parse_entry(image: Image, index: int, offset: int) -> Tuple[Any, int]:
-    """The parsed entry at offset, read from a window of at most MAX_ENTRY_BYTES, and
-    its size with padding."""
-    size = max(0, min(MAX_ENTRY_BYTES, image.file_size - offset))
-    window = _Window(image._file.fileno(), offset, size)
+    """The parsed entry at offset, read from a window of MAX_ENTRY_BYTES (zeros past
+    the end of the file, as qemu reads them), and its size with padding."""
+    window = io.BytesIO(image.read(offset, MAX_ENTRY_BYTES))
     entry = Qcow2.Snapshot(KaitaiStream(window), image.qcow2, image.qcow2)
     try:
         entry._read()
     except PARSE_ERRORS as exc:
         _check_extra_data(entry, index, offset)
-        if not _padding_cut_by_eof(entry):
-            where = locate(image.qcow2, exc, entry, offset, f"snapshots[{index}]")
-            raise Qcow2Error(where.path, where.offset, describe(exc, in_file=True)) from None
+        where = locate(image.qcow2, exc, entry, offset, f"snapshots[{index}]")
+        raise Qcow2Error(where.path, where.offset, describe(exc, in_file=True)) from None
     _check_extra_data(entry, index, offset)
-    return entry, -(-entry._debug["padding"]["start"] // 8) * 8
+    end = entry._debug["padding"]["start"]
+    image.past_end(f"snapshots[{index}]", offset, end)
+    return entry, -(-end // 8) * 8
 
 
 def _snapshot(index: int, offset: int, entry: Any) -> Snapshot:
     extra = entry.extra_data
     large = getattr(extra, "vm_state_size_large", None)  # absent fields are not set
     return Snapshot(
-        index=index, offset=offset, id=entry.id, name=entry.name,
+        index=index, offset=offset, id=text(entry.id), name=text(entry.name),
         l1_table_offset=entry.ofs_l1_table, l1_size=entry.num_l1_table,
         date_sec=entry.date_sec, date_nsec=entry.date_nsec,
         vm_clock_nsec=entry.vm_clock_nsec,
@@ -177,21 +136,13 @@ def entry_field(image: Image, snapshot: Snapshot, offset: int) -> Optional[str]:
                  if span.get("start", at + 1) <= at < span.get("end", 0)), None)
 
 
-def _check_l1(image: Image, snapshot: Snapshot) -> None:
-    size = snapshot.l1_size * L1_ENTRY_BYTES
-    if snapshot.l1_table_offset + size > image.file_size:
-        raise Qcow2Error(f"snapshots[{snapshot.index}].l1_table", snapshot.l1_table_offset,
-                         f"the L1 table of snapshot {snapshot.id!r} ({snapshot.name!r}), "
-                         f"{size} bytes, runs past the end of the file "
-                         f"({image.file_size} bytes)")
-
-
 def list_snapshots(image: Image) -> List[Snapshot]:
-    """The snapshot table; every snapshot's L1 table must lie inside the file (it is
-    not read)."""
+    """The snapshot table; a snapshot's L1 table past the end of the file (it is not
+    read) is a finding."""
     snapshots = read_snapshots(image)
-    for snapshot in snapshots:
-        _check_l1(image, snapshot)
+    for s in snapshots:
+        image.past_end(f"snapshots[{s.index}].l1_table", s.l1_table_offset,
+                       s.l1_size * L1_ENTRY_BYTES)
     return snapshots
 
 

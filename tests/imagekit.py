@@ -338,6 +338,44 @@ KINDS: Dict[str, Callable[[Path], Path]] = {
 }
 
 
+# --- known extensions with malformed contents, patched into a v3 image -----------------
+
+FEATURE_TABLE_MAGIC = 0x6803F857
+BACKING_FORMAT_MAGIC = 0xE2792ACA
+DATA_FILE_MAGIC = 0x44415441
+CRYPTO_MAGIC = 0x0537BE77
+BITMAPS_MAGIC = 0x23852875
+
+
+def _feature(kind: int, bit: int, name: bytes) -> bytes:
+    return struct.pack(">BB", kind, bit) + name.ljust(46, b"\0")
+
+
+MALFORMED_EXTENSIONS: Dict[str, List[tuple]] = {  # name: [(magic, data), ...]
+    "short_feature_table": [(FEATURE_TABLE_MAGIC, b"\x00\x3fTest feature")],
+    "ragged_feature_table": [(FEATURE_TABLE_MAGIC, _feature(1, 5, b"ragged")
+                              + _feature(0, 60, b"partial entry")[:20])],
+    "bitmaps_short": [(BITMAPS_MAGIC, bytes(16))],
+    "bitmaps_long": [(BITMAPS_MAGIC, bytes(32))],
+    "backing_format_odd": [(BACKING_FORMAT_MAGIC, b"qcow2\xff\x01")],
+    "data_file_nul": [(DATA_FILE_MAGIC, b"data\x00file")],
+    "crypto_short": [(CRYPTO_MAGIC, bytes(8))],
+    "duplicates": [(BACKING_FORMAT_MAGIC, b"qcow2"), (BACKING_FORMAT_MAGIC, b"raw"),
+                   (FEATURE_TABLE_MAGIC, _feature(0, 40, b"first")),
+                   (FEATURE_TABLE_MAGIC, _feature(0, 40, b"second")),
+                   (UNKNOWN_EXT_MAGIC, b"one"), (UNKNOWN_EXT_MAGIC, b"two")],
+}
+
+
+def malformed(name: str, directory: Path) -> Path:
+    """A qemu-made v3 image with the extensions of MALFORMED_EXTENSIONS[name] added."""
+    p = create(directory / f"{name}.qcow2", "4M")
+    qemu_io(p, "write -P 0x11 0 64k")
+    for magic, data in MALFORMED_EXTENSIONS[name]:
+        insert_extension(p, magic, data)
+    return p
+
+
 def build_all(directory: Path) -> Dict[str, Path]:
     """Build every kind into directory (one sub-folder each) and return the paths."""
     out = {}

@@ -198,18 +198,33 @@ def test_data_names_the_changed_sectors(tmp_path: Path) -> None:
 
 
 def test_unreadable_table_is_a_change_and_the_rest_is_compared(tmp_path: Path) -> None:
+    """B's L1 table is larger than qemu reads (its size over QEMU's limit): the table is
+    an `unreadable` change, and the header and refcounts are still compared."""
     a, b = pair(tmp_path)
     data = bytearray(b.read_bytes())
-    l1 = struct.unpack_from(">Q", data, 40)[0]
-    struct.pack_into(">Q", data, l1, (1 << 63) | (1 << 40))  # L2 table far past the end
+    struct.pack_into(">I", data, 36, 1 << 24)  # l1_size: 128 MiB of entries
     struct.pack_into(">Q", data, 24, 128 * MiB)  # and a new size
     b.write_bytes(bytes(data))
     rc, changes = ours(a, b)
     assert rc == 1
-    paths = {c["path"]: c for c in changes["mapping"]}
-    assert paths["l1_table[0]"]["change"] == "unreadable"
-    assert "past the end" in paths["l1_table[0]"]["new"]
-    assert [c["path"] for c in changes["header"]] == ["header.size"]
+    assert [(c["path"], c["change"]) for c in changes["mapping"]] == \
+        [("l1_table", "unreadable")]
+    assert changes["mapping"][0]["old"] is None
+    assert "exceed QEMU's limit" in changes["mapping"][0]["new"]
+    assert [c["path"] for c in changes["header"]] == ["header.size", "header.l1_size"]
+
+
+def test_table_past_the_end_reads_as_zeros(tmp_path: Path) -> None:
+    """An L1 entry pointing far past the end of the file: qemu reads that L2 table as
+    zeros, so its clusters are freed."""
+    a, b = pair(tmp_path)
+    data = bytearray(b.read_bytes())
+    l1 = struct.unpack_from(">Q", data, 40)[0]
+    struct.pack_into(">Q", data, l1, (1 << 63) | (1 << 40))
+    b.write_bytes(bytes(data))
+    rc, changes = ours(a, b)
+    assert rc == 1
+    assert mapping_ranges(changes, "freed") == data_ranges(a)["data"]
 
 
 def test_an_image_that_cannot_be_opened_is_trouble(tmp_path: Path) -> None:

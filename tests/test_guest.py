@@ -73,7 +73,7 @@ def test_snapshot_convert_equals_qemu(images: Dict[str, Path], tmp_path: Path,
                                       kind: str) -> None:
     path = images[kind]
     with open_image(path) as image:
-        snaps = [(s.id, s.name) for s in image.qcow2.snapshots]
+        snaps = [(s.id.decode(), s.name.decode()) for s in image.qcow2.snapshots]
     assert snaps
     for snap_id, name in snaps:
         expected = qemu_raw(path, tmp_path / "qemu.raw", "-l", f"snapshot.name={name}")

@@ -351,7 +351,9 @@ def test_js_matches_python_on_wide_bitmap_entries(images: Dict[str, Path],
     assert_same(py, js_values(js_module, [path])[str(path)])
     bitmaps = next(x["data"] for x in py["header_extensions"]["extensions"]
                    if x["magic"] == tree(Qcow2.HeaderExtensionType.bitmaps))
-    by_name = {e["name"]: e for e in bitmaps["bitmap_directory"]["entries"]}
+    # names are raw bytes, hex in the tree
+    by_name = {bytes.fromhex(e["name"]).decode(): e
+               for e in bitmaps["bitmap_directory"]["entries"]}
     expect(by_name["b0"], granularity_bits=31, granularity=1 << 31)
     expect(by_name["disabled"], granularity_bits=63, granularity=1 << 63)
     entries = flat(by_name["fine"]["bitmap_table"])

@@ -327,7 +327,7 @@ def snapshot_facts(s: Any) -> Dict[str, Any]:
     when the extra data has them (icount -1 otherwise)."""
     extra = s.extra_data
     return dict(
-        id=s.id, name=s.name, date_sec=s.date_sec, date_nsec=s.date_nsec,
+        id=s.id.decode(), name=s.name.decode(), date_sec=s.date_sec, date_nsec=s.date_nsec,
         vm_clock_nsec=s.vm_clock_nsec, disk_size=extra.disk_size,
         vm_state_size=s.vm_state_size if extra.vm_state_size_large is None
         else extra.vm_state_size_large,
@@ -384,7 +384,7 @@ def test_bitmaps_match_qemu_info(kind: str, images: Dict[str, Path],
                                  parsed: Callable[[str], Qcow2]) -> None:
     """Name, granularity and flags of every bitmap (none on most kinds)."""
     data = qemu_json(kind, images[kind], "info")["format-specific"]["data"]
-    expected = [{"name": bm.name, "granularity": bm.granularity,
+    expected = [{"name": bm.name.decode(), "granularity": bm.granularity,
                  "flags": ["in-use"] * bm.in_use + ["auto"] * bm.is_auto}
                 for bm in bitmap_entries(parsed(kind))]
     assert data.get("bitmaps", []) == expected
@@ -402,7 +402,7 @@ def test_crafted_bitmap_entries(images: Dict[str, Path],
     for bm, orig in zip(crafted, original):
         kinds = [(t.kind, t.ofs_data) for t in entries(bm.bitmap_table)]
         expected = [(t.kind, t.ofs_data) for t in entries(orig.bitmap_table)]
-        if bm.name == "fine":
+        if bm.name == b"fine":
             expected[1:3] = [(Kind.all_ones, 0), (Kind.invalid, bm.ofs_bitmap_table)]
         assert kinds == expected
 
@@ -420,7 +420,7 @@ def expected_format_data(q: Qcow2) -> Dict[str, Any]:
                      "corrupt": h.incompatible_features.corrupt,
                      "extended-l2": q.is_extended_l2})
     if q.has_external_data_file:
-        data["data-file"] = extension(q, ExtType.external_data_file).value
+        data["data-file"] = extension(q, ExtType.external_data_file).value.decode()
         data["data-file-raw"] = h.autoclear_features.data_file_raw
     return data
 
@@ -442,9 +442,10 @@ def test_header_matches_qemu_info(kind: str, images: Dict[str, Path],
     assert info.get("encrypted", False) == (h.crypt_method != Qcow2.CryptMethod.none)
     assert (encrypt or {}).get("format") == (
         None if h.crypt_method == Qcow2.CryptMethod.none else h.crypt_method.name)
-    assert info.get("backing-filename") == q.backing_file_name
+    name = q.backing_file_name
+    assert info.get("backing-filename") == (name.decode() if name is not None else None)
     assert info.get("backing-filename-format") == (
-        backing_format.value if backing_format else None)
+        backing_format.value.decode() if backing_format else None)
     assert info["dirty-flag"] == (h.version >= 3 and h.incompatible_features.dirty)
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Dict
 
+import struct
+
 import numpy as np
 import pytest
 
@@ -81,13 +83,16 @@ def test_refcounts_equal_generated_parser(images: Dict[str, Path], kind: str) ->
         assert stored.dtype == tables.refcount_dtype(geometry.refcount_order)
 
 
-def test_table_beyond_end_of_file_is_an_error(image_copy) -> None:
+def test_table_past_the_end_of_the_file_reads_zeros(image_copy) -> None:
+    """As qemu reads it: the entries past the end are zeros, and a finding names it."""
     path = image_copy("v3")
+    last = struct.unpack(">Q", path.read_bytes()[-8:])[0]
     with open_image(path) as image:
-        with pytest.raises(Qcow2Error) as err:
-            tables.l1_table(image, offset=image.file_size - 8, size=2)
-    assert err.value.structure == "L1 table"
-    assert "run past the end of the file" in str(err.value)
+        table = tables.l1_table(image, offset=image.file_size - 8, size=2)
+        assert table.tolist() == [last, 0]
+        assert [(f.structure, f.offset) for f in image.findings] == \
+            [("L1 table", image.file_size - 8)]
+        assert "16 bytes run past the end of the file" in image.findings[0].problem
 
 
 def test_oversized_l1_is_refused_before_reading(image_copy) -> None:
@@ -105,7 +110,7 @@ def test_bitmap_tables_equal_generated_parser(image_copy) -> None:
     fine = next(e for e in imagekit.bitmap_directory(path) if e["name"] == "fine")
     imagekit.set_u64(path, fine["table_offset"] + 24, 0xFF00000000000106)
     with open_image(path) as image:
-        for index, (_, parsed) in enumerate(image._bitmap_entries()):
+        for index, (_, parsed, _) in enumerate(image._bitmap_entries()):
             table = image.bitmap_table(index)
             assert [(t.kind, t.offset, t.reserved) for t in table] == [
                 (e.kind.name.replace("_", "-"), e.ofs_data,

@@ -67,6 +67,28 @@ def edited_digests(qcow2_py: str, image: Path, scratch: Path) -> dict:
     return out
 
 
+# the edit qcow2.py makes on each image with malformed extensions (it crashes on a
+# bitmaps extension of another length than 24, whose data it does not keep)
+MALFORMED_EDIT = (["add-header-ext", "0x71c0d3e5", "qcow2kit test data"], "")
+
+
+def malformed_outputs(qcow2_py: str, directory: Path) -> dict:
+    """The dump outputs of each image of imagekit.MALFORMED_EXTENSIONS, and the
+    first-cluster digest after MALFORMED_EDIT."""
+    out = {}
+    for name in imagekit.MALFORMED_EXTENSIONS:
+        path = imagekit.malformed(name, directory)
+        out[name] = {mode: subprocess.run([sys.executable, qcow2_py, str(path), *args],
+                                          check=True, capture_output=True, text=True).stdout
+                     for mode, args in MODES.items()}
+        if not name.startswith("bitmaps"):
+            args, stdin = MALFORMED_EDIT
+            subprocess.run([sys.executable, qcow2_py, str(path), *args], input=stdin,
+                           check=True, capture_output=True, text=True)
+            out[name]["edit"] = first_cluster_sha256(path)
+    return out
+
+
 def qemu_version() -> str:
     return imagekit.run("qemu-img", "--version").splitlines()[0]
 
@@ -83,6 +105,9 @@ def main(qcow2_py: str) -> None:
                 for mode, args in MODES.items()}
             if editable_by_qcow2py(kind):
                 out["edits"][kind] = edited_digests(qcow2_py, path, scratch)
+        malformed = Path(tmp) / "malformed"
+        malformed.mkdir()
+        out["malformed"] = malformed_outputs(qcow2_py, malformed)
     (HERE / "qcow2py.json").write_text(json.dumps(out, indent=1, sort_keys=True) + "\n")
 
 
