@@ -52,9 +52,34 @@ def test_maps_what_qemu_refuses(images: Dict[str, Path]) -> None:
     is mapped all the same (the same as the image it was crafted from)."""
     crafted, source = images["bitmaps_crafted"], images["bitmaps"]
     assert qemu_map("bitmaps_crafted", crafted, "--output=json").returncode != 0
-    assert ours(crafted, "--json").stdout == qemu_map("bitmaps", source, "--output=json").stdout
+    got = ours(crafted, "--json")
+    assert got.returncode == 0, got.stderr
+    assert got.stdout == qemu_map("bitmaps", source, "--output=json").stdout
     expected = qemu_map("bitmaps", source).stdout.replace(source.name, crafted.name)
-    assert ours(crafted).stdout == expected
+    got = ours(crafted)
+    assert got.returncode == 0, got.stderr
+    assert got.stdout == expected
+
+
+@pytest.mark.parametrize("backing", [False, True], ids=["alone", "over-a-backing-file"])
+def test_subclusters_within_allocated_clusters(tmp_path: Path, backing: bool) -> None:
+    """Extended L2: zeroed and never-written subclusters inside allocated clusters, which
+    read as zeros and from the backing file (qemu-img map tells them apart)."""
+    opts = {}
+    if backing:
+        base = imagekit.create(tmp_path / "base.qcow2", "1M")
+        imagekit.qemu_io(base, "write -P 0x01 0 1M")
+        opts = dict(backing="base.qcow2", backing_fmt="qcow2")
+    path = imagekit.create(tmp_path / "sub.qcow2", "1M", extended_l2="on",
+                           cluster_size="65536", **opts)
+    imagekit.qemu_io(path, "write -P 0x22 0 64k", "write -z 8k 8k", "write -P 0x33 64k 4k",
+                     "write -z 72k 2k", "write -P 0x44 200k 2k")
+    for args in (["--output=json"], []):
+        expected = qemu_map("sub", path, *args)
+        assert expected.returncode == 0, expected.stderr
+        got = ours(path, *[a.replace("--output=json", "--json") for a in args])
+        assert got.returncode == 0, got.stderr
+        assert got.stdout == expected.stdout
 
 
 @pytest.mark.parametrize("kind", ["backing", "backing_chain", "data_file"])
@@ -88,3 +113,56 @@ def test_backing_loop_terminates(image_copy) -> None:
     got = ours(path, "--json")
     assert got.returncode == 1
     assert "backing chain" in got.stderr and "too deep" in got.stderr
+
+
+def _l2_table_past_the_end(path: Path) -> None:
+    """L1 entry 0 points at a cluster past the end of the file."""
+    end = -(-path.stat().st_size // 65536) * 65536
+    imagekit.set_u64(path, _l1_offset(path), 1 << 63 | end + 65536)
+
+
+def _l1_table_cut(path: Path) -> None:
+    """The file ends in the middle of the L1 table."""
+    with open(path, "r+b") as f:
+        f.truncate(_l1_offset(path) + 4)
+
+
+def _l1_offset(path: Path) -> int:
+    return int.from_bytes(path.read_bytes()[40:48], "big")
+
+
+@pytest.mark.parametrize("damage", [_l2_table_past_the_end, _l1_table_cut],
+                         ids=["l2-table-past-the-end", "l1-table-cut"])
+def test_tables_past_the_end_read_as_zeros(image_copy, damage) -> None:
+    """Found by differential fuzzing: qemu reads table entries past the end of the
+    file as zeros (unallocated); map and convert did not."""
+    path = image_copy("v3")
+    damage(path)
+    expected = qemu_map("v3", path, "--output=json")
+    assert expected.returncode == 0, expected.stderr
+    got = ours(path, "--json")
+    assert got.returncode == 0, got.stderr
+    assert got.stdout == expected.stdout
+    raw = {}
+    for tool, argv in (("qemu", ["qemu-img", "convert", "-f", "qcow2", "-O", "raw"]),
+                       ("ours", [*QCOW2KIT, "convert"])):
+        out = path.with_name(f"{tool}.raw")
+        proc = subprocess.run([*argv, path.name, out.name], capture_output=True, text=True,
+                              cwd=path.parent)
+        assert proc.returncode == 0, proc.stderr
+        raw[tool] = out.read_bytes()
+    assert raw["ours"] == raw["qemu"]
+
+
+def test_invalid_subcluster_bitmap_past_the_disk_is_not_read(image_copy) -> None:
+    """Found by differential fuzzing: an invalid subcluster bitmap in an L2 entry that
+    maps no part of the disk made map fail; qemu never reads that entry."""
+    path = image_copy("extended_l2")
+    l2 = int.from_bytes(path.read_bytes()[_l1_offset(path):][:8], "big") & 0xFFFFFFFFFE00
+    entries_on_disk = 4 << 20 >> 16
+    imagekit.set_u64(path, l2 + 16 * (entries_on_disk + 36) + 8, 1 << 32 | 1)
+    expected = qemu_map("extended_l2", path, "--output=json")
+    assert expected.returncode == 0, expected.stderr
+    got = ours(path, "--json")
+    assert got.returncode == 0, got.stderr
+    assert got.stdout == expected.stdout
