@@ -168,10 +168,11 @@ class Qcow2Layer(Layer):
         host = tables.host_offsets(table.entries)
         if not g.extended_l2:
             return types, host, table.entries
-        kinds, offsets = self._subclusters(types, host, table)
+        kinds, offsets = self._subclusters(types, host, table, l1_index)
         return kinds, offsets, np.repeat(table.entries, SUBCLUSTERS)
 
-    def _subclusters(self, types: np.ndarray, host: np.ndarray, table: tables.L2Table):
+    def _subclusters(self, types: np.ndarray, host: np.ndarray, table: tables.L2Table,
+                     l1_index: int):
         bitmaps = table.bitmaps
         bits = np.arange(SUBCLUSTERS, dtype=np.uint64)
         alloc = ((bitmaps[:, None] >> bits) & np.uint64(1)).astype(bool)
@@ -180,9 +181,12 @@ class Qcow2Layer(Layer):
         normal = cluster == KIND["normal"]
         invalid = (normal & (bitmaps & (bitmaps >> np.uint64(32)) != 0)[:, None]) | \
             ((cluster == KIND["unallocated"]) & ((bitmaps & np.uint64(0xFFFFFFFF)) != 0)[:, None])
-        if invalid.any():
-            index = int(np.flatnonzero(invalid.any(axis=1))[0])
-            raise Qcow2Error(f"L2 table (L1 entry {table.l1_index}) entry {index}",
+        # qemu reads only the entries that map the disk
+        disk = -(-(self.size - l1_index * len(types) * self.geometry.cluster_size) //
+                 self.geometry.cluster_size)
+        if invalid[:disk].any():
+            index = int(np.flatnonzero(invalid[:disk].any(axis=1))[0])
+            raise Qcow2Error(f"L2 table (L1 entry {l1_index}) entry {index}",
                              table.offset + 16 * index, "invalid subcluster bitmap")
         kinds = np.select(
             [cluster == KIND["compressed"], normal & zero, normal & alloc, normal,
