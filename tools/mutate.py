@@ -7,7 +7,7 @@ applying when the code changes), runs the test files that cover that module with
 PYTHONPATH pointing at it, so that the console script of .venv (tests/ourcmd.py)
 imports the mutated package too.
 
-    .venv/bin/python tools/mutate.py [--only NAME...] [--list]
+    .venv/bin/python tools/mutate.py [--only NAME...] [--tests FILE...] [--list]
 
 Exit status 0 when every mutant is killed, 1 when some survive.
 """
@@ -182,9 +182,11 @@ def run_tests(tree: Path, tests: Sequence[str], log: Path) -> int:
 def main(argv: Sequence[str] = ()) -> int:
     p = argparse.ArgumentParser(prog="tools/mutate.py", description=__doc__.splitlines()[0])
     p.add_argument("--only", nargs="*", help="only the mutants whose name contains one of these")
+    p.add_argument("--tests", nargs="*", help="run these test files instead of the mutants' own")
     p.add_argument("--list", action="store_true", help="list the mutants and stop")
     args = p.parse_args(argv)
-    mutants = [m for m in MUTANTS if not args.only or any(o in m.name for o in args.only)]
+    mutants = [m._replace(tests=args.tests or m.tests) for m in MUTANTS
+               if not args.only or any(o in m.name for o in args.only)]
     if args.list:
         print("\n".join(m.name for m in mutants))
         return 0
