@@ -97,9 +97,12 @@ class CheckResult:
 class _Stored(StoredRefcounts):
     """The stored refcounts, and qemu's notice when it meets an unreadable block."""
 
-    def corruption_notice(self, index: int) -> Problem:
-        """qemu's one-time notice when a refcount lookup meets an unaligned block."""
+    def corruption_notice(self, index: int) -> Optional[Problem]:
+        """qemu's one-time notice when a refcount lookup meets an unaligned block (none
+        for a block past qemu's largest offset, which is an I/O error only)."""
         offset = self.offsets[index]
+        if not offset % self.ctx.cs:
+            return None
         return Problem(
             NOTICE, f"qcow2: Image is corrupt: Refblock offset {c_hex(offset)} unaligned "
             f"(reftable index: {c_hex(index)}); further non-fatal corruption events will "
@@ -463,15 +466,27 @@ class _Refcounts:
 
     def _unreadable(self) -> Iterator[Tuple[int, Problem]]:
         per_block = self.store.per_block
-        for k, cluster in enumerate(self.unreadable.tolist()):
+        notice = None
+        for cluster in self.unreadable.tolist():
             index = cluster // per_block
-            if k == 0:
-                yield cluster, self.store.corruption_notice(index)
+            offset = self.store.offsets[index]
+            if notice is None:
+                notice = self.store.corruption_notice(index)
+                if notice is not None:
+                    yield cluster, notice
+            why = "ends past qemu's largest offset" if not offset % self.ctx.cs else \
+                "is not cluster aligned"
             yield cluster, Problem(
                 CHECK_ERROR, f"Can't get refcount for cluster {cluster}: Input/output error",
                 f"cluster {cluster}", cluster << self.ctx.bits, f"its refcount block "
-                f"({self.store.offsets[index]:#x}, refcount table entry {index}) is "
-                "not cluster aligned")
+                f"({offset:#x}, refcount table entry {index}) {why}")
+
+    @property
+    def noticed(self) -> bool:
+        """Whether the comparison gives qemu's notice of an unaligned block."""
+        per_block = self.store.per_block
+        return any(self.store.offsets[i] % self.ctx.cs
+                   for i in set((self.unreadable // per_block).tolist()))
 
 
 def _last_nonzero(array: np.ndarray) -> int:
@@ -499,9 +514,10 @@ def _copied_findings(counter: _Counter, notice_given: bool) -> List[Iterable[Pro
     out: List[Iterable[Problem]] = []
     for item in counter.copied:
         if isinstance(item, _Unreadable):
-            if not notice_given:
-                index = item.cluster // counter.stored.per_block
-                out.append([counter.stored.corruption_notice(index)])
+            notice = None if notice_given else counter.stored.corruption_notice(
+                item.cluster // counter.stored.per_block)
+            if notice is not None:
+                out.append([notice])
                 notice_given = True
         else:
             out.append(item)
@@ -554,7 +570,7 @@ def check_image(image: Image, explain: bool = False, progress: bool = False) -> 
         refcounts.owners = {c: [ctx.name(o) for o in owners.cluster_owners(c)]
                             for c in refcounts.clusters.tolist()}
     findings = (_incomplete_snapshots(ctx), counter.problems, refcounts,
-                *_copied_findings(counter, bool(refcounts.unreadable.size)))
+                *_copied_findings(counter, refcounts.noticed))
     counts = _tally(findings)
     return CheckResult(
         check_errors=counts[CHECK_ERROR], corruptions=counts[CORRUPTION], leaks=counts[LEAK],

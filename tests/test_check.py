@@ -183,10 +183,10 @@ def _shared_lowered(at: Layout) -> None:
     at.add_refcount(_data_cluster(at, 0, j), -1)
 
 
-def _unreadable_block_for_copied_check(at: Layout) -> None:
-    """Refcount block 1 misaligned; only the copied flag check looks into it, for a
-    data cluster far beyond the end of the file."""
-    _set_entry(at, at.reftable + 8, u64(at.path, at.reftable) + at.cs + 0x200)
+def _unreadable_block_for_copied_check(at: Layout, fault: int = 0x200) -> None:
+    """Refcount block 1 misaligned (or past qemu's largest offset); only the copied
+    flag check looks into it, for a data cluster far beyond the end of the file."""
+    _set_entry(at, at.reftable + 8, u64(at.path, at.reftable) + at.cs | fault)
     _set_entry(at, at.l2(0, 3), COPIED | (at.cs * 8 // 16 + 100) << at.bits)
 
 
@@ -242,6 +242,10 @@ DAMAGES: Dict[str, Tuple[str, Callable[[Layout], None]]] = {
         "v3", lambda at: _set_entry(at, at.reftable + 8, 100 << at.bits)),
     "refcount block misaligned, met by the copied flag check": (
         "v3", _unreadable_block_for_copied_check),
+    "refcount block past qemu's largest offset": (
+        "v3", lambda at: _set_entry(at, at.reftable, u64(at.path, at.reftable) | 1 << 63)),
+    "refcount block past qemu's largest offset, met by the copied flag check": (
+        "v3", lambda at: _unreadable_block_for_copied_check(at, 1 << 63)),
     "compressed data past a partial last cluster": ("zlib", _past_partial_last_cluster),
     "refcount block referenced twice": (
         "v3", lambda at: _set_entry(at, at.reftable + 8, u64(at.path, at.reftable))),

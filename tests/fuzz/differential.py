@@ -46,12 +46,20 @@ KNOWN_DIFFERENCES = {
         "the header extension area and feature name table are parsed strictly "
         "(qcow2.ksy, image.py); qemu ignores bad feature name table entries and reads "
         "zeros past the end of the file",
-    r"snapshots at offset N: N entries of at least N bytes run past the end of the file":
+    r"backing_file_name at offset N: (is not valid UTF-N text|runs past the end of the file)":
+        "the backing file name must be UTF-8 and inside the file (image.py); qemu takes "
+        "its bytes as they are, zeros past the end of the file",
+    r"snapshots(\[N\]\.(id|name))? at offset N: (N entries of at least N bytes run|runs) "
+    r"past the end of the file":
         "a snapshot table past the end of the file is refused (snapshots.py); qemu reads "
         "zeros there",
-    r"header\.nb_snapshots at offset N: N snapshots exceed QEMU's limit":
-        "check refuses a snapshot table over QEMU's limits; qemu-img check reports "
-        "'snapshot table too large' and checks the rest",
+    r"snapshots\[N\]\.(id|name) at offset N: is not valid UTF-N text":
+        "snapshot ids and names must be UTF-8 (qcow2.ksy, snapshots.py); qemu takes their "
+        "bytes as they are",
+    r"check \| .*(header\.nb_snapshots|snapshots\[N\]\.extra_data_size) at offset N: N "
+    r"(snapshots|bytes) exceed QEMU's limit":
+        "check refuses a snapshot table over QEMU's limits; qemu-img check reports that "
+        "it cannot read the table and checks the rest",
 }
 
 
