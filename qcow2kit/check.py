@@ -33,7 +33,7 @@ from . import tables
 from .image import Image
 from .owners import OwnerTable
 from .progress import Progress
-from .qemu_style import to_json
+from .qemu_style import disk_size, to_json
 from .references import (ALL_ALLOC, COPIED, L2_RESERVED, OFFSET, REFT_OFFSET,
                          REFT_RESERVED, Context, Kind, L1Ref, L2Entries, Owner,
                          StoredRefcounts, c_hex, snapshot_label, walk, walk_length)
@@ -574,7 +574,7 @@ def check_image(image: Image, explain: bool = False, progress: bool = False) -> 
     counts = _tally(findings)
     return CheckResult(
         check_errors=counts[CHECK_ERROR], corruptions=counts[CORRUPTION], leaks=counts[LEAK],
-        total_clusters=-(-(image.header.size // 512 * 512) // ctx.cs),
+        total_clusters=-(-disk_size(image.header.size) // ctx.cs),
         allocated_clusters=counter.allocated, fragmented_clusters=counter.fragmented,
         compressed_clusters=counter.compressed,
         image_end_offset=(refcounts.highest + 1) * ctx.cs, findings=findings)

@@ -19,6 +19,7 @@ import numpy as np
 from .errors import Qcow2Error
 from .image import Image, open_image
 from .progress import Progress
+from .qemu_style import disk_size
 from .snapshots import Snapshot, read_snapshots
 from . import tables
 
@@ -127,7 +128,7 @@ class Qcow2Layer(Layer):
                  l1_where: Optional[Tuple[str, int]] = None) -> None:
         self.image = image
         self.geometry = tables.Geometry.of(image)
-        self.size = image.header.size if size is None else size
+        self.size = disk_size(image.header.size) if size is None else size
         self.filename = filename
         self.backing = backing
         self.data_file = data_file  # the external data file's name, if the image gives one
