@@ -129,7 +129,7 @@ class _L2(L2Entries):
             return True
         return not (g.external_data_file or
                     (self.entries[self.compressed] & tables.COPIED).any() or
-                    (self.c_offsets + self.c_lengths >= ctx.file_size + ctx.cs).any())
+                    (self.c_offsets + self.c_lengths >= ctx.qemu_file_size + ctx.cs).any())
 
     def _bitmaps_quiet(self) -> bool:
         b = self.bitmaps
@@ -172,7 +172,7 @@ class _Counter:
     def region(self, owner: Owner, offset: int, size: int) -> None:
         if size <= 0:
             return
-        if offset + size - self.ctx.file_size >= self.ctx.cs:
+        if offset + size - self.ctx.qemu_file_size >= self.ctx.cs:
             self.problem(CORRUPTION, "ERROR: counting reference for region exceeding the end "
                          f"of the file by one cluster or more: offset {offset:#x} size "
                          f"{size:#x}", self.ctx.name(owner), offset, f"{size} bytes run past "

@@ -25,7 +25,7 @@ from . import tables
 from .errors import Qcow2Error
 from .image import Bitmap, BitmapTableEntry, Image
 from .progress import Progress
-from .qemu_style import byte_width, c_string
+from .qemu_style import SECTOR, byte_width, c_string, disk_size
 from .snapshots import ENTRY_FIXED_BYTES, Snapshot, read_snapshots
 
 COPIED = 1 << 63
@@ -104,6 +104,8 @@ class Context:
         self.bits = g.cluster_bits
         self.cs = g.cluster_size
         self.file_size = g.file_size
+        # the file's length as qemu sees it (bdrv_getlength): in whole 512-byte sectors
+        self.qemu_file_size = disk_size(g.file_size + SECTOR - 1)
         self.entry_size = 16 if g.extended_l2 else 8
         self._fd = image._file.fileno()
         self._check_tables()

@@ -201,6 +201,14 @@ def _past_partial_last_cluster(at: Layout) -> None:
     _set_entry(at, at.l2(0, j), COMPRESSED | 1 << x | end - 412)  # 2 sectors from 412 before
 
 
+def _cut_before_the_l1(at: Layout) -> None:
+    """Found by differential fuzzing: the file ends 2 bytes into the cluster before the
+    L1 table's; qemu sees a file of whole sectors, so the L1 table is less than a
+    cluster past its end and counted."""
+    with open(at.path, "r+b") as f:
+        f.truncate(at.l1_offset - at.cs + 2)
+
+
 DAMAGES: Dict[str, Tuple[str, Callable[[Layout], None]]] = {
     "leak: refcount raised": ("v3", lambda at: at.add_refcount(_data_cluster(at), 1)),
     "corruption: refcount lowered": ("v3", lambda at: at.add_refcount(_data_cluster(at), -1)),
@@ -247,6 +255,7 @@ DAMAGES: Dict[str, Tuple[str, Callable[[Layout], None]]] = {
     "refcount block past qemu's largest offset, met by the copied flag check": (
         "v3", lambda at: _unreadable_block_for_copied_check(at, 1 << 63)),
     "compressed data past a partial last cluster": ("zlib", _past_partial_last_cluster),
+    "file ending 2 bytes into a cluster, before the L1 table": ("v2", _cut_before_the_l1),
     "refcount block referenced twice": (
         "v3", lambda at: _set_entry(at, at.reftable + 8, u64(at.path, at.reftable))),
     "extended L2: allocated and zero subcluster": (

@@ -144,8 +144,11 @@ MUTANTS: List[Mutant] = [
            "    if offset % ctx.cs:\n        sink.corruption(",
            "    if False:\n        sink.corruption(", CHECK),
     Mutant("region past the end allowed", "qcow2kit/check.py",
-           "if offset + size - self.ctx.file_size >= self.ctx.cs:",
-           "if offset + size - self.ctx.file_size > self.ctx.cs:", CHECK),
+           "if offset + size - self.ctx.qemu_file_size >= self.ctx.cs:",
+           "if offset + size - self.ctx.qemu_file_size > self.ctx.cs:", CHECK),
+    Mutant("file size not in whole sectors", "qcow2kit/references.py",
+           "self.qemu_file_size = disk_size(g.file_size + SECTOR - 1)",
+           "self.qemu_file_size = g.file_size", CHECK),
 ]
 
 
