@@ -74,6 +74,8 @@ def file_runs(fd: int, start: int, end: int) -> Iterator[tuple]:
             pos = min(data, end)
             continue
         hole = os.lseek(fd, pos, os.SEEK_HOLE)
+        if hole <= pos:  # a device tells no holes (/dev/null answers 0): data to the end
+            hole = end
         yield pos, min(hole, end), True
         pos = min(hole, end)
 

@@ -177,3 +177,24 @@ def test_invalid_subcluster_bitmap_past_the_disk_is_not_read(image_copy) -> None
     got = ours(path, "--json")
     assert got.returncode == 0, got.stderr
     assert got.stdout == expected.stdout
+
+
+def test_data_file_that_is_a_device(image_copy) -> None:
+    """Found by differential fuzzing: with /dev/null as its raw data file (SEEK_HOLE
+    answers 0 there), convert never ended; qemu reads zeros from it."""
+    path = image_copy("data_file_raw")
+    offset, _, length = next(e for e in imagekit.extensions(path) if e[1] == 0x44415441)
+    name = b"/dev/" + b"/" * (length - 9) + b"null"
+    with open(path, "r+b") as f:
+        f.seek(offset + 8)
+        f.write(name)
+    expected = qemu_map("data_file_raw", path, "--output=json")
+    assert expected.returncode == 0, expected.stderr
+    got = ours(path, "--json")
+    assert got.returncode == 0, got.stderr
+    assert got.stdout == expected.stdout
+    out = path.with_name("out.raw")
+    proc = subprocess.run([*QCOW2KIT, "convert", path.name, out.name], capture_output=True,
+                          text=True, cwd=path.parent, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert out.read_bytes() == bytes(4 << 20)
