@@ -34,8 +34,8 @@ from .image import Image
 from .owners import OwnerTable
 from .progress import Progress
 from .qemu_style import disk_size, to_json
-from .references import (ALL_ALLOC, COPIED, L2_RESERVED, OFFSET, REFT_OFFSET,
-                         REFT_RESERVED, Context, Kind, L1Ref, L2Entries, Owner,
+from .references import (ALL_ALLOC, AUTOCLEAR_BITMAPS, COPIED, L2_RESERVED, OFFSET,
+                         REFT_OFFSET, REFT_RESERVED, Context, Kind, L1Ref, L2Entries, Owner,
                          StoredRefcounts, c_hex, snapshot_label, walk, walk_length)
 
 CORRUPTION = "corruption"
@@ -43,6 +43,9 @@ LEAK = "leak"
 CHECK_ERROR = "check-error"
 NOTICE = "notice"  # printed by qemu-img check but counted nowhere
 
+# qemu's last line of the stale bitmaps notice, which it prints without a newline
+UNTERMINATED = "Some clusters may be leaked, run 'qemu-img check -r' on the image file to " \
+    "fix."
 MAX_CLUSTERS = 2**31 - 1  # qemu-img check gives up on larger files
 COUNT_MAX = 2**32 - 1  # rebuilt refcounts are uint32
 
@@ -534,6 +537,21 @@ def _incomplete_snapshots(ctx: Context) -> List[Problem]:
             for i, s in enumerate(ctx.snapshots) if s.extra_data_size < 16]
 
 
+def _stale_bitmaps(ctx: Context) -> List[Problem]:
+    """qemu's warning when it opens an image whose bitmaps extension a program without
+    bitmap support left behind (the extension there, its autoclear bit clear)."""
+    image = ctx.image
+    if image.extension("bitmaps") is None or \
+            image.header.autoclear_features & AUTOCLEAR_BITMAPS:
+        return []
+    return [Problem(NOTICE, "qcow2kit: warning: a program lacking bitmap support modified "
+                    "this file, so all bitmaps are now considered inconsistent\n"
+                    + UNTERMINATED,
+                    "header.autoclear_features",
+                    image.qcow2.header._debug["autoclear_features"]["start"],
+                    "the bitmaps extension is there but autoclear bit 0 is clear")]
+
+
 def _tally(findings: Iterable[Iterable[Problem]]) -> Dict[str, int]:
     counts: Dict[str, int] = defaultdict(int)
     for part in findings:
@@ -569,8 +587,8 @@ def check_image(image: Image, explain: bool = False, progress: bool = False) -> 
         owners = OwnerTable(ctx)
         refcounts.owners = {c: [ctx.name(o) for o in owners.cluster_owners(c)]
                             for c in refcounts.clusters.tolist()}
-    findings = (_incomplete_snapshots(ctx), counter.problems, refcounts,
-                *_copied_findings(counter, refcounts.noticed))
+    findings = (_stale_bitmaps(ctx), _incomplete_snapshots(ctx), counter.problems,
+                refcounts, *_copied_findings(counter, refcounts.noticed))
     counts = _tally(findings)
     return CheckResult(
         check_errors=counts[CHECK_ERROR], corruptions=counts[CORRUPTION], leaks=counts[LEAK],
@@ -611,10 +629,17 @@ def render_text(result: CheckResult) -> str:
 def stderr_lines(result: CheckResult, explain: bool = False) -> Iterator[str]:
     """The findings as qemu-img check prints them on stderr; with explain, each
     followed by the structure, its offset and what is wrong."""
+    pending = ""
     for problem in result.problems():
-        yield from problem.message.split("\n")
+        lines = problem.message.split("\n")
+        lines[0] = pending + lines[0]
+        pending = lines.pop() if problem.message.endswith(UNTERMINATED) else ""
+        yield from lines
         if explain:
-            yield f"    {problem.explanation}"
+            yield f"    {pending}{problem.explanation}"
+            pending = ""
+    if pending:
+        yield pending
 
 
 def failure_line(result: CheckResult) -> Optional[str]:

@@ -256,6 +256,8 @@ DAMAGES: Dict[str, Tuple[str, Callable[[Layout], None]]] = {
         "v3", lambda at: _unreadable_block_for_copied_check(at, 1 << 63)),
     "compressed data past a partial last cluster": ("zlib", _past_partial_last_cluster),
     "file ending 2 bytes into a cluster, before the L1 table": ("v2", _cut_before_the_l1),
+    "bitmaps left behind by a program without bitmap support": (
+        "bitmaps", lambda at: put(at.path, 88, ">Q", 0)),
     "refcount block referenced twice": (
         "v3", lambda at: _set_entry(at, at.reftable + 8, u64(at.path, at.reftable))),
     "extended L2: allocated and zero subcluster": (
