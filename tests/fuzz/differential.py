@@ -42,10 +42,14 @@ QEMU_OUTPUT_LIMIT = 256 << 20
 # qemu opens (it reads zeros past the end of the file, and ignores the feature name
 # table). A pattern matches the signature (numbers as N, file names left out).
 KNOWN_DIFFERENCES = {
-    r"header_extensions\.extensions\[N\]\.data(\.entries\[N\]\.(bit|name))? at offset N":
-        "the header extension area and feature name table are parsed strictly "
-        "(qcow2.ksy, image.py); qemu ignores bad feature name table entries and reads "
-        "zeros past the end of the file",
+    r"header_extensions\.extensions\[N\]\.(len_data|data(\.value|\.entries\[N\]\.(bit|name))?)"
+    r" at offset N":
+        "the header extension area, feature name table and data file name are parsed "
+        "strictly (qcow2.ksy, image.py); qemu ignores bad feature name table entries, "
+        "takes names as bytes and reads zeros past the end of the file",
+    r"bitmap(s_extension\.bitmap)?_directory at offset N: .*past the end of the file":
+        "a bitmap directory past the end of the file is refused (image.py, bitmaps.py); "
+        "qemu reads zeros there",
     r"backing_file_name at offset N: (is not valid UTF-N text|runs past the end of the file)":
         "the backing file name must be UTF-8 and inside the file (image.py); qemu takes "
         "its bytes as they are, zeros past the end of the file",
@@ -56,8 +60,8 @@ KNOWN_DIFFERENCES = {
     r"snapshots\[N\]\.(id|name) at offset N: is not valid UTF-N text":
         "snapshot ids and names must be UTF-8 (qcow2.ksy, snapshots.py); qemu takes their "
         "bytes as they are",
-    r"check \| .*(header\.nb_snapshots|snapshots\[N\]\.extra_data_size) at offset N: N "
-    r"(snapshots|bytes) exceed QEMU's limit":
+    r"check \| .*((header\.nb_snapshots|snapshots\[N\]\.extra_data_size) at offset N: N "
+    r"(snapshots|bytes) exceed QEMU's limit|the snapshot table is not cluster aligned)":
         "check refuses a snapshot table over QEMU's limits; qemu-img check reports that "
         "it cannot read the table and checks the rest",
 }
@@ -146,7 +150,8 @@ def compare_check(case: Case, limits: Limits) -> Verdict:
     if qemu.code is None or b"Could not open" in qemu.stderr:
         return Verdict(REFUSED)
     ours = run_ours(case, ["check", "--json", name], limits)
-    if ours.code != qemu.code:
+    refused = ours.code == 1 and qemu.stdout and not ours.stdout  # qemu could check it
+    if ours.code != qemu.code or refused:
         last = ours.stderr.decode(errors="replace").strip().splitlines()[-1:]
         return Verdict(DIFFERENT, f"exit status: qemu {qemu.code}, qcow2kit {ours.code}: "
                                   f"{' '.join(last)[:200]}")
