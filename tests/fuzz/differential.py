@@ -54,7 +54,7 @@ KNOWN_DIFFERENCES = {
         "the backing file name must be UTF-8 and inside the file (image.py); qemu takes "
         "its bytes as they are, zeros past the end of the file",
     r"snapshots(\[N\]\.(id|name))? at offset N: (N entries of at least N bytes run|runs) "
-    r"past the end of the file":
+    r"past the end":
         "a snapshot table past the end of the file is refused (snapshots.py); qemu reads "
         "zeros there",
     r"snapshots\[N\]\.(id|name) at offset N: is not valid UTF-N text":
