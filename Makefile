@@ -4,7 +4,7 @@ VENV := .venv
 VPY := $(VENV)/bin/python
 KSC := node tools/ksc.js
 
-.PHONY: all targets check-generated check-ks-version diagram check-diagram deps install install-test demo test fuzz clean
+.PHONY: all targets check-generated check-ks-version diagram check-diagram deps install install-test demo test fuzz mutate clean
 
 all: generated/qcow2.py
 
@@ -90,10 +90,18 @@ test: deps install-test check-generated check-diagram targets check-ks-version
 	$(VPY) -m pytest -q tests
 
 # The long fuzzing run (tests/fuzz/): every command on mutants of the qemu-made images,
+# then FUZZ_DIFF more mutants compared with qemu-img (check, info, map, convert);
 # figures per command, a minimized reproducer per defect under build/fuzz/.
 FUZZ_CASES ?= 100000
+FUZZ_DIFF ?= 5000
 fuzz: deps install-test
-	PYTHONPATH=tests $(VPY) -m fuzz --cases $(FUZZ_CASES) --timeout 30 --report build/fuzz/report.json
+	PYTHONPATH=tests $(VPY) -m fuzz --cases $(FUZZ_CASES) --differential $(FUZZ_DIFF) \
+		--timeout 30 --report build/fuzz/report.json
+
+# Planted bugs (tools/mutate.py): each applied to a temporary copy of the tree, the
+# tests that cover its module run; prints killed/survived per bug and the score.
+mutate: deps install-test
+	$(VPY) tools/mutate.py
 
 clean:
 	rm -rf build .pytest_cache

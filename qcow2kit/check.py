@@ -34,9 +34,10 @@ from .crypto import luks_header
 from .image import LUKS, Image, refuse_as_qemu
 from .owners import OwnerTable
 from .progress import Progress
-from .qemu_style import to_json
-from .references import (ALL_ALLOC, COPIED, L2_RESERVED, OFFSET, REFT_OFFSET,
-                         REFT_RESERVED, Context, Kind, L1Ref, L2Entries, Owner,
+from .qemu_style import disk_size, to_json
+from .snapshots import ENTRY_FIXED_BYTES
+from .references import (ALL_ALLOC, AUTOCLEAR_BITMAPS, COPIED, L2_RESERVED, OFFSET,
+                         REFT_OFFSET, REFT_RESERVED, Context, Kind, L1Ref, L2Entries, Owner,
                          StoredRefcounts, c_hex, snapshot_label, walk, walk_length)
 
 CORRUPTION = "corruption"
@@ -44,6 +45,9 @@ LEAK = "leak"
 CHECK_ERROR = "check-error"
 NOTICE = "notice"  # printed by qemu-img check but counted nowhere
 
+# qemu's last line of the stale bitmaps notice, which it prints without a newline
+UNTERMINATED = "Some clusters may be leaked, run 'qemu-img check -r' on the image file to " \
+    "fix."
 MAX_CLUSTERS = 2**31 - 1  # qemu-img check gives up on larger files
 COUNT_MAX = 2**32 - 1  # rebuilt refcounts are uint32
 
@@ -98,9 +102,12 @@ class CheckResult:
 class _Stored(StoredRefcounts):
     """The stored refcounts, and qemu's notice when it meets an unreadable block."""
 
-    def corruption_notice(self, index: int) -> Problem:
-        """qemu's one-time notice when a refcount lookup meets an unaligned block."""
+    def corruption_notice(self, index: int) -> Optional[Problem]:
+        """qemu's one-time notice when a refcount lookup meets an unaligned block (none
+        for a block past qemu's largest offset, which is an I/O error only)."""
         offset = self.offsets[index]
+        if not offset % self.ctx.cs:
+            return None
         return Problem(
             NOTICE, f"qcow2: Image is corrupt: Refblock offset {c_hex(offset)} unaligned "
             f"(reftable index: {c_hex(index)}); further non-fatal corruption events will "
@@ -127,7 +134,7 @@ class _L2(L2Entries):
             return True
         return not (g.external_data_file or
                     (self.entries[self.compressed] & tables.COPIED).any() or
-                    (self.c_offsets + self.c_lengths >= ctx.file_size + ctx.cs).any())
+                    (self.c_offsets + self.c_lengths >= ctx.qemu_file_size + ctx.cs).any())
 
     def _bitmaps_quiet(self) -> bool:
         b = self.bitmaps
@@ -170,7 +177,7 @@ class _Counter:
     def region(self, owner: Owner, offset: int, size: int) -> None:
         if size <= 0:
             return
-        if offset + size - self.ctx.file_size >= self.ctx.cs:
+        if offset + size - self.ctx.qemu_file_size >= self.ctx.cs:
             self.problem(CORRUPTION, "ERROR: counting reference for region exceeding the end "
                          f"of the file by one cluster or more: offset {offset:#x} size "
                          f"{size:#x}", self.ctx.name(owner), offset, f"{size} bytes run past "
@@ -464,15 +471,27 @@ class _Refcounts:
 
     def _unreadable(self) -> Iterator[Tuple[int, Problem]]:
         per_block = self.store.per_block
-        for k, cluster in enumerate(self.unreadable.tolist()):
+        notice = None
+        for cluster in self.unreadable.tolist():
             index = cluster // per_block
-            if k == 0:
-                yield cluster, self.store.corruption_notice(index)
+            offset = self.store.offsets[index]
+            if notice is None:
+                notice = self.store.corruption_notice(index)
+                if notice is not None:
+                    yield cluster, notice
+            why = "ends past qemu's largest offset" if not offset % self.ctx.cs else \
+                "is not cluster aligned"
             yield cluster, Problem(
                 CHECK_ERROR, f"Can't get refcount for cluster {cluster}: Input/output error",
                 f"cluster {cluster}", cluster << self.ctx.bits, f"its refcount block "
-                f"({self.store.offsets[index]:#x}, refcount table entry {index}) is "
-                "not cluster aligned")
+                f"({offset:#x}, refcount table entry {index}) {why}")
+
+    @property
+    def noticed(self) -> bool:
+        """Whether the comparison gives qemu's notice of an unaligned block."""
+        per_block = self.store.per_block
+        return any(self.store.offsets[i] % self.ctx.cs
+                   for i in set((self.unreadable // per_block).tolist()))
 
 
 def _last_nonzero(array: np.ndarray) -> int:
@@ -500,9 +519,10 @@ def _copied_findings(counter: _Counter, notice_given: bool) -> List[Iterable[Pro
     out: List[Iterable[Problem]] = []
     for item in counter.copied:
         if isinstance(item, _Unreadable):
-            if not notice_given:
-                index = item.cluster // counter.stored.per_block
-                out.append([counter.stored.corruption_notice(index)])
+            notice = None if notice_given else counter.stored.corruption_notice(
+                item.cluster // counter.stored.per_block)
+            if notice is not None:
+                out.append([notice])
                 notice_given = True
         else:
             out.append(item)
@@ -519,6 +539,21 @@ def _incomplete_snapshots(ctx: Context) -> List[Problem]:
             for i, s in enumerate(ctx.snapshots) if s.extra_data_size < 16]
 
 
+def _stale_bitmaps(ctx: Context) -> List[Problem]:
+    """qemu's warning when it opens an image whose bitmaps extension a program without
+    bitmap support left behind (the extension there, its autoclear bit clear)."""
+    image = ctx.image
+    if image.extension("bitmaps") is None or \
+            image.header.autoclear_features & AUTOCLEAR_BITMAPS:
+        return []
+    return [Problem(NOTICE, "qcow2kit: warning: a program lacking bitmap support modified "
+                    "this file, so all bitmaps are now considered inconsistent\n"
+                    + UNTERMINATED,
+                    "header.autoclear_features",
+                    image.qcow2.header._debug["autoclear_features"]["start"],
+                    "the bitmaps extension is there but autoclear bit 0 is clear")]
+
+
 def _tally(findings: Iterable[Iterable[Problem]]) -> Dict[str, int]:
     counts: Dict[str, int] = defaultdict(int)
     for part in findings:
@@ -533,6 +568,18 @@ def _tally(findings: Iterable[Iterable[Problem]]) -> Dict[str, int]:
     return counts
 
 
+INT64_MAX = 2**63 - 1
+
+
+def snapshot_table_offset_valid(image: Image) -> bool:
+    """qemu's validate_table_offset on the snapshot table: cluster aligned, and its
+    end (the fixed part of each entry counted) within a signed 64-bit offset."""
+    h = image.header
+    size = h.nb_snapshots * ENTRY_FIXED_BYTES
+    return h.snapshot_offset % image.cluster_size == 0 and \
+        h.snapshot_offset <= INT64_MAX - size
+
+
 def check_image(image: Image, explain: bool = False, progress: bool = False) -> CheckResult:
     """Check image as read-only `qemu-img check` does.
 
@@ -544,6 +591,13 @@ def check_image(image: Image, explain: bool = False, progress: bool = False) -> 
     refuse_as_qemu(image)
     if image.header.crypt_method == LUKS and image.extension("full_disk_encryption"):
         luks_header(image)  # qemu opens no image whose LUKS header it cannot read
+    if not snapshot_table_offset_valid(image):  # qemu checks it before anything else
+        return CheckResult(1, 0, 0, 0, 0, 0, 0, 0, failure="Invalid argument", findings=([
+            Problem(CHECK_ERROR, "qcow2kit: ERROR snapshot table offset invalid",
+                    "header.snapshot_offset",
+                    image.qcow2.header._debug["ofs_snapshot_table"]["start"],
+                    f"{image.header.snapshot_offset:#x} is not cluster aligned or "
+                    "runs past qemu's largest offset")],))
     ctx = Context(image)
     g = ctx.geometry
     if g.file_clusters > MAX_CLUSTERS:
@@ -557,12 +611,12 @@ def check_image(image: Image, explain: bool = False, progress: bool = False) -> 
         owners = OwnerTable(ctx)
         refcounts.owners = {c: [ctx.name(o) for o in owners.cluster_owners(c)]
                             for c in refcounts.clusters.tolist()}
-    findings = (_incomplete_snapshots(ctx), counter.problems, refcounts,
-                *_copied_findings(counter, bool(refcounts.unreadable.size)))
+    findings = (_stale_bitmaps(ctx), _incomplete_snapshots(ctx), counter.problems,
+                refcounts, *_copied_findings(counter, refcounts.noticed))
     counts = _tally(findings)
     return CheckResult(
         check_errors=counts[CHECK_ERROR], corruptions=counts[CORRUPTION], leaks=counts[LEAK],
-        total_clusters=-(-(image.header.size // 512 * 512) // ctx.cs),
+        total_clusters=-(-disk_size(image.header.size) // ctx.cs),
         allocated_clusters=counter.allocated, fragmented_clusters=counter.fragmented,
         compressed_clusters=counter.compressed,
         image_end_offset=(refcounts.highest + 1) * ctx.cs, findings=findings)
@@ -600,10 +654,17 @@ def stderr_lines(result: CheckResult, explain: bool = False) -> Iterator[str]:
     """The findings as qemu-img check prints them on stderr; with explain, each
     followed by the structure, its offset and what is wrong (names read from the
     image in it escaped: the explanation is qcow2kit's own)."""
+    pending = ""
     for problem in result.problems():
-        yield from problem.message.split("\n")
+        lines = problem.message.split("\n")
+        lines[0] = pending + lines[0]
+        pending = lines.pop() if problem.message.endswith(UNTERMINATED) else ""
+        yield from lines
         if explain:
-            yield f"    {printable.escape(problem.explanation)}"
+            yield f"    {pending}{printable.escape(problem.explanation)}"
+            pending = ""
+    if pending:
+        yield pending
 
 
 def failure_line(result: CheckResult) -> Optional[str]:

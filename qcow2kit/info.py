@@ -16,10 +16,9 @@ from .errors import Qcow2Error
 from . import access, printable
 from .findings import Finding
 from .image import Image, enum_name, open_image, probe_format, refuse_as_qemu, text
-from .qemu_style import InOrder, c_string, dump_tree, size_to_str, to_json
+from .qemu_style import SECTOR, InOrder, c_string, disk_size, dump_tree, size_to_str, to_json
 from .snapshots import LISTING_HEADER, listing_line, qemu_snapshot_info, read_snapshots
 
-SECTOR = 512
 COMPAT = {2: "0.10", 3: "1.1"}
 EXTRAS = "qcow2kit"
 # The bits the specification defines, under qcow2.ksy's names (its has_unknown_bits
@@ -193,7 +192,7 @@ def qcow2_info(image: Image, filename: str, with_extras: bool = True) -> Dict[st
     info: Dict[str, Any] = {
         "filename": filename, "format": "qcow2", "dirty-flag": dirty,
         "actual-size": _allocated(str(image.path)),
-        "virtual-size": h.size // SECTOR * SECTOR,
+        "virtual-size": disk_size(h.size),
         "cluster-size": image.cluster_size}
     if h.crypt_method:
         info["encrypted"] = True

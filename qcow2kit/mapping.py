@@ -19,9 +19,10 @@ import numpy as np
 
 from .errors import Qcow2Error
 from . import access
-from .image import Image, open_image, probe_format
+from .image import Image, open_image, probe_format, text
 from .output import FileId, file_id
 from .progress import Progress
+from .qemu_style import disk_size
 from .snapshots import Snapshot, read_snapshots
 from . import tables
 
@@ -76,6 +77,8 @@ def file_runs(fd: int, start: int, end: int) -> Iterator[tuple]:
             pos = min(data, end)
             continue
         hole = os.lseek(fd, pos, os.SEEK_HOLE)
+        if hole <= pos:  # a device tells no holes (/dev/null answers 0): data to the end
+            hole = end
         yield pos, min(hole, end), True
         pos = min(hole, end)
 
@@ -130,7 +133,7 @@ class Qcow2Layer(Layer):
                  l1_where: Optional[Tuple[str, int]] = None) -> None:
         self.image = image
         self.geometry = tables.Geometry.of(image)
-        self.size = image.header.size if size is None else size
+        self.size = disk_size(image.header.size) if size is None else size
         self.filename = filename
         self.backing = backing
         self.data_file = data_file  # the external data file's name, if the image gives one
@@ -171,10 +174,11 @@ class Qcow2Layer(Layer):
         host = tables.host_offsets(table.entries)
         if not g.extended_l2:
             return types, host, table.entries
-        kinds, offsets = self._subclusters(types, host, table)
+        kinds, offsets = self._subclusters(types, host, table, l1_index)
         return kinds, offsets, np.repeat(table.entries, SUBCLUSTERS)
 
-    def _subclusters(self, types: np.ndarray, host: np.ndarray, table: tables.L2Table):
+    def _subclusters(self, types: np.ndarray, host: np.ndarray, table: tables.L2Table,
+                     l1_index: int):
         bitmaps = table.bitmaps
         bits = np.arange(SUBCLUSTERS, dtype=np.uint64)
         alloc = ((bitmaps[:, None] >> bits) & np.uint64(1)).astype(bool)
@@ -183,9 +187,12 @@ class Qcow2Layer(Layer):
         normal = cluster == KIND["normal"]
         invalid = (normal & (bitmaps & (bitmaps >> np.uint64(32)) != 0)[:, None]) | \
             ((cluster == KIND["unallocated"]) & ((bitmaps & np.uint64(0xFFFFFFFF)) != 0)[:, None])
-        if invalid.any():
-            index = int(np.flatnonzero(invalid.any(axis=1))[0])
-            raise Qcow2Error(f"L2 table (L1 entry {table.l1_index}) entry {index}",
+        # qemu reads only the entries that map the disk
+        disk = -(-(self.size - l1_index * len(types) * self.geometry.cluster_size) //
+                 self.geometry.cluster_size)
+        if invalid[:disk].any():
+            index = int(np.flatnonzero(invalid[:disk].any(axis=1))[0])
+            raise Qcow2Error(f"L2 table (L1 entry {l1_index}) entry {index}",
                              table.offset + 16 * index, "invalid subcluster bitmap")
         kinds = np.select(
             [cluster == KIND["compressed"], normal & zero, normal & alloc, normal,
@@ -356,10 +363,10 @@ def _open_layer(filename: str, fmt: Optional[str], depth: int, max_depth: int,
 def _qcow2_layer(image: Image, filename: str, depth: int, max_depth: int,
                  snapshot: Optional[str]) -> Qcow2Layer:
     fmt_ext = image.extension("backing_file_format")
-    fmt = c_string(fmt_ext.data.decode("utf-8", "replace")) if fmt_ext else None
+    fmt = c_string(text(fmt_ext.data)) if fmt_ext else None
     below = access.backing_file(filename, c_string(image.backing_file), fmt, depth)
     data_ext = image.extension("external_data_file")
-    data_file = c_string(data_ext.data.decode("utf-8", "replace")) if data_ext else None
+    data_file = c_string(text(data_ext.data)) if data_ext else None
     if data_file:
         access.data_file(filename, data_file)
     backing = None if below is None else _open_layer(*below, depth + 1, max_depth)
@@ -390,17 +397,23 @@ def image_map(path: Union[str, Path]) -> Iterator[Extent]:
         yield current
 
 
+EMPTY_DISK = Extent(0, 0, 0, False, False, False, None, None)  # qemu's for a 0-byte disk
+
+
 def render_json(extents: Iterator[Extent]) -> str:
-    """qemu-img map --output=json, byte for byte."""
-    lines = []
-    for e in extents:
-        line = (f'{{ "start": {e.start}, "length": {e.length}, "depth": {e.depth}, '
-                f'"present": {str(e.present).lower()}, "zero": {str(e.zero).lower()}, '
-                f'"data": {str(e.data).lower()}')
-        if e.offset is not None:
-            line += f', "offset": {e.offset}'
-        lines.append(line + "}")
-    return "[" + ",\n".join(lines) + "]\n"
+    """qemu-img map --output=json, byte for byte (a disk of size 0 gets qemu's one
+    empty extent)."""
+    lines = [_json_line(e) for e in extents]
+    return "[" + ",\n".join(lines or [_json_line(EMPTY_DISK)]) + "]\n"
+
+
+def _json_line(e: Extent) -> str:
+    line = (f'{{ "start": {e.start}, "length": {e.length}, "depth": {e.depth}, '
+            f'"present": {str(e.present).lower()}, "zero": {str(e.zero).lower()}, '
+            f'"data": {str(e.data).lower()}')
+    if e.offset is not None:
+        line += f', "offset": {e.offset}'
+    return line + "}"
 
 
 def _c_hex(value: int) -> str:

@@ -41,7 +41,7 @@ class _Collector:
 
     def _counted(self, start: int, end: int) -> bool:
         """qemu counts a region unless it runs a cluster or more past the end of the file."""
-        if end >= self.ctx.file_size + self.ctx.cs:
+        if end >= self.ctx.qemu_file_size + self.ctx.cs:
             return False
         self.nb_clusters = max(self.nb_clusters, ((end - 1) >> self.ctx.bits) + 1)
         return True
@@ -82,7 +82,7 @@ class _Collector:
             return
         start, end, kind, entry = (np.concatenate(c) for c in zip(*parts))
         order = np.argsort(entry, kind="stable")
-        counted = end < np.uint64(self.ctx.file_size + self.ctx.cs)
+        counted = end < np.uint64(self.ctx.qemu_file_size + self.ctx.cs)
         if counted.any():
             last = int(end[counted].max()) - 1
             self.nb_clusters = max(self.nb_clusters, (last >> self.ctx.bits) + 1)

@@ -16,6 +16,12 @@ SIZE_UNITS = ("", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei")
 JSON_ESCAPES = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\f": "\\f", "\n": "\\n",
                 "\r": "\\r", "\t": "\\t"}
 REPLACEMENT = 0xFFFD
+SECTOR = 512
+
+
+def disk_size(size: int) -> int:
+    """The virtual disk size qemu uses: the header's size in whole 512-byte sectors."""
+    return size // SECTOR * SECTOR
 
 
 def _bucket(key: str) -> int:

@@ -25,7 +25,7 @@ from . import tables
 from .errors import Qcow2Error
 from .image import Bitmap, BitmapTableEntry, Image
 from .progress import Progress
-from .qemu_style import byte_width, c_string
+from .qemu_style import SECTOR, byte_width, c_string, disk_size
 from .snapshots import ENTRY_FIXED_BYTES, Snapshot, read_snapshots
 
 COPIED = 1 << 63
@@ -38,6 +38,7 @@ ALL_ALLOC = 0xFFFFFFFF  # extended L2 bitmap: allocated subclusters
 AUTOCLEAR_BITMAPS = 1
 MAX_L1_ENTRIES = tables.MAX_L1_BYTES // 8
 ACTIVE = -1  # the source of the active L1 table's references
+MAX_READ_END = (1 << 63) - (1 << 30)  # qemu's BDRV_MAX_LENGTH: no read ends past it
 
 
 def c_hex(value: int) -> str:
@@ -103,6 +104,8 @@ class Context:
         self.bits = g.cluster_bits
         self.cs = g.cluster_size
         self.file_size = g.file_size
+        # the file's length as qemu sees it (bdrv_getlength): in whole 512-byte sectors
+        self.qemu_file_size = disk_size(g.file_size + SECTOR - 1)
         self.entry_size = 16 if g.extended_l2 else 8
         self._fd = image._file.fileno()
         self._check_tables()
@@ -181,8 +184,8 @@ _FIXED_NAMES = {Kind.HEADER: "header", Kind.SNAPSHOT_TABLE: "snapshot table",
 class StoredRefcounts:
     """The stored refcounts, as qemu's qcow2_get_refcount reads them: 0 beyond the
     refcount table or in an unallocated block; a block whose offset is not cluster
-    aligned cannot be read. values holds the first count clusters' refcounts; get()
-    reads any other cluster's block when asked."""
+    aligned, or that ends past qemu's largest offset, cannot be read. values holds the
+    first count clusters' refcounts; get() reads any other cluster's block when asked."""
 
     def __init__(self, ctx: Context, count: int) -> None:
         g = ctx.geometry
@@ -192,12 +195,16 @@ class StoredRefcounts:
         self.values = np.zeros(count, dtype=tables.refcount_dtype(g.refcount_order))
         self.unreadable: List[int] = []  # refcount table indices
         for index, offset in enumerate(self.offsets[:-(-count // self.per_block)]):
-            if offset and offset % ctx.cs:
+            if offset and not self.readable(offset):
                 self.unreadable.append(index)
             elif offset:
                 first = index * self.per_block
                 n = min(self.per_block, count - first)
                 self.values[first:first + n] = self._block(offset)[:n]
+
+    def readable(self, offset: int) -> bool:
+        """Whether qemu can read a refcount block at offset."""
+        return not offset % self.ctx.cs and offset + self.ctx.cs <= MAX_READ_END
 
     def _block(self, offset: int) -> np.ndarray:
         data = self.ctx.read(offset, self.ctx.cs)
@@ -210,7 +217,7 @@ class StoredRefcounts:
         per_block = self.per_block
         for index in range(first // per_block, min(-(-last // per_block), len(self.offsets))):
             offset = self.offsets[index]
-            if offset and not offset % self.ctx.cs:
+            if offset and self.readable(offset):
                 a, b = max(first, index * per_block), min(last, (index + 1) * per_block)
                 block = self._block(offset)
                 out[a - first:b - first] = block[a - index * per_block:b - index * per_block]
@@ -220,10 +227,10 @@ class StoredRefcounts:
         """One cluster's refcount; None when its block cannot be read."""
         index = cluster // self.per_block
         offset = self.offsets[index] if index < len(self.offsets) else 0
-        if offset % self.ctx.cs:
-            return None
         if not offset:
             return 0
+        if not self.readable(offset):
+            return None
         if cluster < len(self.values):
             return int(self.values[cluster])
         return int(self._block(offset)[cluster - index * self.per_block])

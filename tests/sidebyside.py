@@ -12,15 +12,24 @@ import struct
 import subprocess
 import time
 from pathlib import Path
-from typing import Dict, Iterator, List, Tuple
+from typing import Dict, Iterator, List, Sequence, Tuple, TypeVar
 
 from click.testing import CliRunner, Result
 
 import imagekit
 from qcow2kit.cli import main as cli
 
+A = TypeVar("A")
+B = TypeVar("B")
 UTC = "UTC"
 LUKS_OPTS = "driver=qcow2,file.filename={},encrypt.key-secret=sec0"
+
+
+def strict_zip(a: Sequence[A], b: Sequence[B]) -> List[Tuple[A, B]]:
+    """Pairs of a and b, which must be as long as each other (zip(strict=True) needs
+    Python 3.10)."""
+    assert len(a) == len(b), f"{len(a)} items paired with {len(b)}"
+    return list(zip(a, b))
 
 
 def qemu_img(*args: str, cwd: Path, tz: str = UTC) -> subprocess.CompletedProcess:

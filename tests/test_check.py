@@ -3,6 +3,8 @@ JSON, the same stderr lines and the same exit status, on every image kind and on
 copies damaged by hand (with struct, independent of qcow2kit)."""
 from __future__ import annotations
 
+import json
+import shutil
 import struct
 from pathlib import Path
 from typing import Callable, Dict, List, Tuple
@@ -161,6 +163,15 @@ def _free_cluster(at: Layout) -> None:
     _set_entry(at, at.l2(0, 3), COPIED | size)
 
 
+def _just_past_the_end(at: Layout) -> None:
+    """A reference that ends exactly one cluster past the end of the file: qemu
+    reports it as exceeding the end by one cluster or more."""
+    end = -(-at.path.stat().st_size // at.cs) * at.cs
+    with open(at.path, "r+b") as f:
+        f.truncate(end)
+    _set_entry(at, at.l2(0, 3), COPIED | end)
+
+
 def _snapshot_l1(at: Layout, value: Callable[[int], int]) -> None:
     _set_entry(at, at.snapshots, value(u64(at.path, at.snapshots)))
 
@@ -172,10 +183,10 @@ def _shared_lowered(at: Layout) -> None:
     at.add_refcount(_data_cluster(at, 0, j), -1)
 
 
-def _unreadable_block_for_copied_check(at: Layout) -> None:
-    """Refcount block 1 misaligned; only the copied flag check looks into it, for a
-    data cluster far beyond the end of the file."""
-    _set_entry(at, at.reftable + 8, u64(at.path, at.reftable) + at.cs + 0x200)
+def _unreadable_block_for_copied_check(at: Layout, fault: int = 0x200) -> None:
+    """Refcount block 1 misaligned (or past qemu's largest offset); only the copied
+    flag check looks into it, for a data cluster far beyond the end of the file."""
+    _set_entry(at, at.reftable + 8, u64(at.path, at.reftable) + at.cs | fault)
     _set_entry(at, at.l2(0, 3), COPIED | (at.cs * 8 // 16 + 100) << at.bits)
 
 
@@ -190,6 +201,14 @@ def _past_partial_last_cluster(at: Layout) -> None:
     _set_entry(at, at.l2(0, j), COMPRESSED | 1 << x | end - 412)  # 2 sectors from 412 before
 
 
+def _cut_before_the_l1(at: Layout) -> None:
+    """Found by differential fuzzing: the file ends 2 bytes into the cluster before the
+    L1 table's; qemu sees a file of whole sectors, so the L1 table is less than a
+    cluster past its end and counted."""
+    with open(at.path, "r+b") as f:
+        f.truncate(at.l1_offset - at.cs + 2)
+
+
 DAMAGES: Dict[str, Tuple[str, Callable[[Layout], None]]] = {
     "leak: refcount raised": ("v3", lambda at: at.add_refcount(_data_cluster(at), 1)),
     "corruption: refcount lowered": ("v3", lambda at: at.add_refcount(_data_cluster(at), -1)),
@@ -198,6 +217,10 @@ DAMAGES: Dict[str, Tuple[str, Callable[[Layout], None]]] = {
     "L1 copied flag cleared": ("v3", lambda at: _flip(at, at.l1(0), COPIED)),
     "reference beyond the end of the file": (
         "v3", lambda at: _set_entry(at, at.l2(0, 3), COPIED | 100 << at.bits)),
+    "data cluster at the cluster after the end of the file": ("v3", _just_past_the_end),
+    "data cluster offset with bit 55": (
+        "v3", lambda at: _set_entry(at, at.l2(0, 3), COPIED | 1 << 55)),
+    "L2 table offset with bit 55": ("v3", lambda at: _flip(at, at.l1(0), 1 << 55)),
     "misaligned L2 table offset": ("v3", lambda at: _flip(at, at.l1(0), 0x200)),
     "misaligned data cluster": ("v3", lambda at: _flip(at, at.l2(0, 0), 0x200)),
     "L1 entry reserved bits": ("v3", lambda at: _flip(at, at.l1(0), 1 << 60)),
@@ -227,7 +250,14 @@ DAMAGES: Dict[str, Tuple[str, Callable[[Layout], None]]] = {
         "v3", lambda at: _set_entry(at, at.reftable + 8, 100 << at.bits)),
     "refcount block misaligned, met by the copied flag check": (
         "v3", _unreadable_block_for_copied_check),
+    "refcount block past qemu's largest offset": (
+        "v3", lambda at: _set_entry(at, at.reftable, u64(at.path, at.reftable) | 1 << 63)),
+    "refcount block past qemu's largest offset, met by the copied flag check": (
+        "v3", lambda at: _unreadable_block_for_copied_check(at, 1 << 63)),
     "compressed data past a partial last cluster": ("zlib", _past_partial_last_cluster),
+    "file ending 2 bytes into a cluster, before the L1 table": ("v2", _cut_before_the_l1),
+    "bitmaps left behind by a program without bitmap support": (
+        "bitmaps", lambda at: put(at.path, 88, ">Q", 0)),
     "refcount block referenced twice": (
         "v3", lambda at: _set_entry(at, at.reftable + 8, u64(at.path, at.reftable))),
     "extended L2: allocated and zero subcluster": (
@@ -251,6 +281,101 @@ def damaged(image_copy: Callable[[str], Path]) -> Callable[[str], Path]:
 def test_damaged_like_qemu(damaged: Callable[[str], Path], name: str) -> None:
     code, _, err = assert_like_qemu(damaged(name))
     assert code != 0 and err, "the damage went unnoticed"
+
+
+# --- every reserved bit, each compared with qemu-img check ------------------------------
+# The bits qcow2.txt (docs/interop) reserves, read from its tables of entry layouts:
+# L1 entries 0-8 and 56-62 (9-55 offset, 63 copied); standard L2 entries, also in
+# extended L2 tables, 1-8 and 56-61 (0 zero flag, 62 compressed, 63 copied); refcount
+# table entries 0-8; bitmap table entries 1-8 and 56-63 (0 all ones). A compressed
+# descriptor has none of its own, but its copied flag must be 0 and, in an extended L2
+# table, its subcluster bitmap all zeros.
+L1_RESERVED_BITS = [*range(0, 9), *range(56, 63)]
+L2_RESERVED_BITS = [*range(1, 9), *range(56, 62)]
+REFTABLE_RESERVED_BITS = list(range(0, 9))
+BITMAP_RESERVED_BITS = [*range(1, 9), *range(56, 64)]
+
+
+def reserved_bit_like_qemu(path: Path, address: int, bit: int) -> List[str]:
+    """Set one bit of the 64-bit entry at address; both checks must agree and find it."""
+    _flip(Layout(path), address, 1 << bit)
+    code, _, err = assert_like_qemu(path)
+    assert code == 2 and err, "the reserved bit went unnoticed"
+    return err
+
+
+@pytest.mark.parametrize("bit", L1_RESERVED_BITS)
+def test_l1_entry_reserved_bit(image_copy: Callable[[str], Path], bit: int) -> None:
+    path = image_copy("snapshots")
+    err = reserved_bit_like_qemu(path, Layout(path).l1(0), bit)
+    assert err[0].startswith("ERROR found L1 entry with reserved bits set")
+
+
+@pytest.mark.parametrize("kind", ["v3", "extended_l2"])
+@pytest.mark.parametrize("bit", L2_RESERVED_BITS)
+def test_l2_entry_reserved_bit(image_copy: Callable[[str], Path], kind: str, bit: int) -> None:
+    path = image_copy(kind)
+    err = reserved_bit_like_qemu(path, Layout(path).l2(0, 0), bit)
+    assert err[0].startswith("ERROR found l2 entry with reserved bits set")
+
+
+@pytest.mark.parametrize("kind", ["zlib", "zlib_4k"])
+def test_compressed_descriptor_copied_flag(image_copy: Callable[[str], Path],
+                                           kind: str) -> None:
+    path = image_copy(kind)
+    at = Layout(path)
+    err = reserved_bit_like_qemu(path, at.compressed(lambda a, b: True)[0], 63)
+    assert "copied flag must never be set for compressed clusters" in err[0]
+
+
+@pytest.fixture(scope="module")
+def compressed_extended_l2(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An extended L2 image with a compressed cluster (qemu-io write -c)."""
+    path = tmp_path_factory.mktemp("compressed_extended_l2") / "cx.qcow2"
+    imagekit.create(path, "4M", extended_l2="on", cluster_size="65536")
+    imagekit.qemu_io(path, "write -c -P 0x11 0 64k", "write -P 0x22 64k 64k")
+    return path
+
+
+@pytest.mark.parametrize("bit", range(64))
+def test_compressed_descriptor_subcluster_bitmap_bit(
+        compressed_extended_l2: Path, tmp_path: Path, bit: int) -> None:
+    path = tmp_path / compressed_extended_l2.name
+    shutil.copyfile(compressed_extended_l2, path)
+    at = Layout(path)
+    assert u64(path, at.l2(0, 0)) & COMPRESSED and not u64(path, at.l2(0, 0) + 8)
+    err = reserved_bit_like_qemu(path, at.l2(0, 0) + 8, bit)
+    assert "with non-zero subcluster allocation bitmap" in err[0]
+
+
+@pytest.mark.parametrize("bit", REFTABLE_RESERVED_BITS)
+def test_refcount_table_entry_reserved_bit(image_copy: Callable[[str], Path],
+                                           bit: int) -> None:
+    path = image_copy("v3")
+    err = reserved_bit_like_qemu(path, Layout(path).reftable, bit)
+    assert err[0] == "ERROR refcount table entry 0 has reserved bits set"
+
+
+@pytest.mark.parametrize("bit", BITMAP_RESERVED_BITS)
+@pytest.mark.parametrize("name", ["b0", "disabled"])
+def test_bitmap_table_entry_reserved_bit(image_copy: Callable[[str], Path], name: str,
+                                         bit: int) -> None:
+    """qemu refuses to open the image (it reads every bitmap table when it opens one
+    read-only); our check reports the entry as a corruption instead, and the data
+    cluster it no longer references as leaked."""
+    path = image_copy("bitmaps")
+    entry = next(e for e in imagekit.bitmap_directory(path) if e["name"] == name)
+    _flip(Layout(path), entry["table_offset"], 1 << bit)
+    qemu = run_qemu(path, "--output=json")
+    assert (qemu[0], qemu[1]) == (1, "")
+    assert qemu[2] == [f"qcow2kit: Could not open '{path.name}': Could not read "
+                       f"bitmap_table table from image for bitmap '{name}': Invalid argument"]
+    code, out, err = run_ours(path, "--json")
+    assert code == 2
+    assert err[0] == (f"ERROR bitmap '{name}' table entry 0 is invalid: reserved bits "
+                      f"{1 << bit:#x} are set")
+    assert all(line.startswith("Leaked cluster ") for line in err[1:])
+    assert json.loads(out)["corruptions"] == 1
 
 
 def test_snapshot_table_ending_the_file_like_qemu(image_copy: Callable[[str], Path]) -> None:

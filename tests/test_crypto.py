@@ -5,7 +5,10 @@ writes patterns; every data cluster decrypted here equals the same guest range o
 `qemu-img convert -O raw`."""
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import pty
 import struct
 import subprocess
 from pathlib import Path
@@ -32,6 +35,8 @@ LUKS = {
     "aes-256-ecb": ("aes-256", "ecb", "plain64", None, "sha224"),
     "aes-256-ctr-plain64": ("aes-256", "ctr", "plain64", None, "sha512"),
     "cast5-128-cbc-plain64": ("cast5-128", "cbc", "plain64", None, "sha1"),
+    "aes-128-ctr-essiv": ("aes-128", "ctr", "essiv", "sha256", "ripemd160"),
+    "aes-128-ecb": ("aes-128", "ecb", "plain64", None, "sha512"),
 }
 
 
@@ -244,3 +249,28 @@ def test_info_check_secret(tmp_path: Path) -> None:
     assert proc.returncode == 0
     assert proc.stdout.decode().endswith("\nSecret: legacy AES cannot check a secret: any "
                                          "one decrypts, a wrong one to noise\n")
+
+
+def test_secret_asked_for_on_a_terminal(tmp_path: Path) -> None:
+    """On a terminal the secret is asked for (and not echoed), once, for the image."""
+    path = make(tmp_path / "luks.qcow2", "luks", **{"encrypt.hash-alg": "sha512"})
+    pid, fd = pty.fork()
+    if pid == 0:  # the child, on the new terminal
+        os.chdir(tmp_path)
+        os.execv(QCOW2KIT[0], [*QCOW2KIT, "cat", "--length", "4", path.name])
+    seen = b""
+    while b"Password for" not in seen:
+        seen += os.read(fd, 1024)
+    assert seen.endswith(b"Password for luks.qcow2: ")
+    os.write(fd, PASSWORD.encode() + b"\n")
+    rest = b""
+    with contextlib.suppress(OSError):  # EIO once the child has gone
+        while True:
+            chunk = os.read(fd, 1024)
+            if not chunk:
+                break
+            rest += chunk
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert PASSWORD.encode() not in rest  # not echoed
+    assert rest.endswith(b"\x5a" * 4)

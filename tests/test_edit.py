@@ -11,13 +11,17 @@ from pathlib import Path
 from typing import Callable, Dict, List, Tuple
 
 import pytest
+from click.testing import CliRunner
 
 import imagekit
 from qcow2kit import open_image
+from qcow2kit.cli import main as cli
 from qcow2kit.dump import render
+from golden import regen
 from ourcmd import QCOW2KIT, COMPAT
 
 GOLDEN = json.loads((Path(__file__).parent / "golden" / "qcow2py.json").read_text())
+COMPAT_EDITS = regen.EDITS  # qcow2.py's arguments after IMAGE, and its standard input
 TEST_MAGIC = 0x71C0D3E5
 BACKING_FORMAT = 0xE2792ACA
 
@@ -154,8 +158,10 @@ def test_edit_keeps_image_valid(image_copy, kind: str, edit: str) -> None:
 
 def test_edits_keep_compression_type_and_extra_header_bytes(image_copy) -> None:
     path = image_copy("zstd")
-    qcow2kit("add-header-ext", str(path), hex(TEST_MAGIC), "x")
-    qcow2kit("set-header", str(path), "size", "0x800000")
+    for args in (["add-header-ext", str(path), hex(TEST_MAGIC), "x"],
+                 ["set-header", str(path), "size", "0x800000"]):
+        proc = qcow2kit(*args)
+        assert proc.returncode == 0 and proc.stderr == "", proc.stderr
     assert info(path)["format-specific"]["data"]["compression-type"] == "zstd"
     assert check(path)["rc"] == 0
     with open_image(path) as image:
@@ -199,36 +205,69 @@ def test_bitmaps_extension_untouched(image_copy) -> None:
 
 # --- the compat shim: the same bytes as qcow2.py where qcow2.py is right -----------
 
-COMPAT_EDITS = {
-    "set-header": (["set-header", "size", "0x1000000"], ""),
-    "set-feature-bit": (["set-feature-bit", "compatible", "0"], ""),
-    "add-header-ext": (["add-header-ext", "0x71c0d3e5", "qcow2kit test data"], ""),
-    "add-header-ext-stdio": (["add-header-ext-stdio", "0x71c0d3e6"], "from stdin\n"),
-    "del-header-ext": (["del-header-ext", "0x6803f857"], ""),
-}
-
-
 def test_compat_edits_cover_the_golden() -> None:
+    assert GOLDEN["edits"]
     assert all(sorted(v) == sorted(COMPAT_EDITS) for v in GOLDEN["edits"].values())
 
 
+def qcow2kit_argv(qcow2py_args: List[str], image: str) -> Tuple[List[str], bool]:
+    """The qcow2kit command that does what qcow2.py IMAGE ARGS does, and whether it
+    reads the payload from standard input."""
+    name, *rest = qcow2py_args
+    if name == "add-header-ext-stdio":
+        return ["add-header-ext", image, *rest, "--stdin"], True
+    return [name, image, *rest], False
+
+
+@pytest.mark.parametrize("tool", ["compat", "qcow2kit"])
 @pytest.mark.parametrize("kind", sorted(GOLDEN["edits"]))
-def test_compat_edit_bytes_equal_qcow2py(images: Dict[str, Path], tmp_path: Path,
-                                         kind: str) -> None:
+def test_edit_bytes_equal_qcow2py(images: Dict[str, Path], tmp_path: Path, kind: str,
+                                  tool: str) -> None:
+    """The compat shim (qcow2.py's command line) and the qcow2kit commands write the
+    first cluster qcow2.py wrote, and nothing else. Where qcow2.py finds no extension
+    to delete, and so writes nothing, qcow2kit refuses (exit status 1)."""
     for name, (args, stdin) in COMPAT_EDITS.items():
         copy = tmp_path / images[kind].name
         shutil.copyfile(images[kind], copy)
         size = cluster_size(copy)
-        rest = sha256(copy.read_bytes()[size:])
+        original = copy.read_bytes()
+        rest = sha256(original[size:])
         absent = args[0] == "del-header-ext" and \
             int(args[1], 0) not in [magic for _, magic, _ in imagekit.extensions(copy)]
-        proc = compat(str(copy), *args, stdin=stdin)
-        # qcow2.py prints nothing but this
-        expected = "No such header extension\n" if absent else ""
-        assert (proc.returncode, proc.stdout, proc.stderr) == (0, expected, ""), name
+        if tool == "compat":
+            proc = compat(str(copy), *args, stdin=stdin)
+            # qcow2.py prints nothing but this
+            expected = "No such header extension\n" if absent else ""
+            assert (proc.returncode, proc.stdout, proc.stderr) == (0, expected, ""), name
+        else:  # in process: a command per edit and kind; no extension to delete: refused
+            argv, piped = qcow2kit_argv(args, str(copy))
+            result = CliRunner().invoke(cli, argv, input=stdin if piped else "")
+            assert result.exit_code == (1 if absent else 0), result.stderr
         data = copy.read_bytes()
         assert sha256(data[:size]) == GOLDEN["edits"][kind][name], name
         assert sha256(data[size:]) == rest
+
+
+@pytest.mark.parametrize("length", [1, 7, 9, 18])
+@pytest.mark.parametrize("kind", ["v2", "bitmaps", "backing", "luks"])
+def test_payload_padding(image_copy, kind: str, length: int) -> None:
+    """Payloads padded to 8 bytes with zeros, read back with struct, on the kinds
+    qcow2.py cannot edit too; qemu finds the image as valid as before."""
+    path = image_copy(kind)
+    payload = bytes(range(0x41, 0x41 + length))
+    check_before = check(path)
+    proc = qcow2kit("add-header-ext", str(path), hex(TEST_MAGIC), payload.decode())
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    found = [(off, length) for off, magic, length in imagekit.extensions(path)
+             if magic == TEST_MAGIC]
+    assert [n for _, n in found] == [length]
+    data = path.read_bytes()
+    start = found[0][0] + 8
+    assert data[start:start + length] == payload
+    padded = -(-length // 8) * 8
+    assert data[start + length:start + padded] == bytes(padded - length)
+    assert check(path) == check_before
+    assert qemu_img("info", *opened(path), image=path).returncode == 0
 
 
 def test_compat_v2_header_written_whole(image_copy) -> None:
@@ -301,6 +340,7 @@ def test_warns_when_qemu_will_refuse(image_copy) -> None:
         in proc.stderr
     assert qemu_img("info", str(path), image=path).returncode != 0
     proc = qcow2kit("set-feature-bit", str(path), "incompatible", "1")
+    assert proc.returncode == 0
     assert "the corrupt bit is set" in proc.stderr
 
 

@@ -3,7 +3,9 @@
 
 The short run mutates the qemu-made images of the session (tests/fuzz/) and runs every
 qcow2kit command on each mutant; it fails listing each defect with its reproducer.
-QCOW2KIT_FUZZ_CASES sets its size (default 3000 command runs).
+QCOW2KIT_FUZZ_CASES sets its size (default 3000 command runs, at least FLOOR), and
+QCOW2KIT_FUZZ_DIFF its differential part (default 150 mutants compared with qemu-img,
+at least DIFF_FLOOR; tests/fuzz/differential.py).
 """
 from __future__ import annotations
 
@@ -12,12 +14,12 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Dict, Iterator
+from typing import Dict, Iterator, List
 
 import click
 import pytest
 
-from fuzz import fields
+from fuzz import differential, fields
 from fuzz.commands import Command
 from fuzz.mutate import Mutant, Patch, Seed, write
 from fuzz.runner import Case, Limits, digest, run_command
@@ -25,6 +27,8 @@ from qcow2kit.cli import main as cli
 
 TESTS = Path(__file__).parent
 CASES = int(os.environ.get("QCOW2KIT_FUZZ_CASES", "3000"))
+DIFF_MUTANTS = int(os.environ.get("QCOW2KIT_FUZZ_DIFF", "150"))
+FLOOR, DIFF_FLOOR = 1000, 50  # a smaller run would pass without looking
 
 
 # --- the harness's judgement ----------------------------------------------------------
@@ -104,9 +108,44 @@ def test_mutants_are_deterministic(images: Dict[str, Path], tmp_path: Path) -> N
     assert len(data) == 4096 and data[20:24] == b"\0\0\0\x1f"
 
 
+def test_differential_tells_equal_different_and_refused(case: Case,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The qemu-made image compares equal on every command; an output changed by one
+    byte, or a wrong exit status, is a difference; a mutant qemu cannot open is
+    refused and not compared."""
+    names = list(differential.COMPARISONS)
+    limits = Limits(timeout=30)
+    same = differential.compare_mutant(case, Mutant("v3", (), None), limits, names)
+    assert {n: v.status for n, v in same.items()} == dict.fromkeys(names, differential.EQUAL)
+    run_ours = differential.run_ours
+
+    def changed(c: Case, argv: List[str], lim: Limits) -> differential.Run:
+        run = run_ours(c, argv, lim)
+        if argv[0] == "convert":  # one byte of the raw output
+            with open(argv[-1], "r+b") as f:
+                f.write(bytes([f.read(1)[0] ^ 1]))
+            return run
+        return differential.Run(run.code, run.stdout.replace(b"4", b"5", 1), run.stderr)
+
+    monkeypatch.setattr(differential, "run_ours", changed)
+    wrong = differential.compare_mutant(case, Mutant("v3", (), None), limits, names)
+    assert {n: v.status for n, v in wrong.items()} == \
+        dict.fromkeys(names, differential.DIFFERENT), wrong
+    monkeypatch.setattr(differential, "run_ours", lambda c, argv, lim: differential.Run(
+        2, b"", b""))
+    wrong = differential.compare_mutant(case, Mutant("v3", (), None), limits, names)
+    assert {n: v.status for n, v in wrong.items()} == \
+        dict.fromkeys(names, differential.DIFFERENT), wrong
+    cut = differential.compare_mutant(case, Mutant("v3", (), 10), limits, names)
+    assert {n: v.status for n, v in cut.items()} == dict.fromkeys(names, differential.REFUSED)
+
+
 # --- the short run --------------------------------------------------------------------------
 
 def test_short_fuzz_run(images: Dict[str, Path], tmp_path: Path) -> None:
+    assert CASES >= FLOOR, f"QCOW2KIT_FUZZ_CASES={CASES}: the short run needs {FLOOR} or more"
+    assert DIFF_MUTANTS >= DIFF_FLOOR, \
+        f"QCOW2KIT_FUZZ_DIFF={DIFF_MUTANTS}: the short run needs {DIFF_FLOOR} or more"
     seeds = tmp_path / "seeds"
     seeds.mkdir()
     (seeds / "manifest.json").write_text(json.dumps({k: str(p) for k, p in images.items()}))
@@ -115,12 +154,21 @@ def test_short_fuzz_run(images: Dict[str, Path], tmp_path: Path) -> None:
         [str(TESTS)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
     proc = subprocess.run(
         [sys.executable, "-m", "fuzz", "--cases", str(CASES), "--seed", "1",
-         "--images", str(seeds), "--out", str(tmp_path / "defects"), "--report", str(report)],
+         "--differential", str(DIFF_MUTANTS), "--images", str(seeds),
+         "--out", str(tmp_path / "defects"), "--report", str(report)],
         capture_output=True, text=True, env=env, timeout=3600)
     assert report.exists(), proc.stderr
     result = json.loads(report.read_text())
     assert result["cases"] >= CASES
+    diff = result["differential"]
+    assert diff["mutants"] == DIFF_MUTANTS
+    for name, figures in diff["commands"].items():
+        assert figures["cases"] == DIFF_MUTANTS, name
+        assert figures["equal"] > 0, f"{name}: nothing was compared with qemu"
     defects = [f"{d['signature']} (x{d['count']}): qcow2kit {' '.join(d['argv'])}\n"
                f"    {d['detail']}\n    reproducer: {d['reproducer']}/repro.sh"
                for d in result["defects"]]
+    defects += [f"differs from qemu: {d['signature']} (x{d['count']}): {d['detail']}\n"
+                f"    reproducer: {d['reproducer']}/repro.sh" for d in diff["defects"]]
+    assert proc.returncode == (1 if defects else 0), proc.stderr[-2000:]
     assert not defects, "\n".join(defects)

@@ -31,6 +31,7 @@ from kaitaistruct import KaitaiStream, KaitaiStruct, KaitaiStructError
 import imagekit
 import subclusters
 from qcow2kit.generated.qcow2 import Qcow2
+from sidebyside import strict_zip
 
 REPO = Path(__file__).resolve().parent.parent
 SPEC = REPO / "qcow2.ksy"
@@ -391,7 +392,7 @@ def test_js_matches_python_on_wide_snapshot_counters(images: Dict[str, Path],
              for i, (clock, icount) in enumerate(SNAPSHOT_COUNTERS)]
     trees = js_values(js_module, paths)
 
-    for path, (clock, icount) in zip(paths, SNAPSHOT_COUNTERS):
+    for path, (clock, icount) in strict_zip(paths, SNAPSHOT_COUNTERS):
         py, js = python_values(path), trees[str(path)]
         py_snap, js_snap = py["snapshots"][0], js["snapshots"][0]
         expect(py_snap, vm_clock_nsec_hi=clock >> 32, vm_clock_nsec_lo=clock % (1 << 32),

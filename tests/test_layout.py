@@ -16,7 +16,7 @@ import pytest
 
 import imagekit
 from qcow2kit import layout, open_image
-from sidebyside import one_line_error, qcow2kit, qemu_img
+from sidebyside import one_line_error, qcow2kit, qemu_img, strict_zip
 from rawimage import Header, add_refcount, damage, u64
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -62,7 +62,7 @@ def mixed(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_kinds_from_the_header_and_qemu(mixed: Path) -> None:
     h = Header(mixed)
     found = classify(mixed)
-    counts = dict(zip((c.label for c in layout.CATEGORIES), found.counts.tolist()))
+    counts = dict(strict_zip([c.label for c in layout.CATEGORIES], found.counts.tolist()))
     assert found.clusters == h.clusters == sum(counts.values())
     assert found.per_cell == 1 and list(found.cells) == list(found.minor)
     assert counts["header"] == 1

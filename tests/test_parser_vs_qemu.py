@@ -20,6 +20,7 @@ from kaitaistruct import KaitaiStream
 
 import imagekit
 from qcow2kit.generated.qcow2 import Qcow2
+from sidebyside import strict_zip
 
 ClusterType = Qcow2.ClusterType
 ExtType = Qcow2.HeaderExtensionType
@@ -308,7 +309,7 @@ def test_l2_mapping_matches_qemu_map(kind: str, images: Dict[str, Path],
     encrypted = q.header.crypt_method != Qcow2.CryptMethod.none
     mapped = qemu_units(qemu_json(kind, images[kind], "map"), q.len_subcluster,
                         len(units), encrypted)
-    diff = [(i * q.len_subcluster, p, m) for i, (p, m) in enumerate(zip(units, mapped))
+    diff = [(i * q.len_subcluster, p, m) for i, (p, m) in enumerate(strict_zip(units, mapped))
             if p != m]
     assert not diff, diff[:10]
 
@@ -399,7 +400,7 @@ def test_crafted_bitmap_entries(images: Dict[str, Path],
     assert "bitmap 'fine'" in proc.stderr
     crafted, original = bitmap_entries(parsed(CRAFTED)), bitmap_entries(parsed("bitmaps"))
     assert [bm.name for bm in crafted] == [bm.name for bm in original]
-    for bm, orig in zip(crafted, original):
+    for bm, orig in strict_zip(crafted, original):
         kinds = [(t.kind, t.ofs_data) for t in entries(bm.bitmap_table)]
         expected = [(t.kind, t.ofs_data) for t in entries(orig.bitmap_table)]
         if bm.name == b"fine":

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import zlib
 from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Tuple
 
@@ -16,7 +17,7 @@ import imagekit
 from qcow2kit import open_image
 from qcow2kit.whatis import Answer, Holder, whatis
 from rawimage import COMPRESSED, OFFSET, Header, damage, u64
-from sidebyside import one_line_error, qcow2kit, qemu_img
+from sidebyside import one_line_error, qcow2kit, qemu_img, strict_zip
 
 # images whose data is in the file itself, with qemu-img map offsets into it
 MAPPED = ["v2", "v3", "cluster_512", "cluster_2m", "refcount_1", "extended_l2", "snapshots",
@@ -65,7 +66,7 @@ def test_data_clusters_from_qemu_map(images: Dict[str, Path], kind: str) -> None
     cs = Header(path).cs
     pieces = list(mapped(path))
     assert pieces, "qemu-img map gave no offsets"
-    for answer, (host, guest, extent) in zip(ask(path, [p[0] for p in pieces]), pieces):
+    for answer, (host, guest, extent) in strict_zip(ask(path, [p[0] for p in pieces]), pieces):
         data = holder(answer, "data")
         state = next(s for s in data.facts["states"] if s["snapshot"] is None)
         assert data.facts["guest-byte"] == guest
@@ -93,7 +94,7 @@ def test_snapshot_data_from_qemu_map(images: Dict[str, Path], tmp_path: Path) ->
             states.setdefault((host, guest), []).append(state)
     assert any(len(found) > 1 for found in states.values())
     keys = sorted(states)
-    for (host, guest), answer in zip(keys, ask(path, [host for host, _ in keys])):
+    for (host, guest), answer in strict_zip(keys, ask(path, [host for host, _ in keys])):
         data = holder(answer, "data")
         assert data.facts["guest-byte"] == guest
         assert [s["snapshot"] for s in data.facts["states"]] == states[host, guest]
@@ -102,19 +103,47 @@ def test_snapshot_data_from_qemu_map(images: Dict[str, Path], tmp_path: Path) ->
 
 # --- compressed data, from the L2 entries ------------------------------------------------
 
+def _deflate_length(data: bytes) -> int:
+    """The length of the raw deflate stream data starts with (qemu's zlib clusters)."""
+    stream = zlib.decompressobj(-12)
+    stream.decompress(data)
+    assert stream.eof, "the deflate stream does not end"
+    return len(data) - len(stream.unused_data)
+
+
+def _zstd_length(data: bytes) -> int:
+    """The length of the zstd frame data starts with, walked through its block headers
+    (RFC 8878, section 3.1.1)."""
+    assert data[:4] == b"\x28\xb5\x2f\xfd", "not a zstd frame"
+    descriptor = data[4]
+    single_segment = descriptor >> 5 & 1
+    pos = 5 + (not single_segment) + (0, 1, 2, 4)[descriptor & 3]
+    pos += (single_segment, 2, 4, 8)[descriptor >> 6]
+    while True:
+        block = int.from_bytes(data[pos:pos + 3], "little")
+        pos += 3 + (1 if block >> 1 & 3 == 1 else block >> 3)  # an RLE block holds 1 byte
+        if block & 1:
+            return pos + 4 * (descriptor >> 2 & 1)  # the checksum
+
+
 def compressed_entries(path: Path) -> Iterator[Tuple[int, int, int]]:
     """(guest offset, host offset, length to the end of the last sector) of every
-    compressed entry of the active L2 tables."""
+    compressed entry of the active L2 tables. The length is not decoded from the
+    descriptor's sector count: the compressed stream at the host offset is measured,
+    and qemu gives it every 512-byte sector it touches."""
     h = Header(path)
-    x = 62 - (h.bits - 8)
+    measure = _zstd_length if imagekit.qemu_json("info", path)["format-specific"]["data"][
+        "compression-type"] == "zstd" else _deflate_length
+    data = path.read_bytes()
+    offset_bits = 70 - h.bits  # the descriptor's bits 0..offset_bits-1 hold the offset
     for i in range(h.l1_size):
         table = h.l2_table(h.l1_offset, i)
         for j in range(h.l2_entries if table else 0):
             entry = u64(path, table + 8 * j)
             if entry & COMPRESSED:
-                offset = entry & ((1 << x) - 1)
-                sectors = (entry >> x & ((1 << (h.bits - 8)) - 1)) + 1
-                yield (i * h.l2_entries + j) * h.cs, offset, sectors * 512 - (offset & 511)
+                offset = entry % (1 << offset_bits)
+                end = offset + measure(data[offset:offset + 2 * h.cs])
+                yield (i * h.l2_entries + j) * h.cs, offset, -(-end // 512) * 512 - offset
 
 
 @pytest.mark.parametrize("kind", ["zlib", "zlib_4k", "zstd"])
@@ -127,7 +156,7 @@ def test_compressed_data(images: Dict[str, Path], kind: str) -> None:
     assert len(entries) > 10
     probes = [(offset + k, guest) for guest, offset, length in entries
               for k in (0, length - 1)]
-    for answer, (byte, _) in zip(ask(path, [p for p, _ in probes]), probes):
+    for answer, (byte, _) in strict_zip(ask(path, [p for p, _ in probes]), probes):
         owner = max((e for e in entries if e[1] <= byte < e[1] + e[2]), key=lambda e: e[1])
         found = holder(answer, "compressed")
         assert (found.facts["guest-offset"], found.start, found.length) == owner
@@ -160,7 +189,7 @@ def test_tables_from_the_header(images: Dict[str, Path]) -> None:
         probes[l1_offset + 4] = ("l1-table", {"entry": 0, "l2-table-offset": snapshot_l2})
         probes[snapshot_l2 + 8] = ("l2-table", {"l1-index": 0, "entry": 1})
     offsets = sorted(probes)
-    for offset, answer in zip(offsets, ask(path, offsets)):
+    for offset, answer in strict_zip(offsets, ask(path, offsets)):
         kind, facts = probes[offset]
         found = holder(answer, kind)
         assert {k: found.facts[k] for k in facts} == facts, (hex(offset), found)
@@ -191,7 +220,7 @@ def test_header_fields_extensions_and_backing_name(images: Dict[str, Path]) -> N
         probes[offset + 4] = ("header-extension", "field", "len_data")
         probes[offset + 8 + length - 1] = ("header-extension", "magic", magic)
     offsets = sorted(probes)
-    for offset, answer in zip(offsets, ask(path, offsets)):
+    for offset, answer in strict_zip(offsets, ask(path, offsets)):
         kind, key, value = probes[offset]
         found = holder(answer, kind)
         assert key is None or found.facts[key] == value, (hex(offset), found)
@@ -227,7 +256,7 @@ def test_bitmaps(images: Dict[str, Path]) -> None:
                                                     "guest-first": first})
     assert any(kind == "bitmap-data" for kind, _ in probes.values())
     offsets = sorted(probes)
-    for offset, answer in zip(offsets, ask(path, offsets)):
+    for offset, answer in strict_zip(offsets, ask(path, offsets)):
         kind, facts = probes[offset]
         found = holder(answer, kind)
         assert {k: found.facts[k] for k in facts} == facts, (hex(offset), found)

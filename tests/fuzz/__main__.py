@@ -1,7 +1,9 @@
 """python -m fuzz (with tests/ on PYTHONPATH): run a fuzzing campaign.
 
-Exit status 0 when every outcome is allowed, 1 when there are defects (each with a
-minimized reproducer under --out).
+With --differential N, N more mutants are compared with qemu-img (check, info, map,
+convert; tests/fuzz/differential.py). Exit status 0 when every outcome is allowed and
+nothing differs from qemu, 1 when there are defects (each with a minimized reproducer
+under --out).
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ import tempfile  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import List, Optional  # noqa: E402
 
-from . import campaign  # noqa: E402
+from . import campaign, differential  # noqa: E402
 from .commands import COMMANDS, available  # noqa: E402
 from .runner import Limits  # noqa: E402
 
@@ -40,6 +42,8 @@ def _arguments(argv: Optional[List[str]]) -> argparse.Namespace:
                    metavar="COMMAND", help="only these commands")
     p.add_argument("--out", type=Path, default=Path("build/fuzz"),
                    help="where reproducers of defects go")
+    p.add_argument("--differential", type=int, default=0, metavar="N",
+                   help="also compare N mutants with qemu-img (default 0)")
     p.add_argument("--report", type=Path, help="write the figures and defects as JSON")
     return p.parse_args(argv)
 
@@ -54,12 +58,20 @@ def main(argv: Optional[List[str]] = None) -> int:
     with tempfile.TemporaryDirectory(prefix="qcow2kit-fuzz-") as work:
         settings = campaign.Settings(commands, args.cases, args.seed, args.jobs, limits,
                                      Path(work), args.out.resolve())
-        result = campaign.run(settings, seeds)
-    sys.stdout.write(campaign.render(result))
+        result = campaign.run(settings, seeds) if args.cases else None
+        diff = campaign.run_differential(settings, seeds, args.differential) \
+            if args.differential else None
+    report = {}
+    if result is not None:
+        sys.stdout.write(campaign.render(result))
+        report = result.to_json()
+    if diff is not None:
+        sys.stdout.write(differential.render(diff.figures, diff.defects, diff.known))
+        report["differential"] = diff.to_json()
     if args.report:
         args.report.parent.mkdir(parents=True, exist_ok=True)
-        args.report.write_text(json.dumps(result.to_json(), indent=1) + "\n")
-    return 1 if result.defects else 0
+        args.report.write_text(json.dumps(report, indent=1) + "\n")
+    return 1 if (result and result.defects) or (diff and diff.defects) else 0
 
 
 if __name__ == "__main__":

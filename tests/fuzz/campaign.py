@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
-from . import fields
+from . import differential, fields
 from .commands import Command
 from .mutate import Mutant, Seed, mutant
 from .runner import ALLOWED, DEFECTS, Case, Limits, Outcome, digest, run_command, run_mutant, \
@@ -153,7 +153,7 @@ def clear_reproducers(out: Path) -> None:
     """Make out, without the reproducers of an earlier run."""
     out.mkdir(parents=True, exist_ok=True)
     for folder in out.iterdir():
-        if folder.is_dir() and re.match(r"\d{3}-", folder.name):
+        if folder.is_dir() and re.match(r"(diff-)?\d{3}-", folder.name):
             shutil.rmtree(folder)
 
 
@@ -266,3 +266,72 @@ def render(result: Result) -> str:
         lines.append(f"DEFECT {d['signature']} (x{d['count']}): {d['detail']}\n"
                      f"    reproducer: {d['reproducer']}/repro.sh")
     return "\n".join(lines) + "\n"
+
+
+# --- the differential campaign -----------------------------------------------------
+
+def _diff_work(index: int) -> Tuple[int, Dict[str, object], Dict[str, Tuple[str, str]]]:
+    settings = _SETTINGS
+    seed, m = make_mutant(index, f"diff:{settings.key}", _SEEDS)
+    case = _case(seed, settings.work / f"w{os.getpid()}")
+    verdicts = differential.compare_mutant(case, m, settings.limits,
+                                           list(differential.COMPARISONS))
+    return index, m.to_json(), {k: (v.status, v.detail) for k, v in verdicts.items()}
+
+
+@dataclass
+class DiffResult:
+    figures: Dict[str, differential.Figures]
+    defects: List[Dict[str, object]]
+    known: Dict[str, int]  # signature -> count of the known differences
+    mutants: int
+    seconds: float
+
+    def to_json(self) -> Dict[str, object]:
+        return {"mutants": self.mutants, "seconds": round(self.seconds, 1),
+                "commands": {k: f.to_json() for k, f in self.figures.items()},
+                "defects": self.defects, "known": self.known}
+
+
+def run_differential(settings: Settings, seeds: List[Seed], mutants: int,
+                     progress=sys.stderr) -> DiffResult:
+    """Compare qcow2kit with qemu-img on mutants; differences are minimized and saved
+    under settings.out."""
+    global _SEEDS, _SETTINGS
+    _SEEDS, _SETTINGS = seeds, settings
+    figures = {name: differential.Figures() for name in differential.COMPARISONS}
+    found: Dict[str, Tuple[int, Mutant, str, differential.Verdict, int]] = {}
+    known: Counter = Counter()
+    start = time.monotonic()
+    done = 0
+    with multiprocessing.get_context("fork").Pool(settings.jobs, _quiet_worker) as pool:
+        for index, mjson, verdicts in pool.imap_unordered(_diff_work, range(mutants)):
+            m = Mutant.from_json(mjson)
+            for name, (status, detail) in verdicts.items():
+                figures[name].cases += 1
+                verdict = differential.Verdict(status, detail)
+                sig = differential.signature(name, verdict)
+                if status == differential.DIFFERENT and differential.known(sig):
+                    status = differential.KNOWN
+                    known[sig] += 1
+                figures[name].verdicts[status] += 1
+                if status == differential.DIFFERENT:
+                    first = found.get(sig, (index, m, name, verdict, 0))
+                    found[sig] = first[:4] + (first[4] + 1,)
+            done += 1
+            if progress and done % 50 == 0:
+                print(f"fuzz: {done}/{mutants} mutants compared with qemu, "
+                      f"{sum(f[4] for f in found.values())} differences, "
+                      f"{time.monotonic() - start:.0f} s", file=progress, flush=True)
+    elapsed = time.monotonic() - start
+    by_kind = {s.kind: s for s in seeds}
+    defects = []
+    for n, (sig, (index, m, name, verdict, count)) in enumerate(sorted(found.items())):
+        case = _case(by_kind[m.seed], settings.work / "minimize")
+        small = differential.minimize(case, m, name, verdict, settings.limits)
+        folder = settings.out / f"diff-{n:03d}-{name}"
+        differential.save_reproducer(folder, case, small, name, verdict)
+        defects.append({"signature": sig, "count": count, "first-mutant": index,
+                        "command": name, "detail": verdict.detail,
+                        "patches": small.notes, "reproducer": str(folder)})
+    return DiffResult(figures, defects, dict(known), mutants, elapsed)

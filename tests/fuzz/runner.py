@@ -165,9 +165,13 @@ def _is_json(path: Path, limit: int = 64 << 20) -> bool:
 
 
 def _error_lines(cmd: Command, stderr: str) -> List[str]:
-    """The lines of stderr that are errors: not warnings, not check's findings."""
+    """The lines of stderr that are errors: not warnings, not check's findings (some
+    of which qemu-img check prints with its program name: "ERROR ...")."""
     lines = [line for line in stderr.splitlines() if not line.startswith(WARNING)]
-    return [line for line in lines if line.startswith("qcow2kit: ")] if cmd.findings else lines
+    if not cmd.findings:
+        return lines
+    return [line for line in lines
+            if line.startswith("qcow2kit: ") and not line.startswith("qcow2kit: ERROR ")]
 
 
 def judge(cmd: Command, code: Optional[int], sig: Optional[int], growth: int,

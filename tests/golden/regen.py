@@ -4,12 +4,13 @@ It records the output of the four dump modes, and the SHA-256 of the first clust
 each edit command (for the image kinds qcow2.py edits correctly: version 3 images
 without a bitmaps extension, on which it crashes half-way).
 
-    python3 tests/golden/regen.py /path/to/qemu/tests/qemu-iotests/qcow2.py
+    python3 tests/golden/regen.py /path/to/qemu/tests/qemu-iotests/qcow2.py COMMIT
 
 qcow2.py (with its qcow2_format.py beside it) comes from a qemu source tree; it is
-not part of this repository. The images are built by tests/imagekit.py with the
-installed qemu-img, whose version is recorded: the images, and so the outputs, are
-deterministic for one qemu version.
+not part of this repository. COMMIT names the qemu commit the two files come from;
+it is recorded in qcow2py.json beside the outputs. The images are built by
+tests/imagekit.py with the installed qemu-img, whose version is recorded: the images,
+and so the outputs, are deterministic for one qemu version.
 """
 from __future__ import annotations
 
@@ -41,6 +42,9 @@ EDITS = {
     "add-header-ext": (["add-header-ext", "0x71c0d3e5", "qcow2kit test data"], ""),
     "add-header-ext-stdio": (["add-header-ext-stdio", "0x71c0d3e6"], "from stdin\n"),
     "del-header-ext": (["del-header-ext", "0x6803f857"], ""),
+    # payloads whose padding to 8 bytes is 7, 1, 7 and 6 bytes
+    **{f"add-header-ext-{len(data)}": (["add-header-ext", "0x71c0d3e7", data], "")
+       for data in ("q", "qcow2ki", "qcow2kit!", "qcow2kit payload18")},
 }
 
 
@@ -93,8 +97,9 @@ def qemu_version() -> str:
     return imagekit.run("qemu-img", "--version").splitlines()[0]
 
 
-def main(qcow2_py: str) -> None:
-    out = {"qemu-img": qemu_version(), "outputs": {}, "edits": {}}
+def main(qcow2_py: str, commit: str) -> None:
+    out = {"qemu-img": qemu_version(), "qcow2.py qemu commit": commit,
+           "outputs": {}, "edits": {}}
     with tempfile.TemporaryDirectory() as tmp:
         scratch = Path(tmp) / "scratch"
         scratch.mkdir()
@@ -112,4 +117,4 @@ def main(qcow2_py: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1], sys.argv[2])
