@@ -6,7 +6,6 @@ import json
 import os
 import shutil
 import subprocess
-import time
 from pathlib import Path
 from typing import Callable, Dict, List, Tuple
 
@@ -14,6 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 import imagekit
+from live import served
 from qcow2kit import open_image
 from qcow2kit.cli import main as cli
 from qcow2kit.dump import render
@@ -360,14 +360,7 @@ def test_add_extension_data_sources(image_copy, tmp_path: Path) -> None:
 def test_locked_image_refused_then_forced(image_copy, tmp_path: Path) -> None:
     """A qemu process writing to the image holds qemu's locks; --force overrides."""
     path = image_copy("v3")
-    sock = tmp_path / "nbd.sock"
-    server = subprocess.Popen(["qemu-nbd", "-f", "qcow2", "-k", str(sock), str(path)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 10
-        while not sock.exists():
-            assert server.poll() is None and time.monotonic() < deadline, "qemu-nbd did not start"
-            time.sleep(0.05)
+    with served(path, tmp_path):
         data = path.read_bytes()
         proc = qcow2kit("set-feature-bit", str(path), "compatible", "0")
         assert proc.returncode == 1
@@ -375,9 +368,6 @@ def test_locked_image_refused_then_forced(image_copy, tmp_path: Path) -> None:
         assert path.read_bytes() == data
         proc = qcow2kit("set-feature-bit", str(path), "compatible", "0", "--force")
         assert proc.returncode == 0, proc.stderr
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
     assert info(path)["format-specific"]["data"]["lazy-refcounts"] is True
 
 

@@ -6,7 +6,6 @@ its one stderr line; qemu-img is the peer where it has an opinion (locks, holes)
 """
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import hashlib
 import os
@@ -23,6 +22,7 @@ from typing import Callable, Dict, Iterator, List, Optional
 import pytest
 
 import imagekit
+from live import served
 from ourcmd import QCOW2KIT, REPO
 from qcow2kit import exits
 
@@ -47,23 +47,6 @@ def digest(path: Path) -> str:
 
 def digests(folder: Path) -> Dict[str, str]:
     return {p.name: digest(p) for p in sorted(folder.iterdir()) if p.is_file()}
-
-
-@contextlib.contextmanager
-def served(path: Path, tmp_path: Path) -> Iterator[subprocess.Popen]:
-    """qemu-nbd -t serving path writable (it holds qemu's write locks); killed after."""
-    sock = tmp_path / "nbd.sock"
-    server = subprocess.Popen(["qemu-nbd", "-t", "-f", "qcow2", "-k", str(sock), str(path)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 10
-        while not sock.exists():
-            assert server.poll() is None and time.monotonic() < deadline, "qemu-nbd did not start"
-            time.sleep(0.05)
-        yield server
-    finally:
-        server.kill()
-        server.wait(timeout=10)
 
 
 # --- an output that is an input -------------------------------------------------------

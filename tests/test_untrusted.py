@@ -7,7 +7,6 @@ as a child process with a timeout, so that a FIFO that blocks fails the test.
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import socket
@@ -15,11 +14,12 @@ import subprocess
 import time
 import unicodedata
 from pathlib import Path
-from typing import Dict, Iterator, Optional
+from typing import Dict, Optional
 
 import pytest
 
 import imagekit
+from live import served
 from ourcmd import QCOW2KIT
 from qcow2kit import exits, open_image
 
@@ -258,23 +258,6 @@ def test_backing_override(place: Path) -> None:
 
 
 # --- live images -----------------------------------------------------------------------------------
-
-@contextlib.contextmanager
-def served(path: Path, tmp_path: Path) -> Iterator[subprocess.Popen]:
-    """qemu-nbd -t serving path writable (it holds qemu's write locks); killed after."""
-    sock = tmp_path / "nbd.sock"
-    server = subprocess.Popen(["qemu-nbd", "-t", "-f", "qcow2", "-k", str(sock), str(path)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 10
-        while not sock.exists():
-            assert server.poll() is None and time.monotonic() < deadline, "qemu-nbd did not start"
-            time.sleep(0.05)
-        yield server
-    finally:
-        server.kill()
-        server.wait(timeout=10)
-
 
 READERS = (["dump"], ["info"], ["info", "--backing-chain"], ["check"], ["map"], ["snapshots"],
            ["bitmaps"], ["whatis", "0"], ["cat", "--length", "512"], ["convert", "-"],
