@@ -141,12 +141,7 @@ def minimize(case: Case, m: Mutant, cmd: Command, o: Outcome, limits: Limits) ->
         again = run_command(case, cmd, o.argv, limits, digest(case.image))
         return signature(again, candidate) == signature(o, m)
 
-    for i in reversed(range(len(m.patches))):
-        if len(m.patches) > 1 and same(m.without(i)):
-            m = m.without(i)
-    if m.length is not None and m.patches and same(m.full_length()):
-        m = m.full_length()
-    return m
+    return m.shrunk(same)
 
 
 def clear_reproducers(out: Path) -> None:

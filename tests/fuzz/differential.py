@@ -240,12 +240,7 @@ def minimize(case: Case, m: Mutant, command: str, verdict: Verdict, limits: Limi
         return again.status == DIFFERENT and signature(command, again) == \
             signature(command, verdict)
 
-    for i in reversed(range(len(m.patches))):
-        if len(m.patches) > 1 and same(m.without(i)):
-            m = m.without(i)
-    if m.length is not None and m.patches and same(m.full_length()):
-        m = m.full_length()
-    return m
+    return m.shrunk(same)
 
 
 def save_reproducer(folder: Path, case: Case, m: Mutant, command: str,

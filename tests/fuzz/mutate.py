@@ -58,6 +58,17 @@ class Mutant:
         """The mutant with the seed's length (for minimizing)."""
         return Mutant(self.seed, self.patches, None)
 
+    def shrunk(self, same: Callable[["Mutant"], bool]) -> "Mutant":
+        """The mutant without every patch (and the new length) that same, which says
+        whether a smaller mutant still shows the defect, does not need."""
+        m = self
+        for i in reversed(range(len(m.patches))):
+            if len(m.patches) > 1 and same(m.without(i)):
+                m = m.without(i)
+        if m.length is not None and m.patches and same(m.full_length()):
+            m = m.full_length()
+        return m
+
 
 @dataclass(frozen=True)
 class Seed:
