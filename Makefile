@@ -4,7 +4,7 @@ VENV := .venv
 VPY := $(VENV)/bin/python
 KSC := node tools/ksc.js
 
-.PHONY: all targets check-generated check-ks-version diagram check-diagram deps install install-test demo test fuzz mutate clean
+.PHONY: all targets check-generated check-ks-version diagram check-diagram deps install install-test demo test fuzz mutate crypto-matrix clean
 
 all: generated/qcow2.py
 
@@ -102,6 +102,11 @@ fuzz: deps install-test
 # tests that cover its module run; prints killed/survived per bug and the score.
 mutate: deps install-test
 	$(VPY) tools/mutate.py
+
+# Every LUKS combination qemu-img creates (tests/matrix_crypto.py), against qemu-img
+# convert: the long run of test_crypto.py.
+crypto-matrix: deps install-test
+	$(VPY) -m pytest -q tests/matrix_crypto.py
 
 clean:
 	rm -rf build .pytest_cache
