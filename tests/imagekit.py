@@ -6,6 +6,7 @@ patched with plain struct arithmetic, independent of the code under test.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -24,6 +25,15 @@ BINARY_EXT_MAGIC = 0xDEADBEEF
 # qemu flake (fixed upstream in 2025 by retrying), retried here likewise.
 PBKDF_TIMER_FLAKE = b"Unable to get accurate CPU usage"
 FLAKE_TRIES = 60  # a fast hash fails 17 times in 20 on a loaded machine
+
+
+def file_sha256(path: Path) -> str:
+    """The SHA-256 of a file, read a MiB at a time."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def run(*args: str, stdin: bytes | None = None, ok: tuple = (0,),

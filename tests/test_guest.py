@@ -1,7 +1,6 @@
 """Guest data: convert, cat and the reader give exactly what qemu-img convert gives."""
 from __future__ import annotations
 
-import hashlib
 import os
 import random
 import subprocess
@@ -30,12 +29,7 @@ def qemu_raw(path: Path, out: Path, *args: str) -> Path:
     return out
 
 
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+sha256 = imagekit.file_sha256
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,6 @@ own them, are counted apart and do not fail a run.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -29,6 +28,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
+
+from imagekit import file_sha256
 
 from .mutate import Mutant
 from .runner import Case, Limits, run_child, write
@@ -180,12 +181,6 @@ def compare_map(case: Case, limits: Limits) -> Verdict:
     return _opened_verdict(qemu, run_ours(case, ["map", "--json", name], limits))
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def compare_convert(case: Case, limits: Limits) -> Verdict:
@@ -202,7 +197,7 @@ def compare_convert(case: Case, limits: Limits) -> Verdict:
         ours = run_ours(case, ["convert", name, str(mine)], limits)
         if ours.code != 0:
             return _opened_verdict(qemu, ours)
-        if _sha256(mine) != _sha256(theirs):
+        if file_sha256(mine) != file_sha256(theirs):
             return Verdict(DIFFERENT, "the raw images differ")
         return Verdict(EQUAL)
     finally:
