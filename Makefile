@@ -23,8 +23,8 @@ targets: node_modules/.package-lock.json
 
 # The compiler release the spec's meta/ks-version names (the lowest that compiles it),
 # pinned in package-lock.json as kaitai-struct-compiler-<version>: every target that
-# release can build must compile (its Go, Rust and graphviz back ends cannot: they
-# need 0.11). tests/test_js_parity.py holds its Python and JavaScript values equal to
+# release can build must compile (its Go and graphviz back ends crash on casts such as
+# `.as<u8>` in sizes, as 0.10's do; they and Rust need 0.11). tests/test_js_parity.py holds its Python and JavaScript values equal to
 # the current compiler's on every test image.
 KS_VERSION := $(shell sed -n "s/^  ks-version: '\(.*\)'$$/\1/p" qcow2.ksy)
 KS_VERSION_TARGETS := construct,cpp_stl,csharp,html,java,javascript,lua,nim,perl,php,python,ruby

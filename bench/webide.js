@@ -3,7 +3,7 @@
 // Usage: NODE_PATH=node_modules node --expose-gc bench/webide.js SPEC.ksy MODULE_DIR IMAGE
 // MODULE_DIR holds Qcow2.js compiled from SPEC.ksy with --debug -t javascript. The
 // image is parsed from memory (`_read()`, as the IDE does); then every parse instance
-// reachable through the first element of each array is found, and each is opened in a
+// reachable through the first 16 elements of each array is found, once per shape, and each is opened in a
 // fresh node process: the instance evaluated, then what the IDE draws under it (the
 // seq fields and value instances of the objects it holds, one level of arrays and
 // objects deep). Prints one JSON line per table: its path, the seconds the opening
@@ -76,10 +76,11 @@ function follow(r, steps) {
 }
 
 /** Paths (lists of property names and indexes) of every parse instance reached
- * through objects and the first element of each array. */
-function tables(v, k, steps, out) {
+ * through objects and the first 16 elements of each array, one path per shape (the
+ * path with its indexes left out): extensions of different kinds sit in one array. */
+function tables(v, k, steps, out, seen = new Set()) {
   if (Array.isArray(v)) {
-    if (v.length) tables(v[0], k, [...steps, 0], out);
+    v.slice(0, 16).forEach((x, i) => tables(x, k, [...steps, i], out, seen));
     return;
   }
   if (!isObject(v)) return;
@@ -87,14 +88,17 @@ function tables(v, k, steps, out) {
   for (const name of ks.drawn) {
     let x;
     try { x = v[name]; } catch (e) { continue; }
-    tables(x, k, [...steps, name], out);
+    tables(x, k, [...steps, name], out, seen);
   }
   for (const name of ks.opened) {
     let x;
     try { x = v[name]; } catch (e) { continue; }
     if (x === null || x === undefined) continue;
+    const shape = [...steps, name].filter((s) => typeof s !== 'number').join('.');
+    if (seen.has(shape)) continue;
+    seen.add(shape);
     out.push([...steps, name]);
-    tables(x, k, [...steps, name], out);
+    tables(x, k, [...steps, name], out, seen);
   }
   return out;
 }

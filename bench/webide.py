@@ -5,8 +5,9 @@ The images have the largest tables of each kind that QEMU makes: a refcount bloc
 16,777,216 one-bit refcounts (2 MiB clusters, refcount_bits=1), full L2 tables at
 2 MiB clusters (262,144 standard entries; 131,072 extended entries), QEMU's largest
 L1 table (32 MiB, 512-byte clusters, 128 GiB), its largest refcount table
-(8 MiB) and a snapshot table of QEMU's 65536 snapshots. Tables are filled in by hand where QEMU would need terabytes of data to
-fill them; the values do not change what parsing costs. bench/webide.js opens each
+(8 MiB), snapshot tables of QEMU's 65536 snapshots, short and filling QEMU's
+64 MiB limit, and a bitmap directory of QEMU's 65535 bitmaps filling its 64 MiB.
+Tables are filled in by hand where QEMU would need terabytes of data to fill them; the values do not change what parsing costs. bench/webide.js opens each
 table in a fresh node process; this prints, per image, every table and the worst.
 
     python3 bench/webide.py [SPEC.ksy] [WORKDIR]
@@ -95,10 +96,54 @@ def many_snapshots(path: Path, count: int) -> Path:
     return path
 
 
+def long_snapshots(path: Path, count: int, size: int) -> Path:
+    """A snapshot table of count entries of size bytes each, names filling them."""
+    with open(path, "r+b") as f:
+        head = f.read(72)
+        cluster = 1 << struct.unpack_from(">I", head, 20)[0]
+        end = -(-f.seek(0, os.SEEK_END) // cluster) * cluster
+        table = bytearray()
+        for i in range(count):
+            ident = str(i + 1).encode()
+            name = (b"snapshot-%d-" % i).ljust(size - 40 - 16 - len(ident), b"x")
+            table += struct.pack(">QIHHIIIIII", 0, 0, len(ident), len(name), 0, 0,
+                                 0, 0, 0, 16) + bytes(16) + ident + name
+        f.seek(end)
+        f.write(table)
+        f.seek(60)
+        f.write(struct.pack(">IQ", count, end))
+    return path
+
+
+def many_bitmaps(path: Path, count: int, size: int) -> Path:
+    """The bitmap directory replaced by count entries of size bytes each, names
+    filling them; every entry keeps the image's one bitmap table."""
+    with open(path, "r+b") as f:
+        data = f.read(1 << 16)
+        cluster = 1 << struct.unpack_from(">I", data, 20)[0]
+        ext = data.index(struct.pack(">I", 0x23852875))
+        num, _, _, ofs = struct.unpack_from(">IIQQ", data, ext + 8)
+        f.seek(ofs)
+        first = f.read(24)
+        end = -(-f.seek(0, os.SEEK_END) // cluster) * cluster
+        table = bytearray()
+        for i in range(count):
+            name = (b"bitmap-%d-" % i).ljust(size - 24, b"x")
+            table += first[:18] + struct.pack(">HI", len(name), 0) + name
+        f.seek(end)
+        f.write(table)
+        f.seek(ext + 8)
+        f.write(struct.pack(">IIQQ", count, 0, len(table), end))
+    return path
+
+
 def images(d: Path) -> list:
     snapshots = create(d, "snapshots_65536.qcow2", "1G", "cluster_size=65536",
                        "write -P 1 0 64k")
     run("qemu-img", "snapshot", "-c", "s1", snapshots.name, cwd=d)
+    bitmaps = create(d, "bitmaps_65535.qcow2", "1G", "cluster_size=65536",
+                     "write -P 1 0 64k")
+    run("qemu-img", "bitmap", "--add", bitmaps.name, "b0", cwd=d)
     return [
         create(d, "refcount1_2m.qcow2", "1G", "cluster_size=2M,refcount_bits=1",
                "write -P 1 0 4M"),
@@ -110,6 +155,9 @@ def images(d: Path) -> list:
         grow_refcount_table(create(d, "reftable_8m.qcow2", "1G", "cluster_size=65536",
                                    "write -P 1 0 64k"), 8 << 20),
         many_snapshots(snapshots, 65536),
+        long_snapshots(create(d, "snapshots_64m.qcow2", "1G", "cluster_size=65536"),
+                       65536, 1024),
+        many_bitmaps(bitmaps, 65535, 1024),
     ]
 
 

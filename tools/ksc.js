@@ -4,7 +4,8 @@
 //          -t TARGET[,TARGET...]|all -o OUTDIR SPEC.ksy
 // PACKAGE is the npm package of the compiler (default kaitai-struct-compiler, the
 // pinned 0.11.0); package.json also pins older releases under other names, which
-// `make check-ks-version` uses to prove the spec's ks-version. --werror needs 0.11.
+// `make check-ks-version` uses to prove the spec's ks-version. --werror needs 0.10 or
+// later.
 'use strict';
 const fs = require('fs');
 const path = require('path');
@@ -43,8 +44,8 @@ function parseArgs(argv) {
 // The npm build checks the spec in yamlToSpecs, throws on the first error and drops
 // every warning (style and encoding-name checks) without printing it. Load it with a
 // hook at that one spot that hands each warning's message to `warnings`.
-// Releases before 0.11 export a class to instantiate, and are loaded as they are
-// (no --werror with them).
+// Releases before 0.11 export a class to instantiate; 0.9 has no such spot and is
+// loaded as it is (no --werror with it).
 const warnings = [];
 function loadCompiler(name, werror) {
   const file = require.resolve(name);
@@ -52,7 +53,7 @@ function loadCompiler(name, werror) {
   const src = fs.readFileSync(file, 'utf8');
   if (src.split(site).length !== 2) {
     if (werror) {
-      throw new Error(`${file}: no single place where the compiler checks problems (not 0.11.0?)`);
+      throw new Error(`${file}: no single place where the compiler checks problems (0.9 or older?)`);
     }
     const Compiler = require(name);
     return typeof Compiler.compile === 'function' ? Compiler : new Compiler();
@@ -68,7 +69,8 @@ function loadCompiler(name, werror) {
   const mod = { exports: {} };
   new Function('module', 'exports', 'warnings', src.replace(site, () => hook))(
     mod, mod.exports, warnings);
-  return mod.exports;
+  const Compiler = mod.exports;
+  return typeof Compiler.compile === 'function' ? Compiler : new Compiler();
 }
 
 async function main() {
