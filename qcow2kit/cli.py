@@ -265,7 +265,7 @@ def get_command(image: str, paths: List[str], as_json: bool) -> None:
                                for line in fieldpath.text_lines(resolver, n)))
 
 
-@main.command("set", help="""Write VALUE into the fixed-size field PATH, wherever it is in the file.
+@main.command("set", context_settings={"ignore_unknown_options": True}, help="""Write VALUE into the fixed-size field PATH, wherever it is in the file.
 
     Integer fields of any width (sub-byte refcounts too), whole table entries (an
     extended L2 entry is one 128-bit value), fixed-size byte fields (hex digits) and
