@@ -230,7 +230,7 @@ FIELD_PATHS = ("PATH names a field as qcow2.ksy does (or by its qcow2.txt name w
                "ones.")
 
 
-@main.command("get", help="""Print the value of any field or structure the spec describes.
+GET_HELP = ("""Print the value of any field or structure the spec describes.
 
     A field prints as one line: path, offset, size and value (offset and size "-"
     for a value the spec computes from other fields). A structure prints one line
@@ -239,6 +239,23 @@ FIELD_PATHS = ("PATH names a field as qcow2.ksy does (or by its qcow2.txt name w
     """ + FIELD_PATHS + """ Exit status 1 (one line on stderr) for a path that
     names nothing in this image.
     """)
+SET_HELP = ("""Write VALUE into the fixed-size field PATH, wherever it is in the file.
+
+    Integer fields of any width (sub-byte refcounts too), whole table entries (an
+    extended L2 entry is one 128-bit value), fixed-size byte fields (hex digits) and
+    the named parts of an entry (copied, ofs_host_cluster, all_ones, dirty, ...).
+    VALUE: any int() base, true/false, or an enum name. The new bytes are checked by
+    parsing the image again before one write under qemu's write lock: the field must
+    read VALUE and every other field of its structure and the entries beside it
+    what they read before. Variable-size fields (names, extension data) are left
+    to the header edit commands.
+
+    """ + FIELD_PATHS + """ A path, value or change that is refused exits 1 with one
+    line on stderr and leaves the file as it was.
+    """)
+
+
+@main.command("get", help=GET_HELP)
 @IMAGE
 @click.argument("paths", nargs=-1, required=True, metavar="PATH...",
                 shell_complete=_complete_path)
@@ -247,7 +264,7 @@ FIELD_PATHS = ("PATH names a field as qcow2.ksy does (or by its qcow2.txt name w
 @reads_images()
 @reports_errors
 def get_command(image: str, paths: List[str], as_json: bool) -> None:
-    """qcow2kit get (help above)."""
+    """Print fields by path (GET_HELP)."""
     import json
 
     from . import fieldpath
@@ -265,20 +282,7 @@ def get_command(image: str, paths: List[str], as_json: bool) -> None:
                                for line in fieldpath.text_lines(resolver, n)))
 
 
-@main.command("set", context_settings={"ignore_unknown_options": True}, help="""Write VALUE into the fixed-size field PATH, wherever it is in the file.
-
-    Integer fields of any width (sub-byte refcounts too), whole table entries (an
-    extended L2 entry is one 128-bit value), fixed-size byte fields (hex digits) and
-    the named parts of an entry (copied, ofs_host_cluster, all_ones, dirty, ...).
-    VALUE: any int() base, true/false, or an enum name. The new bytes are checked by
-    parsing the image again before one write under qemu's write lock: the field must
-    read VALUE and every other field of its structure and the entries beside it
-    what they read before. Variable-size fields (names, extension data) are left
-    to the header edit commands.
-
-    """ + FIELD_PATHS + """ A path, value or change that is refused exits 1 with one
-    line on stderr and leaves the file as it was.
-    """)
+@main.command("set", help=SET_HELP, context_settings={"ignore_unknown_options": True})
 @IMAGE
 @click.argument("path", shell_complete=_complete_path)
 @click.argument("value")
@@ -287,7 +291,7 @@ def get_command(image: str, paths: List[str], as_json: bool) -> None:
 @FORCE
 @reports_errors
 def set_command(image: str, path: str, value: str, dry_run: bool, force: bool) -> None:
-    """qcow2kit set (help above)."""
+    """Write one field by path (SET_HELP)."""
     from . import fieldwrite
 
     change = fieldwrite.set_field(image, path, value, dry_run, force)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
+from typing import Any, Iterator, List, Optional, Tuple, Union
 
 from kaitaistruct import KaitaiStruct
 
@@ -128,7 +128,7 @@ class Resolver:
         steps = parse(text)
         node = Node("", "", self.root, 0, None)
         for kind, key in steps:
-            node = self._name(node, str(key)) if kind == "name" else self._index(node, key)
+            node = self.child(node, str(key)) if kind == "name" else self._index(node, key)
         node.path = text.strip()
         return node
 
@@ -138,7 +138,7 @@ class Resolver:
         with self.image.parsing(obj, node.base, node.spec_path):
             return getattr(obj, attr, None)  # a seq field whose `if` is false: absent
 
-    def _name(self, node: Node, name: str) -> Node:
+    def child(self, node: Node, name: str) -> Node:
         obj = node.value
         where = node.path or "image"
         if not isinstance(obj, KaitaiStruct):
@@ -147,7 +147,7 @@ class Resolver:
         alias = ALIASES.get(t, {}).get(name)
         if alias is not None:
             for part in alias.split("."):
-                node = self._name(node, part)
+                node = self.child(node, part)
             node.path = _join(where if node.path else "", name)
             return node
         if name in VIRTUAL.get(t, ()):
@@ -182,7 +182,7 @@ class Resolver:
         assert offset is not None, "a struct in a stream of its own has a recorded start"
         return offset
 
-    def _element(self, node: Node, i: int, path: str, spec_path: str) -> Node:
+    def element(self, node: Node, i: int, path: str, spec_path: str) -> Node:
         items = node.value
         if not 0 <= i < len(items):
             raise PathError(node.path, node.offset,
@@ -216,37 +216,37 @@ class Resolver:
         if isinstance(obj, KaitaiStruct) and type_id(obj) in PIECED:
             if not isinstance(key, int):
                 raise PathError(node.path, node.offset, "a table is indexed by number")
-            return self._table_entry(node, key, path)
+            return self.table_entry(node, key, path)
         if isinstance(obj, list):
             if isinstance(key, str):
                 return self._by_name(node, key, path)
-            return self._element(node, key, path, f"{node.spec_path}[{key}]")
+            return self.element(node, key, path, f"{node.spec_path}[{key}]")
         if obj is None:
             raise PathError(node.path, node.offset, "absent in this image")
         raise PathError(node.path, node.offset, f"{_describe(obj)} has no elements")
 
-    def _table_entry(self, node: Node, i: int, path: str) -> Node:
+    def table_entry(self, node: Node, i: int, path: str) -> Node:
         """Entry i of a table read in pieces."""
         t = type_id(node.value)
         table = node.value
-        bits = self._entry_bits(t)
+        bits = self.entry_bits(t)
         count = table._io.size() * 8 // bits
         if not 0 <= i < count:
             raise PathError(node.path, node.offset,
                             f"index {i} is out of range ({count} entries)")
         per_piece = self.root.len_table_piece * 8 // bits
-        piece = self._name(node, "pieces")
-        piece = self._element(piece, i // per_piece, "", f"{piece.spec_path}[{i // per_piece}]")
+        piece = self.child(node, "pieces")
+        piece = self.element(piece, i // per_piece, "", f"{piece.spec_path}[{i // per_piece}]")
         array = PIECED[t]
         if array == "refcounts":
             array = f"refcounts_{self.root.header.refcount_bits}"
-        entries = self._name(piece, array)
+        entries = self.child(piece, array)
         j = i % per_piece
-        out = self._element(entries, j, path, f"{entries.spec_path}[{j}]")
+        out = self.element(entries, j, path, f"{entries.spec_path}[{j}]")
         out.path = path
         return out
 
-    def _entry_bits(self, t: str) -> int:
+    def entry_bits(self, t: str) -> int:
         if t == "l2_table":
             return self.root.len_l2_entry * 8
         if t == "refcount_block":
@@ -258,7 +258,7 @@ class Resolver:
         for i, item in enumerate(items):
             if isinstance(item, KaitaiStruct) and isinstance(getattr(item, "name", None), bytes) \
                     and item.name == name.encode("utf-8", "surrogateescape"):
-                out = self._element(node, i, path, f"{node.spec_path}[{i}]")
+                out = self.element(node, i, path, f"{node.spec_path}[{i}]")
                 return out
         raise PathError(node.path, node.offset, f"no entry named {name!r}")
 
@@ -270,22 +270,22 @@ class Resolver:
 
     def _bitmaps(self, node: Node) -> Node:
         """The bitmap directory entries of the bitmaps extension (the last, as QEMU)."""
-        exts = self._name(node, "header_extensions")
+        exts = self.child(node, "header_extensions")
         if exts.value is None:
             raise PathError("bitmaps", None, "the image has no header extensions")
-        exts = self._name(exts, "extensions")
+        exts = self.child(exts, "extensions")
         found = None
         for i, ext in enumerate(exts.value):
             if ext.magic == ExtensionType.bitmaps:
                 found = i
         if found is None:
             raise PathError("bitmaps", None, "the image has no bitmaps extension")
-        ext = self._element(exts, found, "", f"{exts.spec_path}[{found}]")
-        data = self._name(ext, "data")
+        ext = self.element(exts, found, "", f"{exts.spec_path}[{found}]")
+        data = self.child(ext, "data")
         if not isinstance(data.value, KaitaiStruct):
             raise PathError(f"extensions[{found}]", ext.offset,
                             "the bitmaps extension has the wrong length (QEMU refuses it)")
-        directory = self._name(self._name(data, "bitmap_directory"), "entries")
+        directory = self.child(self.child(data, "bitmap_directory"), "entries")
         directory.path = "bitmaps"
         return directory
 
@@ -293,14 +293,14 @@ class Resolver:
         per_block = self.root.num_refcount_block_entries
         if cluster < 0:
             raise PathError(node.path, None, f"index {cluster} is out of range")
-        rt = self._name(Node("", "", self.root, 0, None), "refcount_table")
-        entry = self._table_entry(rt, cluster // per_block,
+        rt = self.child(Node("", "", self.root, 0, None), "refcount_table")
+        entry = self.table_entry(rt, cluster // per_block,
                                   f"refcount_table[{cluster // per_block}]")
-        block = self._name(entry, "refcount_block")
+        block = self.child(entry, "refcount_block")
         if block.value is None:
             raise PathError(entry.path, entry.offset,
                             f"no refcount block for host cluster {cluster}")
-        out = self._table_entry(block, cluster % per_block, path)
+        out = self.table_entry(block, cluster % per_block, path)
         return out
 
 
@@ -330,18 +330,18 @@ def attributes(resolver: Resolver, node: Node) -> Iterator[Node]:
     pieced table's entries, or of an array's elements."""
     value = node.value
     if isinstance(value, KaitaiStruct) and type_id(value) in PIECED:
-        count = value._io.size() * 8 // resolver._entry_bits(type_id(value))
+        count = value._io.size() * 8 // resolver.entry_bits(type_id(value))
         for i in range(count):
-            yield resolver._table_entry(node, i, f"{node.path}[{i}]")
+            yield resolver.table_entry(node, i, f"{node.path}[{i}]")
     elif isinstance(value, KaitaiStruct):
         for attr in TYPES[type_id(value)]:
             try:
-                yield resolver._name(node, attr)
+                yield resolver.child(node, attr)
             except Qcow2Error as exc:
                 yield Node(_join(node.path, attr), _join(node.spec_path, attr), exc)
     elif isinstance(value, list):
         for i in range(len(value)):
-            yield resolver._element(node, i, f"{node.path}[{i}]", f"{node.spec_path}[{i}]")
+            yield resolver.element(node, i, f"{node.path}[{i}]", f"{node.spec_path}[{i}]")
 
 
 def _is_part(node: Node) -> bool:

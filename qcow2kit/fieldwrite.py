@@ -142,10 +142,6 @@ class Patched(ZeroPadded):
         return data[:lo - start] + patch[lo - offset:hi - offset] + data[hi - start:]
 
 
-def _read_int(image: Image, node: Node) -> int:
-    return int.from_bytes(image.read(node.offset, node.size), "big")
-
-
 def _int_fields(obj: KaitaiStruct) -> Optional[List[str]]:
     """The seq fields of obj when they are all integers of whole bytes (an entry or
     a bitmask), else None."""
@@ -200,7 +196,7 @@ def _plan_int(node: Node, value: Any, old: bytes) -> Change:
 def _plan_bits(resolver: Resolver, node: Node, value: Any, owner_type: str) -> Change:
     fields, layout = BITS[(owner_type, node.attr)]
     mask, shift = layout(resolver.root)
-    parts = [resolver._name(_owner_node(node), f) for f in fields]
+    parts = [resolver.child(_owner_node(node), f) for f in fields]
     start, size = parts[0].offset, sum(p.size for p in parts)
     assert all(p.offset is not None for p in parts)
     if (owner_type, node.attr) in SIGNED and isinstance(value, int) and -(1 << 63) <= value < 0:
@@ -232,10 +228,10 @@ def stored(resolver: Resolver, node: Node) -> Dict[str, Any]:
     out: Dict[str, Any] = {}
     for attr, info in TYPES[type_id(node.value)].items():
         if info.get("seq"):
-            child = resolver._name(node, attr)
+            child = resolver.child(node, attr)
             if isinstance(child.value, list):
                 for i in range(len(child.value)):
-                    out.update(stored(resolver, resolver._element(
+                    out.update(stored(resolver, resolver.element(
                         child, i, "", f"{child.spec_path}[{i}]")))
             else:
                 out.update(stored(resolver, child))
@@ -264,7 +260,7 @@ def _comparable(resolver: Resolver, node: Node, change: Change) -> Dict[str, Any
         out = {k: v for k, v in out.items() if k.rsplit(".", 1)[-1] not in fields}
         for (t, attr), (other_fields, other) in BITS.items():
             if t == key[0] and other_fields == fields and not other(resolver.root)[0] & mask:
-                part = resolver._name(owner, attr)
+                part = resolver.child(owner, attr)
                 out[part.spec_path] = _plain(part.value)
     return out
 
@@ -288,7 +284,7 @@ def _read_back(image: Image, node: Node, change: Change) -> Any:
         return _plain(node.value)
     resolver = Resolver(image, node.value._root)
     for attr in _int_fields(node.value) or []:
-        part = resolver._name(node, attr)
+        part = resolver.child(node, attr)
         start = part.offset - change.offset
         expected = int.from_bytes(change.new[start:start + part.size], "big")
         if int(part.value) != expected:
