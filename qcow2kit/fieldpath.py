@@ -162,8 +162,9 @@ class Resolver:
         debug = obj._debug.get(key, {})
         base = 0 if info.get("root_io") else node.base
         offset = size = None
-        if "start" in debug and not info.get("value"):
-            offset = base + debug["start"]
+        reads_bytes = info.get("seq") or debug.get("end") != debug.get("start")
+        if "start" in debug and not info.get("value") and reads_bytes:
+            offset = base + debug["start"]  # (subclusters read nothing: no place)
             size = debug["end"] - debug["start"] if "end" in debug else None
         child_base = base
         if isinstance(value, KaitaiStruct):
@@ -197,7 +198,7 @@ class Resolver:
         if typ.startswith("b") and typ[1:].isdigit():  # bit-sized: the spec's bit-endian le
             width = int(typ[1:])
             offset, bits, size = node.base + i * width // 8, (i * width % 8, width), 1
-        elif i < len(arr) and "end" in arr[i]:
+        elif i < len(arr) and arr[i].get("end", arr[i]["start"]) > arr[i]["start"]:
             offset = node.base + arr[i]["start"]
             size = arr[i]["end"] - arr[i]["start"]
         base = node.base
@@ -428,7 +429,8 @@ def text_lines(resolver: Resolver, node: Node) -> List[str]:
     if not isinstance(node.value, (KaitaiStruct, list)):
         return [f"{node.path}  {offset}  {size}  {scalar_text(node.value)}"]
     kind = node.type or "array"
-    lines = [f"{node.path}: {kind} at {offset}, {size} bytes"]
+    lines = [f"{node.path}: {kind}" + ("" if node.offset is None
+                                       else f" at {offset}, {size} bytes")]
     rows = []
     for child in attributes(resolver, node):
         name = child.path[len(node.path):].lstrip(".")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import shutil
 import struct
 import subprocess
@@ -449,3 +450,48 @@ def test_completion_lists_the_names_that_follow(images: Dict[str, Path]) -> None
                           env={**os.environ, **env})
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines() == ["plain,l1_table[0].copied"]
+
+
+# --- the README's examples --------------------------------------------------------------
+
+README = (REPO / "README.md").read_text()
+SECTION = README[README.index("### Any field by name"):README.index("### Image information")]
+CRAFTED = re.findall(r"^    qcow2kit set disk\.qcow2 (.+?)\s+# [^:]+: exit (\d), \"(.+)\"$",
+                     SECTION, re.M)
+SESSIONS = re.findall(r"^    \$ qcow2kit (.+)\n((?:    [^$\n].*\n)+)", SECTION, re.M)
+
+
+@pytest.fixture(scope="module")
+def disk(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The README's disk.qcow2: 64 MiB, data at 0 and 1 MiB, a bitmap b0."""
+    path = imagekit.create(tmp_path_factory.mktemp("readme") / "disk.qcow2", "64M")
+    imagekit.qemu_io(path, "write -P 0x11 0 128k")
+    imagekit.run("qemu-img", "bitmap", "--add", str(path), "b0")
+    imagekit.qemu_io(path, "write -P 0x22 1M 64k")
+    return path
+
+
+def test_readme_has_the_crafted_corruptions() -> None:
+    assert len(CRAFTED) == 7 and len(SESSIONS) == 2
+
+
+@pytest.mark.parametrize("args, status, message", CRAFTED, ids=[c[0] for c in CRAFTED])
+def test_readme_crafted_corruption(disk: Path, tmp_path: Path, args: str, status: str,
+                                   message: str) -> None:
+    image = tmp_path / "disk.qcow2"
+    shutil.copyfile(disk, image)
+    proc = subprocess.run([*QCOW2KIT, "set", str(image), *shlex.split(args)],
+                          capture_output=True, text=True, check=False, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    check = subprocess.run(["qemu-img", "check", "disk.qcow2"], capture_output=True,
+                           text=True, check=False, cwd=tmp_path)
+    assert check.returncode == int(status)
+    assert message in check.stdout + check.stderr
+
+
+@pytest.mark.parametrize("command, output", SESSIONS, ids=[s[0] for s in SESSIONS])
+def test_readme_get_output(disk: Path, command: str, output: str) -> None:
+    proc = subprocess.run([*QCOW2KIT, *shlex.split(command)], capture_output=True,
+                          text=True, check=False, cwd=disk.parent)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "".join(line[4:] + "\n" for line in output.splitlines())
