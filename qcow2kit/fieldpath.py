@@ -23,6 +23,7 @@ from typing import Any, Iterator, List, Optional, Tuple, Union
 
 from kaitaistruct import KaitaiStruct
 
+from . import limits
 from .errors import Qcow2Error
 from .generated.fields import TYPES
 from .image import ExtensionType, Image, enum_name
@@ -146,9 +147,10 @@ class Resolver:
         t = type_id(obj)
         alias = ALIASES.get(t, {}).get(name)
         if alias is not None:
+            parent = node.path
             for part in alias.split("."):
                 node = self.child(node, part)
-            node.path = _join(where if node.path else "", name)
+            node.path = _join(parent, name)
             return node
         if name in VIRTUAL.get(t, ()):
             return self._virtual(node, name)
@@ -157,18 +159,19 @@ class Resolver:
             valid = ", ".join(dict.fromkeys(names(obj)))
             raise PathError(where, node.offset, f"no field {name!r} in {t}; valid: {valid}")
         info = TYPES[t][attr]
+        limits.check(obj, t, attr)
         value = self._evaluate(node, obj, attr)
         key = attr if info.get("seq") else f"_m_{attr}"
         debug = obj._debug.get(key, {})
         base = 0 if info.get("root_io") else node.base
+        start = base + debug["start"] if "start" in debug and not info.get("value") else None
         offset = size = None
-        reads_bytes = info.get("seq") or debug.get("end") != debug.get("start")
-        if "start" in debug and not info.get("value") and reads_bytes:
-            offset = base + debug["start"]  # (subclusters read nothing: no place)
+        if start is not None and (info.get("seq") or debug.get("end") != debug["start"]):
+            offset = start  # (an instance that reads no bytes, subclusters, has no place)
             size = debug["end"] - debug["start"] if "end" in debug else None
         child_base = base
         if isinstance(value, KaitaiStruct):
-            child_base = self._stream_base(obj, value, base, offset)
+            child_base = self._stream_base(obj, value, base, start)
         elif isinstance(value, list):
             child_base = base  # elements: positions in the owner's stream (arr)
         return Node(_join(node.path, name), _join(node.spec_path, attr), value, offset, size,
