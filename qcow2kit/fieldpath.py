@@ -94,7 +94,6 @@ class Node:
     owner: Optional[KaitaiStruct] = None  # the object holding the attribute
     attr: Optional[str] = None  # its attribute id (None for an array element)
     base: int = 0  # absolute start of the stream of value (a struct) or of owner
-    index: Optional[int] = None  # for an array element, its index in the array
     parent_path: str = ""  # the path of the struct or array holding it
 
     @property
@@ -130,6 +129,8 @@ class Resolver:
         node = Node("", "", self.root, 0, None)
         for kind, key in steps:
             node = self.child(node, str(key)) if kind == "name" else self._index(node, key)
+        if isinstance(node.value, _Refcounts):
+            raise PathError(node.path, None, "the refcount of host cluster n is refcounts[n]")
         node.path = text.strip()
         return node
 
@@ -207,8 +208,7 @@ class Resolver:
         base = node.base
         if isinstance(value, KaitaiStruct):
             base = self._stream_base(owner, value, node.base, offset)
-        return Node(path, spec_path, value, offset, size, bits, owner, None, base, i,
-                    node.path)
+        return Node(path, spec_path, value, offset, size, bits, owner, None, base, node.path)
 
     def _index(self, node: Node, key: Key) -> Node:
         obj = node.value
@@ -246,9 +246,7 @@ class Resolver:
             array = f"refcounts_{self.root.header.refcount_bits}"
         entries = self.child(piece, array)
         j = i % per_piece
-        out = self.element(entries, j, path, f"{entries.spec_path}[{j}]")
-        out.path = path
-        return out
+        return self.element(entries, j, path, f"{entries.spec_path}[{j}]")
 
     def entry_bits(self, t: str) -> int:
         if t == "l2_table":
@@ -262,8 +260,7 @@ class Resolver:
         for i, item in enumerate(items):
             if isinstance(item, KaitaiStruct) and isinstance(getattr(item, "name", None), bytes) \
                     and item.name == name.encode("utf-8", "surrogateescape"):
-                out = self.element(node, i, path, f"{node.spec_path}[{i}]")
-                return out
+                return self.element(node, i, path, f"{node.spec_path}[{i}]")
         raise PathError(node.path, node.offset, f"no entry named {name!r}")
 
     def _virtual(self, node: Node, name: str) -> Node:
@@ -295,17 +292,18 @@ class Resolver:
 
     def refcount(self, node: Node, cluster: int, path: str) -> Node:
         per_block = self.root.num_refcount_block_entries
-        if cluster < 0:
-            raise PathError(node.path, None, f"index {cluster} is out of range")
         rt = self.child(Node("", "", self.root, 0, None), "refcount_table")
+        covered = rt.value._io.size() // 8 * per_block
+        if not 0 <= cluster < covered:
+            raise PathError(node.path, None, f"host cluster {cluster} is out of range (the "
+                            f"refcount table covers {covered} clusters)")
         entry = self.table_entry(rt, cluster // per_block,
                                   f"refcount_table[{cluster // per_block}]")
         block = self.child(entry, "refcount_block")
         if block.value is None:
             raise PathError(entry.path, entry.offset,
                             f"no refcount block for host cluster {cluster}")
-        out = self.table_entry(block, cluster % per_block, path)
-        return out
+        return self.table_entry(block, cluster % per_block, path)
 
 
 class _Refcounts:

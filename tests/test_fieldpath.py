@@ -240,6 +240,37 @@ def test_sub_byte_refcount_leaves_its_byte_neighbours(images: Dict[str, Path],
     assert shift == 0 and lay.data[offset] == 2 | 0 << 2 | 3 << 4 | 1 << 6
 
 
+@pytest.mark.parametrize("path, value, wrong_mask", [
+    ("l1_table[0].l2_table[0].copied", "0", 1 << 63 | OFFSET_BITS),  # takes the offset along
+    ("l1_table[0].l2_table[0].copied", "0", 1 << 62),  # misses the flag
+    ("refcounts[4]", "0x102", None),  # a 16-bit refcount written one byte too far
+])
+def test_a_wrong_layout_is_caught_before_the_write(images: Dict[str, Path],
+                                                   tmp_path: Path, monkeypatch,
+                                                   path: str, value: str,
+                                                   wrong_mask: Any) -> None:
+    """The re-parse check holds set to the parser: were the bit table or an offset
+    wrong, the change is refused and the file unchanged."""
+    from qcow2kit import fieldwrite
+
+    image = tmp_path / "v3.qcow2"
+    shutil.copyfile(images["v3"], image)
+    before = imagekit.file_sha256(image)
+    if wrong_mask is not None:
+        monkeypatch.setitem(fieldwrite.BITS, ("l2_entry", "copied"),
+                            (fieldwrite.HALVES, lambda root: (wrong_mask, 0)))
+    else:
+        plan = fieldwrite.plan
+
+        def shifted(*args: Any) -> Any:
+            change = plan(*args)
+            return fieldwrite.Change(change.path, change.offset + 1, change.old, change.new)
+        monkeypatch.setattr(fieldwrite, "plan", shifted)
+    with pytest.raises(fieldwrite.EditError, match="would"):
+        fieldwrite.set_field(image, path, value)
+    assert imagekit.file_sha256(image) == before
+
+
 # --- refusals -------------------------------------------------------------------------
 
 REFUSED = {  # kind, path, value (None: get), words the error line holds
