@@ -526,3 +526,34 @@ def test_readme_get_output(disk: Path, command: str, output: str) -> None:
                           text=True, check=False, cwd=disk.parent)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == "".join(line[4:] + "\n" for line in output.splitlines())
+
+
+ALIASES = [  # kind, a path with qcow2.txt names and shortcuts, the spec path it is
+    ("v3", "extensions[0].length", "header_extensions.extensions[0].len_data"),
+    ("v3", "header.l1_size", "header.num_l1_entries"),
+    ("snapshots", "snapshots[1].id_str", "snapshots[1].id"),
+    ("snapshots", "snapshots[0].l1_table[0]", "snapshots[0].l1_table.pieces[0].entries[0]"),
+    ("bitmaps", 'bitmaps["fine"].bitmap_table_size',
+     "header_extensions.extensions[0].data.bitmap_directory.entries[1].num_bitmap_table"),
+    ("bitmaps", "bitmaps['b0'].auto",
+     "header_extensions.extensions[0].data.bitmap_directory.entries[0].is_auto"),
+    ("bitmaps", "bitmaps[2].table[0].kind", "header_extensions.extensions[0].data"
+     ".bitmap_directory.entries[2].bitmap_table.pieces[0].entries[0].kind"),
+    ("refcount_4", "refcounts[3]",
+     "refcount_table.pieces[0].entries[0].refcount_block.pieces[0].refcounts_4[3]"),
+    ("cluster_2m", "l1_table[0].l2_table[9000]",
+     "l1_table.pieces[0].entries[0].l2_table.pieces[1].entries[808]"),
+    ("cluster_2m", "refcounts[1]",
+     "refcount_table.pieces[0].entries[0].refcount_block.pieces[0].refcounts_16[1]"),
+]
+
+
+@pytest.mark.parametrize("kind, path, spec", ALIASES, ids=[a[1] for a in ALIASES])
+def test_names_and_shortcuts_reach_the_spec_field(images: Dict[str, Path], kind: str,
+                                                  path: str, spec: str) -> None:
+    by_name, by_spec = get_json(images[kind], [path, spec])
+    assert by_name["spec_path"] == by_spec["spec_path"] == spec
+    assert (by_name["offset"], by_name["size"], by_name["value"]) == \
+        (by_spec["offset"], by_spec["size"], by_spec["value"])
+    assert by_name["value"] == _json(_python_value(parsed(images[kind]), spec)) \
+        or isinstance(by_name["value"], dict)
