@@ -41,7 +41,13 @@ def _bit(n: int) -> Callable[[Any], Tuple[int, int]]:
 
 
 def _mask(mask: Any) -> Callable[[Any], Tuple[int, int]]:
+    """A field of the bits of mask, holding its value in place (an offset)."""
     return lambda root: (int(mask), 0)
+
+
+def _flag(mask: Any) -> Callable[[Any], Tuple[int, int]]:
+    """A one-bit flag at the bit of mask: 0 or 1."""
+    return _bit(int(mask).bit_length() - 1)
 
 
 def _compressed_offset(root: Any) -> Tuple[int, int]:
@@ -57,16 +63,16 @@ HALVES = ("hi", "lo")
 # (type, instance) -> (the integer fields it is computed from, (mask, shift) of it)
 BITS: Dict[Tuple[str, str], Tuple[Tuple[str, ...], Callable[[Any], Tuple[int, int]]]] = {
     ("l1_entry", "ofs_l2_table"): (HALVES, _mask(OFFSET_MASK)),
-    ("l1_entry", "copied"): (HALVES, _mask(COPIED)),
-    ("l2_entry", "copied"): (HALVES, _mask(COPIED)),
-    ("l2_entry", "compressed"): (HALVES, _mask(COMPRESSED)),
-    ("l2_entry", "zero"): (HALVES, _mask(ZERO)),
+    ("l1_entry", "copied"): (HALVES, _flag(COPIED)),
+    ("l2_entry", "copied"): (HALVES, _flag(COPIED)),
+    ("l2_entry", "compressed"): (HALVES, _flag(COMPRESSED)),
+    ("l2_entry", "zero"): (HALVES, _flag(ZERO)),
     ("l2_entry", "ofs_host_cluster"): (HALVES, _mask(OFFSET_MASK)),
     ("l2_entry", "ofs_compressed_data"): (HALVES, _compressed_offset),
     ("l2_entry", "num_additional_sectors"): (HALVES, _compressed_sectors),
     ("refcount_table_entry", "ofs_refcount_block"): (HALVES, _mask(REFTABLE_OFFSET_MASK)),
     ("bitmap_table_entry", "ofs_data"): (HALVES, _mask(BITMAP_OFFSET)),
-    ("bitmap_table_entry", "all_ones"): (HALVES, _mask(BITMAP_ALL_ONES)),
+    ("bitmap_table_entry", "all_ones"): (HALVES, _flag(BITMAP_ALL_ONES)),
     ("bitmap_directory_entry", "in_use"): (("flags",), _bit(0)),
     ("bitmap_directory_entry", "is_auto"): (("flags",), _bit(1)),
     ("bitmap_directory_entry", "extra_data_compatible"): (("flags",), _bit(2)),

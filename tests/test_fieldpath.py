@@ -129,6 +129,19 @@ def _l2_copied_cleared(lay: Layout):
             lambda p: poke_u64(p, entry, lay.u64(entry) & ~(1 << 63)))
 
 
+def _l2_copied_set_on_shared(lay: Layout):  # a cluster a snapshot shares: refcount 2
+    entry = lay.l2_entry(0, 5)
+    assert not lay.u64(entry) >> 63, "the snapshot shares guest cluster 5"
+    return ("l1_table[0].l2_table[5].copied", "1",
+            lambda p: poke_u64(p, entry, lay.u64(entry) | 1 << 63))
+
+
+def _l2_compressed_set(lay: Layout):
+    entry = lay.l2_entry(0, 1)
+    return ("l1_table[0].l2_table[1].compressed", "true",
+            lambda p: poke_u64(p, entry, lay.u64(entry) | 1 << 62))
+
+
 def _l1_copied_cleared(lay: Layout):
     return ("l1_table[0].copied", "false",
             lambda p: poke_u64(p, lay.l1_entry(0), lay.u64(lay.l1_entry(0)) & ~(1 << 63)))
@@ -170,6 +183,8 @@ CORRUPTIONS: Dict[str, Tuple[str, Craft]] = {
     "refcount_0_on_used_cluster": ("v3", _refcount_to(0)),
     "l2_copied_flag_cleared": ("v3", _l2_copied_cleared),
     "l1_copied_flag_cleared": ("v2", _l1_copied_cleared),
+    "l2_copied_flag_set_on_shared_cluster": ("refcount_2", _l2_copied_set_on_shared),
+    "l2_compressed_flag_set": ("v3", _l2_compressed_set),
     "unaligned_l2_offset": ("v3", _unaligned_l2),
     "bitmap_table_entry_invalid": ("bitmaps", _bitmap_entry_invalid),
     "refcount_1_cleared": ("refcount_1", _refcount_to(0)),
