@@ -319,14 +319,13 @@ def verify(image: Image, path: str, change: Change, intended: Any) -> None:
         after = Resolver(image, root)
         new = after.resolve(path)
         got = _read_back(image, new, change)
-        unchanged = [(_comparable(before, old), _comparable(after, new),
-                      path)]
+        unchanged = [(_comparable(before, old), _comparable(after, new))]
         for sibling in _siblings(path):
             try:
                 left = stored(before, before.resolve(sibling))
             except Qcow2Error:  # out of range: no neighbour there
                 continue
-            unchanged.append((left, stored(after, after.resolve(sibling)), sibling))
+            unchanged.append((left, stored(after, after.resolve(sibling))))
     except PARSE_ERRORS as exc:
         raise EditError(f"the image would not parse: {from_parse(root, exc)}") from None
     except Qcow2Error as exc:
@@ -335,7 +334,7 @@ def verify(image: Image, path: str, change: Change, intended: Any) -> None:
         raise EditError(f"{path} would move: the change alters where it lies")
     if got != intended:
         raise EditError(f"{path} would read {got!r}, not {intended!r}")
-    for a, b, where in unchanged:
+    for a, b in unchanged:
         changed = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
         if changed:
             raise EditError(f"setting {path} would also change {', '.join(changed)}")
