@@ -23,7 +23,7 @@ from typing import Any, Iterator, List, Optional, Tuple, Union
 
 from kaitaistruct import KaitaiStruct
 
-from . import limits
+from . import fieldlimits
 from .errors import Qcow2Error
 from .generated.fields import TYPES
 from .image import ExtensionType, Image, enum_name
@@ -160,7 +160,7 @@ class Resolver:
             valid = ", ".join(dict.fromkeys(names(obj)))
             raise PathError(where, node.offset, f"no field {name!r} in {t}; valid: {valid}")
         info = TYPES[t][attr]
-        limits.check(obj, t, attr)
+        fieldlimits.check(obj, t, attr)
         value = self._evaluate(node, obj, attr)
         key = attr if info.get("seq") else f"_m_{attr}"
         debug = obj._debug.get(key, {})

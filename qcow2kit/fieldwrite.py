@@ -29,8 +29,8 @@ from .fieldpath import TYPES, Node, PathError, Resolver, type_id
 from .generated.qcow2 import Qcow2
 from .image import Image, ZeroPadded, enum_name, read_header
 from .locking import ImageLocked, lock_for_writing
-from .tables import (BITMAP_ALL_ONES, BITMAP_OFFSET, COMPRESSED, COPIED, OFFSET_MASK,
-                     REFTABLE_OFFSET_MASK, ZERO)
+from .tables import (BITMAP_ALL_ONES, COMPRESSED, COPIED, OFFSET_MASK, REFTABLE_OFFSET_MASK,
+                     ZERO)
 
 PathLike = Union[str, Path]
 U64 = (1 << 64) - 1
@@ -71,7 +71,7 @@ BITS: Dict[Tuple[str, str], Tuple[Tuple[str, ...], Callable[[Any], Tuple[int, in
     ("l2_entry", "ofs_compressed_data"): (HALVES, _compressed_offset),
     ("l2_entry", "num_additional_sectors"): (HALVES, _compressed_sectors),
     ("refcount_table_entry", "ofs_refcount_block"): (HALVES, _mask(REFTABLE_OFFSET_MASK)),
-    ("bitmap_table_entry", "ofs_data"): (HALVES, _mask(BITMAP_OFFSET)),
+    ("bitmap_table_entry", "ofs_data"): (HALVES, _mask(OFFSET_MASK)),  # bits 9..55 too
     ("bitmap_table_entry", "all_ones"): (HALVES, _flag(BITMAP_ALL_ONES)),
     ("bitmap_directory_entry", "in_use"): (("flags",), _bit(0)),
     ("bitmap_directory_entry", "is_auto"): (("flags",), _bit(1)),
@@ -311,8 +311,14 @@ def verify(image: Image, path: str, change: Change, intended: Any) -> None:
     intended value, the rest of its structure and its neighbours as before."""
     before = Resolver(image)
     old = before.resolve(path)
-    root = Qcow2(KaitaiStream(Patched(image._file.fileno(), image.file_size,
-                                      change.offset, change.new)))
+    with open(image.path, "rb") as f:
+        _verify_on(image, Patched(f.fileno(), image.file_size, change.offset, change.new),
+                   path, change, intended, before, old)
+
+
+def _verify_on(image: Image, patched: Patched, path: str, change: Change, intended: Any,
+               before: Resolver, old: Node) -> None:
+    root = Qcow2(KaitaiStream(patched))
     try:
         read_header(root)
         root._read()

@@ -2,7 +2,7 @@
 the fields that size them before they are read: no path allocates or parses more
 than QEMU would for a structure (a header claiming 2^32 snapshots is refused, not
 read as 2^32 entries of zeros). The limits are those of the modules that read each
-structure."""
+structure; the rules say which field sizes what."""
 from __future__ import annotations
 
 from typing import Any, Callable, Dict, Tuple
