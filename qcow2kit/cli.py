@@ -236,8 +236,9 @@ GET_HELP = ("""Print the value of any field or structure the spec describes.
     for a value the spec computes from other fields). A structure prints one line
     per field, a table one line per entry.
 
-    """ + FIELD_PATHS + """ Exit status 1 (one line on stderr) for a path that
-    names nothing in this image.
+    """ + FIELD_PATHS + """ Exit status (one line on stderr): 2 for a path that
+    names nothing in the spec (unknown name, malformed), 1 for one this image does
+    not have (an index out of range, an absent table).
     """)
 SET_HELP = ("""Write VALUE into the fixed-size field PATH, wherever it is in the file.
 
@@ -250,8 +251,11 @@ SET_HELP = ("""Write VALUE into the fixed-size field PATH, wherever it is in the
     what they read before. Variable-size fields (names, extension data) are left
     to the header edit commands.
 
-    """ + FIELD_PATHS + """ A path, value or change that is refused exits 1 with one
-    line on stderr and leaves the file as it was.
+    """ + FIELD_PATHS + """ A refusal is one line on stderr and leaves the file as it
+    was: exit 2 for a path or VALUE that names nothing in the spec (unknown name,
+    malformed, not a number), 1 for one this image refuses (out of range, a field of
+    variable size, a value too wide, a change that would not parse, a qemu process
+    writing to the image).
     """)
 
 
@@ -271,7 +275,10 @@ def get_command(image: str, paths: List[str], as_json: bool) -> None:
 
     with open_image(image) as img:
         resolver = fieldpath.Resolver(img)
-        nodes = [resolver.resolve(p) for p in paths]
+        try:
+            nodes = [resolver.resolve(p) for p in paths]
+        except fieldpath.BadArgument as exc:
+            _fail(exc, f"{image}: {exc}", exits.USAGE)
         if as_json:
             out = [{"path": n.path, "spec_path": n.spec_path, "offset": n.offset,
                     "size": n.size, **({"bits": list(n.bits)} if n.bits else {}),
@@ -294,7 +301,10 @@ def set_command(image: str, path: str, value: str, dry_run: bool, force: bool) -
     """Write one field by path (SET_HELP)."""
     from . import fieldwrite
 
-    change = fieldwrite.set_field(image, path, value, dry_run, force)
+    try:
+        change = fieldwrite.set_field(image, path, value, dry_run, force)
+    except fieldwrite.BadArgument as exc:
+        _fail(exc, f"{image}: {exc}", exits.USAGE)
     if dry_run:
         click.echo(change.describe())
 

@@ -49,6 +49,11 @@ class PathError(Qcow2Error):
         super().__init__(where or "path", offset, problem)
 
 
+class BadArgument(PathError):
+    """A path or value that names nothing in the spec, whatever the image: a usage
+    error (an unknown name, with the valid ones; a malformed path; not a number)."""
+
+
 def parse(text: str) -> List[Step]:
     """The steps of a path; PathError for a malformed one."""
     steps: List[Step] = []
@@ -57,7 +62,7 @@ def parse(text: str) -> List[Step]:
         m = _TOKEN.match(text, pos)
         if m is None or m.end() == pos or (m.group(1) and steps and
                                            not text[m.start():].lstrip().startswith(".")):
-            raise PathError(text, None, f"malformed path at character {pos + 1} "
+            raise BadArgument(text, None, f"malformed path at character {pos + 1} "
                             "(names, [n] and [\"name\"], e.g. l1_table[3].l2_table[17])")
         name, number, dq, sq = m.groups()
         if name is not None:
@@ -69,7 +74,7 @@ def parse(text: str) -> List[Step]:
             steps.append(("index", re.sub(r"\\(.)", r"\1", raw)))
         pos = m.end()
     if not steps or steps[0][0] != "name":
-        raise PathError(text, None, "a path starts with a name, e.g. header.size")
+        raise BadArgument(text, None, "a path starts with a name, e.g. header.size")
     return steps
 
 
@@ -130,7 +135,7 @@ class Resolver:
         for kind, key in steps:
             node = self.child(node, str(key)) if kind == "name" else self._index(node, key)
         if isinstance(node.value, _Refcounts):
-            raise PathError(node.path, None, "the refcount of host cluster n is refcounts[n]")
+            raise BadArgument(node.path, None, "the refcount of cluster n is refcounts[n]")
         node.path = text.strip()
         return node
 
@@ -144,7 +149,9 @@ class Resolver:
         obj = node.value
         where = node.path or "image"
         if not isinstance(obj, KaitaiStruct):
-            raise PathError(where, node.offset, f"{_describe(obj)} has no field {name!r}")
+            if obj is None:
+                raise PathError(where, node.offset, "absent in this image")
+            raise BadArgument(where, node.offset, f"{_describe(obj)} has no field {name!r}")
         t = type_id(obj)
         alias = ALIASES.get(t, {}).get(name)
         if alias is not None:
@@ -158,7 +165,7 @@ class Resolver:
         attr = _spec_name(t, name)
         if attr is None:
             valid = ", ".join(dict.fromkeys(names(obj)))
-            raise PathError(where, node.offset, f"no field {name!r} in {t}; valid: {valid}")
+            raise BadArgument(where, node.offset, f"no field {name!r} in {t}; valid: {valid}")
         info = TYPES[t][attr]
         fieldlimits.check(obj, t, attr)
         value = self._evaluate(node, obj, attr)
@@ -215,11 +222,11 @@ class Resolver:
         path = f"{node.path}[{key!r}]" if isinstance(key, str) else f"{node.path}[{key}]"
         if isinstance(obj, _Refcounts):
             if not isinstance(key, int):
-                raise PathError(node.path, None, "refcounts are indexed by host cluster number")
+                raise BadArgument(node.path, None, "refcounts[n]: n is a host cluster number")
             return self.refcount(node, key, path)
         if isinstance(obj, KaitaiStruct) and type_id(obj) in PIECED:
             if not isinstance(key, int):
-                raise PathError(node.path, node.offset, "a table is indexed by number")
+                raise BadArgument(node.path, node.offset, "a table is indexed by number")
             return self.table_entry(node, key, path)
         if isinstance(obj, list):
             if isinstance(key, str):
@@ -227,7 +234,7 @@ class Resolver:
             return self.element(node, key, path, f"{node.spec_path}[{key}]")
         if obj is None:
             raise PathError(node.path, node.offset, "absent in this image")
-        raise PathError(node.path, node.offset, f"{_describe(obj)} has no elements")
+        raise BadArgument(node.path, node.offset, f"{_describe(obj)} has no elements")
 
     def table_entry(self, node: Node, i: int, path: str) -> Node:
         """Entry i of a table read in pieces."""

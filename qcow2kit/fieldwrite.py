@@ -25,7 +25,7 @@ from kaitaistruct import KaitaiStream, KaitaiStruct
 
 from .edit import EditError
 from .errors import PARSE_ERRORS, Qcow2Error, from_parse
-from .fieldpath import TYPES, Node, PathError, Resolver, type_id
+from .fieldpath import TYPES, BadArgument, Node, PathError, Resolver, type_id
 from .generated.qcow2 import Qcow2
 from .image import Image, ZeroPadded, enum_name, read_header
 from .locking import ImageLocked, lock_for_writing
@@ -121,7 +121,7 @@ def parse_value(text: str, node: Node) -> Any:
         try:
             return bytes.fromhex(text[2:] if text.lower().startswith("0x") else text)
         except ValueError:
-            raise PathError(node.path, node.offset, f"{text!r} is not hex bytes") from None
+            raise BadArgument(node.path, node.offset, f"{text!r} is not hex bytes") from None
     if text.lower() in ("true", "false"):
         return int(text.lower() == "true")
     name = enum_name(current)
@@ -132,7 +132,7 @@ def parse_value(text: str, node: Node) -> Any:
     try:
         return int(text, 0)
     except ValueError:
-        raise PathError(node.path, node.offset, f"{text!r} is not a number") from None
+        raise BadArgument(node.path, node.offset, f"{text!r} is not a number") from None
 
 
 class Patched(ZeroPadded):

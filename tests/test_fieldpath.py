@@ -288,38 +288,41 @@ def test_a_wrong_layout_is_caught_before_the_write(images: Dict[str, Path],
 
 # --- refusals -------------------------------------------------------------------------
 
-REFUSED = {  # kind, path, value (None: get), words the error line holds
-    "unknown name": ("v3", "header.l1_offset", "1", ["no field 'l1_offset'",
-                                                     "l1_table_offset", "ofs_l1_table"]),
-    "unknown name (get)": ("v3", "l1_table[0].l2_tabel", None, ["l2_table", "copied"]),
-    "out of range": ("v3", "l1_table[1]", "0", ["index 1 is out of range (1 entries)"]),
-    "out of range (get)": ("snapshots", "snapshots[2].name", None, ["out of range"]),
-    "no such bitmap": ("bitmaps", 'bitmaps["nope"].table[0]', "0", ["no entry named"]),
-    "variable size": ("snapshots", "snapshots[0].name", "00", ["variable size"]),
-    "variable size extension": ("v3", "extensions[0].data", "00", ["variable size"]),
-    "too wide": ("v3", "header.cluster_bits", str(1 << 32), ["does not fit 4 bytes"]),
-    "too wide entry part": ("v3", "l1_table[0].l2_table[0].ofs_host_cluster", "0x10001",
+REFUSED = {  # kind, path, value (None: get), exit status, words the error line holds
+    "unknown name": ("v3", "header.l1_offset", "1", 2, ["no field 'l1_offset'",
+                                                        "l1_table_offset", "ofs_l1_table"]),
+    "unknown name (get)": ("v3", "l1_table[0].l2_tabel", None, 2, ["l2_table", "copied"]),
+    "name of a scalar": ("v3", "header.size.low", None, 2, ["has no field 'low'"]),
+    "out of range": ("v3", "l1_table[1]", "0", 1, ["index 1 is out of range (1 entries)"]),
+    "out of range (get)": ("snapshots", "snapshots[2].name", None, 1, ["out of range"]),
+    "absent": ("v3", "snapshots[0].name", None, 1, ["absent in this image"]),
+    "no such bitmap": ("bitmaps", 'bitmaps["nope"].table[0]', "0", 1, ["no entry named"]),
+    "variable size": ("snapshots", "snapshots[0].name", "00", 1, ["variable size"]),
+    "variable size extension": ("v3", "extensions[0].data", "00", 1, ["variable size"]),
+    "too wide": ("v3", "header.cluster_bits", str(1 << 32), 1, ["does not fit 4 bytes"]),
+    "too wide entry part": ("v3", "l1_table[0].l2_table[0].ofs_host_cluster", "0x10001", 1,
                             ["does not fit the bits 9..55"]),
-    "too wide sub-byte": ("refcount_2", "refcounts[3]", "4", ["does not fit 2 bits"]),
-    "negative": ("v3", "refcounts[3]", "-1", ["does not fit"]),
-    "computed value": ("v3", "cluster_size", "4096", ["computed from other fields"]),
-    "value the spec refuses": ("v3", "header.cluster_bits", "30",
+    "too wide flag": ("v3", "l1_table[0].copied", "2", 1, ["does not fit the bits 63"]),
+    "too wide sub-byte": ("refcount_2", "refcounts[3]", "4", 1, ["does not fit 2 bits"]),
+    "negative": ("v3", "refcounts[3]", "-1", 1, ["does not fit"]),
+    "computed value": ("v3", "cluster_size", "4096", 1, ["computed from other fields"]),
+    "value the spec refuses": ("v3", "header.cluster_bits", "30", 1,
                                ["above the maximum 21"]),
-    "not a number": ("v3", "header.size", "big", ["not a number"]),
-    "malformed path": ("v3", "l1_table[0", "0", ["malformed path"]),
+    "not a number": ("v3", "header.size", "big", 2, ["not a number"]),
+    "malformed path": ("v3", "l1_table[0", "0", 2, ["malformed path"]),
 }
 
 
 @pytest.mark.parametrize("case", list(REFUSED))
 def test_refused_with_one_line_and_no_change(images: Dict[str, Path], tmp_path: Path,
                                              case: str) -> None:
-    kind, path, value, words = REFUSED[case]
+    kind, path, value, status, words = REFUSED[case]
     image = tmp_path / "image.qcow2"
     shutil.copyfile(images[kind], image)
     before = imagekit.file_sha256(image)
     args = ("get", image, path) if value is None else ("set", image, path, value)
     proc = qcow2kit(*args)
-    assert proc.returncode == 1
+    assert proc.returncode == status
     assert proc.stdout == ""
     lines = proc.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"qcow2kit: {image}: "), proc.stderr

@@ -37,6 +37,8 @@ class Command:
     json: bool = False  # stdout is JSON when the command succeeds
     findings: bool = False  # stderr carries findings besides the error line (check)
     exit_codes: FrozenSet[int] = field(default_factory=lambda: frozenset((0, 1)))
+    # the statuses that come with exactly one error line
+    error_codes: FrozenSet[int] = frozenset((1, exits.OUTPUT_FAILED))
 
 
 def _fixed(*words: str) -> ArgsMaker:
@@ -98,6 +100,8 @@ def _set(rng: random.Random, image: str, out: str) -> List[str]:
 
 
 CHECK_EXITS = frozenset((0, 1, 2, 3))  # qemu-img check's: clean, failed, corrupt, leaks
+PATH_ERRORS = frozenset((1, exits.USAGE))  # get/set: 2 for a path the spec does not have
+PATH_EXITS = PATH_ERRORS | {0}
 WRITER_EXITS = frozenset((0, 1, exits.OUTPUT_FAILED))  # output cut at the file-size limit
 
 COMMANDS: List[Command] = [
@@ -127,10 +131,11 @@ COMMANDS: List[Command] = [
     Command("check --json", "check", _fixed("check", "--json"), json=True, findings=True,
             exit_codes=CHECK_EXITS),
     Command("whatis", "whatis", _whatis),
-    Command("get", "get", _get),
+    Command("get", "get", _get, exit_codes=PATH_EXITS, error_codes=PATH_ERRORS),
     Command("get --json", "get", lambda rng, image, out: [*_get(rng, image, out), "--json"],
-            json=True),
-    Command("set", "set", _set, edits=True, one_field=True),
+            json=True, exit_codes=PATH_EXITS, error_codes=PATH_ERRORS),
+    Command("set", "set", _set, edits=True, one_field=True, exit_codes=PATH_EXITS,
+            error_codes=PATH_ERRORS),
 ]
 
 

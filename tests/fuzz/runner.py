@@ -23,8 +23,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional, Tuple
 
-from qcow2kit import exits
-
 from .commands import Command
 from .mutate import Mutant, Seed, copy_sparse, data_runs, write
 
@@ -192,7 +190,7 @@ def judge(cmd: Command, code: Optional[int], sig: Optional[int], growth: int,
     errors = _error_lines(cmd, stderr)
     if code not in cmd.exit_codes:
         return "bad-exit", f"exit status {code}: {' | '.join(errors)[:300]}"
-    if code not in (1, exits.OUTPUT_FAILED):
+    if code not in cmd.error_codes:
         if errors:
             return "bad-error", f"exit status {code} with: {' | '.join(errors)[:300]}"
         if cmd.json and not _is_json(io_dir / "stdout"):
