@@ -31,7 +31,9 @@ function plain(v) {
   if (v === undefined || v === null) return null;
   if (typeof v === 'number') return Number.isInteger(v) ? BigInt(v).toString() : String(v);
   if (typeof v === 'boolean' || typeof v === 'string') return v;
-  if (v instanceof Uint8Array) return Buffer.from(v.buffer, v.byteOffset, v.length).toString('hex');
+  if (v instanceof Uint8Array) {
+    return Buffer.from(v.buffer, v.byteOffset, v.length).toString('hex');
+  }
   return null;
 }
 
