@@ -106,6 +106,15 @@ class Node:
         return type_id(self.value) if isinstance(self.value, KaitaiStruct) else None
 
 
+def int_fields(obj: KaitaiStruct) -> Optional[List[str]]:
+    """The seq fields of obj when they are all integers of whole bytes (an entry or
+    a bitmask, which reads as one integer), else None."""
+    attrs = {a: info for a, info in TYPES[type_id(obj)].items() if info.get("seq")}
+    if attrs and all((info.get("type") or "").startswith("u") for info in attrs.values()):
+        return list(attrs)
+    return None
+
+
 def _spec_name(t: str, name: str) -> Optional[str]:
     attrs = TYPES[t]
     if name in attrs:
@@ -390,8 +399,6 @@ def scalar_json(value: Any) -> Any:
     if isinstance(value, int):
         name = enum_name(value)
         return name if name is not None else int(value)
-    if isinstance(value, _Refcounts):
-        return None
     raise TypeError(f"unexpected value {value!r}")
 
 
@@ -454,8 +461,7 @@ def _summary(resolver: Resolver, node: Node) -> str:
     """A value in one line; an entry made of integers as the hex of its bytes."""
     value = node.value
     if isinstance(value, KaitaiStruct) and node.offset is not None and node.size \
-            and all((info.get("type") or "").startswith("u")
-                    for info in TYPES[type_id(value)].values() if info.get("seq")):
+            and int_fields(value) is not None:
         raw = resolver.image.read(node.offset, node.size)
         return f"{int.from_bytes(raw, 'big'):#0{2 * len(raw) + 2}x} {type_id(value)}"
     return scalar_text(value)

@@ -25,7 +25,7 @@ from kaitaistruct import KaitaiStream, KaitaiStruct
 
 from .edit import EditError
 from .errors import PARSE_ERRORS, Qcow2Error, from_parse
-from .fieldpath import TYPES, BadArgument, Node, PathError, Resolver, type_id
+from .fieldpath import TYPES, BadArgument, Node, PathError, Resolver, int_fields, type_id
 from .generated.qcow2 import Qcow2
 from .image import Image, ZeroPadded, enum_name, read_header
 from .locking import ImageLocked, lock_for_writing
@@ -152,14 +152,6 @@ class Patched(ZeroPadded):
         return data[:lo - start] + patch[lo - offset:hi - offset] + data[hi - start:]
 
 
-def _int_fields(obj: KaitaiStruct) -> Optional[List[str]]:
-    """The seq fields of obj when they are all integers of whole bytes (an entry or
-    a bitmask), else None."""
-    attrs = [a for a, info in TYPES[type_id(obj)].items() if info.get("seq")]
-    ok = all((TYPES[type_id(obj)][a].get("type") or "").startswith("u") for a in attrs)
-    return attrs if attrs and ok else None
-
-
 def plan(resolver: Resolver, node: Node, value: Any) -> Change:
     """The bytes that give the node the value; PathError when it cannot be set."""
     image = resolver.image
@@ -171,7 +163,7 @@ def plan(resolver: Resolver, node: Node, value: Any) -> Change:
         raise PathError(node.path, None, "a value computed from other fields, not one "
                         "stored in the file: set the fields it is computed from")
     if isinstance(node.value, KaitaiStruct):
-        if _int_fields(node.value) is None:
+        if int_fields(node.value) is None:
             raise PathError(node.path, node.offset, f"a {type_id(node.value)} has fields of "
                             "variable size: set its fields one by one")
         return _plan_int(node, value, image.read(node.offset, node.size))
@@ -295,7 +287,7 @@ def _read_back(image: Image, node: Node, change: Change) -> Any:
     if not isinstance(node.value, KaitaiStruct):
         return _plain(node.value)
     resolver = Resolver(image, node.value._root)
-    for attr in _int_fields(node.value) or []:
+    for attr in int_fields(node.value) or []:
         part = resolver.child(node, attr)
         if part.offset is None:  # absent: the extended L2 bitmap of a standard entry
             continue
