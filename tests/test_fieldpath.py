@@ -331,7 +331,7 @@ def test_refused_with_one_line_and_no_change(images: Dict[str, Path], tmp_path: 
     assert imagekit.file_sha256(image) == before
 
 
-def test_set_refused_on_an_image_qemu_writes(images: Dict[str, Path],
+def test_set_refused_on_an_image_qemu_writes_unless_forced(images: Dict[str, Path],
                                              tmp_path: Path) -> None:
     image = tmp_path / "v3.qcow2"
     shutil.copyfile(images["v3"], image)
@@ -341,6 +341,9 @@ def test_set_refused_on_an_image_qemu_writes(images: Dict[str, Path],
         assert proc.returncode == 1
         assert "write\" lock" in proc.stderr and len(proc.stderr.splitlines()) == 1
         assert imagekit.file_sha256(image) == before
+        forced = qcow2kit("set", image, "l1_table[0].copied", "0", "--force")
+        assert forced.returncode == 0, forced.stderr
+        assert imagekit.file_sha256(image) != before
 
 
 # --- get: a generic walk over the parsed objects ----------------------------------------
