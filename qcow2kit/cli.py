@@ -269,8 +269,6 @@ SET_HELP = ("""Write VALUE into the fixed-size field PATH, wherever it is in the
 @reports_errors
 def get_command(image: str, paths: List[str], as_json: bool) -> None:
     """Print fields by path (GET_HELP)."""
-    import json
-
     from . import fieldpath
 
     with open_image(image) as img:
@@ -279,14 +277,8 @@ def get_command(image: str, paths: List[str], as_json: bool) -> None:
             nodes = [resolver.resolve(p) for p in paths]
         except fieldpath.BadArgument as exc:
             _fail(exc, f"{image}: {exc}", exits.USAGE)
-        if as_json:
-            out = [{"path": n.path, "spec_path": n.spec_path, "offset": n.offset,
-                    "size": n.size, **({"bits": list(n.bits)} if n.bits else {}),
-                    "value": fieldpath.to_json(resolver, n)} for n in nodes]
-            _echo_text(json.dumps(out, indent=2) + "\n")
-        else:
-            _echo_text("".join(line + "\n" for n in nodes
-                               for line in fieldpath.text_lines(resolver, n)))
+        _echo_text(fieldpath.render_json(resolver, nodes) if as_json
+                   else fieldpath.render_text(resolver, nodes))
 
 
 @main.command("set", help=SET_HELP, context_settings={"ignore_unknown_options": True})

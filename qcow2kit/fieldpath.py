@@ -17,6 +17,7 @@ parent's stream. Each node carries the absolute start of its object's stream.
 """
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from typing import Any, Iterator, List, Optional, Tuple, Union
@@ -465,6 +466,19 @@ def _summary(resolver: Resolver, node: Node) -> str:
         raw = resolver.image.read(node.offset, node.size)
         return f"{int.from_bytes(raw, 'big'):#0{2 * len(raw) + 2}x} {type_id(value)}"
     return scalar_text(value)
+
+
+def render_text(resolver: Resolver, nodes: List[Node]) -> str:
+    """get's text: the lines of each node in turn."""
+    return "".join(line + "\n" for n in nodes for line in text_lines(resolver, n))
+
+
+def render_json(resolver: Resolver, nodes: List[Node]) -> str:
+    """get's JSON: per node its path, spec path, offset, size (bits for a sub-byte
+    field) and value."""
+    return json.dumps([{"path": n.path, "spec_path": n.spec_path, "offset": n.offset,
+                        "size": n.size, **({"bits": list(n.bits)} if n.bits else {}),
+                        "value": to_json(resolver, n)} for n in nodes], indent=2) + "\n"
 
 
 def completions(resolver: Resolver, incomplete: str) -> List[str]:
