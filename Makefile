@@ -6,7 +6,7 @@ KSC := node tools/ksc.js
 
 .PHONY: all targets check-generated check-ks-version diagram check-diagram deps install install-test demo test fuzz mutate crypto-matrix clean
 
-all: generated/qcow2.py
+all: generated/qcow2.py generated/fields.py
 
 node_modules/.package-lock.json: package.json package-lock.json
 	npm ci --no-audit --no-fund
@@ -15,6 +15,10 @@ node_modules/.package-lock.json: package.json package-lock.json
 generated/qcow2.py: qcow2.ksy tools/ksc.js node_modules/.package-lock.json
 	$(KSC) --werror --debug -t python -o generated qcow2.ksy
 	printf '"""Parser generated from qcow2.ksy by kaitai-struct-compiler; do not edit."""\n' > generated/__init__.py
+
+# The spec's attribute table (names, -orig-id, sizes) that qcow2kit get/set address.
+generated/fields.py: qcow2.ksy tools/fields.js node_modules/.package-lock.json
+	node tools/fields.js qcow2.ksy > $@.tmp && mv $@.tmp $@
 
 # Every compiler target, warnings as errors, into the ignored build/ folder.
 targets: node_modules/.package-lock.json
@@ -36,6 +40,8 @@ check-ks-version: node_modules/.package-lock.json
 check-generated: node_modules/.package-lock.json
 	$(KSC) --werror --debug -t python -o build/check qcow2.ksy
 	diff -u generated/qcow2.py build/check/qcow2.py
+	node tools/fields.js qcow2.ksy > build/check/fields.py
+	diff -u generated/fields.py build/check/fields.py
 
 # The compiler's graphviz view of the spec, rendered by graphviz's dot into docs/. dot
 # runs with -q: the compiler draws edges from value instances to ports their nodes do

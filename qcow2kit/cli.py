@@ -211,6 +211,96 @@ def del_header_ext(image: str, magic: str, force: bool) -> None:
     _report(edit.delete_extension(image, edit.parse_int(magic, "magic number"), force))
 
 
+def _complete_path(ctx: click.Context, param: click.Parameter, incomplete: str) -> List[Any]:
+    """Shell completion of a field path: the names that follow what is typed."""
+    from .fieldpath import Resolver, completions
+
+    try:
+        with open_image(ctx.params["image"]) as img:
+            return completions(Resolver(img), incomplete)
+    except (Qcow2Error, OSError, KeyError):
+        return []
+
+
+FIELD_PATHS = ("PATH names a field as qcow2.ksy does (or by its qcow2.txt name where "
+               "the spec has -orig-id): header.l1_table_offset, l1_table[3], "
+               "l1_table[3].l2_table[17].ofs_host_cluster, refcounts[5] (the refcount of "
+               "host cluster 5), snapshots[1].name, bitmaps[\"b0\"].table[2], "
+               "extensions[0].data. A name that does not fit is refused with the valid "
+               "ones.")
+
+
+GET_HELP = ("""Print the value of any field or structure the spec describes.
+
+    A field prints as one line: path, offset, size and value (offset and size "-"
+    for a value the spec computes from other fields). A structure prints one line
+    per field, a table one line per entry.
+
+    """ + FIELD_PATHS + """ Exit status (one line on stderr): 2 for a path that
+    names nothing in the spec (unknown name, malformed), 1 for one this image does
+    not have (an index out of range, an absent table).
+    """)
+SET_HELP = ("""Write VALUE into the fixed-size field PATH, wherever it is in the file.
+
+    Integer fields of any width (sub-byte refcounts too), whole table entries (an
+    extended L2 entry is one 128-bit value), fixed-size byte fields (hex digits) and
+    the named parts of an entry (copied, ofs_host_cluster, all_ones, dirty, ...).
+    VALUE: any int() base, true/false, or an enum name. The new bytes are checked by
+    parsing the image again before one write under qemu's write lock: the field must
+    read VALUE and every other field of its structure and the entries beside it
+    what they read before. Variable-size fields (names, extension data) are left
+    to the header edit commands.
+
+    """ + FIELD_PATHS + """ A refusal is one line on stderr and leaves the file as it
+    was: exit 2 for a path or VALUE that names nothing in the spec (unknown name,
+    malformed, not a number), 1 for one this image refuses (out of range, a field of
+    variable size, a value too wide, a change that would not parse, a qemu process
+    writing to the image).
+    """)
+
+
+@main.command("get", help=GET_HELP)
+@IMAGE
+@click.argument("paths", nargs=-1, required=True, metavar="PATH...",
+                shell_complete=_complete_path)
+@click.option("--json", "as_json", is_flag=True,
+              help="A JSON list: per PATH its spec path, offset, size and value.")
+@reads_images()
+@reports_errors
+def get_command(image: str, paths: List[str], as_json: bool) -> None:
+    """Print fields by path (GET_HELP)."""
+    from . import fieldpath
+
+    with open_image(image) as img:
+        resolver = fieldpath.Resolver(img)
+        try:
+            nodes = [resolver.resolve(p) for p in paths]
+        except fieldpath.BadArgument as exc:
+            _fail(exc, f"{image}: {exc}", exits.USAGE)
+        _echo_text(fieldpath.render_json(resolver, nodes) if as_json
+                   else fieldpath.render_text(resolver, nodes))
+
+
+@main.command("set", help=SET_HELP, context_settings={"ignore_unknown_options": True})
+@IMAGE
+@click.argument("path", shell_complete=_complete_path)
+@click.argument("value")
+@click.option("--dry-run", is_flag=True,
+              help="Print the offset, old and new bytes; write nothing.")
+@FORCE
+@reports_errors
+def set_command(image: str, path: str, value: str, dry_run: bool, force: bool) -> None:
+    """Write one field by path (SET_HELP)."""
+    from . import fieldwrite
+
+    try:
+        change = fieldwrite.set_field(image, path, value, dry_run, force)
+    except fieldwrite.BadArgument as exc:
+        _fail(exc, f"{image}: {exc}", exits.USAGE)
+    if dry_run:
+        click.echo(change.describe())
+
+
 @main.command("bitmaps")
 @IMAGE
 @click.option("--json", "as_json", is_flag=True,

@@ -31,6 +31,10 @@ EDIT = ["tests/test_edit.py"]
 MAP = ["tests/test_map.py"]
 TABLES = ["tests/test_tables.py"]
 BITMAPS = ["tests/test_bitmaps.py"]
+FIELDS = ["tests/test_fieldpath.py::test_set_crafts_the_classic_corruptions",
+          "tests/test_fieldpath.py::test_sub_byte_refcount_leaves_its_byte_neighbours",
+          "tests/test_fieldpath.py::test_a_wrong_layout_is_caught_before_the_write",
+          "tests/test_fieldpath.py::test_get_gives_every_field_the_parser_holds"]
 
 
 class Mutant(NamedTuple):
@@ -149,6 +153,14 @@ MUTANTS: List[Mutant] = [
     Mutant("file size not in whole sectors", "qcow2kit/references.py",
            "self.qemu_file_size = disk_size(g.file_size + SECTOR - 1)",
            "self.qemu_file_size = g.file_size", CHECK),
+    # get/set by path
+    Mutant("sub-byte refcounts taken most significant bit first", "qcow2kit/fieldpath.py",
+           "(i * width % 8, width)", "(8 - width - i * width % 8, width)", FIELDS),
+    Mutant("a table's pieces taken as one array", "qcow2kit/fieldpath.py",
+           "per_piece = self.root.len_table_piece * 8 // bits", "per_piece = 1 << 40",
+           FIELDS),
+    Mutant("set's re-parse check skipped", "qcow2kit/fieldwrite.py",
+           "        verify(image, path, change, value)\n", "", FIELDS),
 ]
 
 

@@ -33,9 +33,12 @@ class Command:
     subcommand: str
     args: ArgsMaker
     edits: bool = False  # runs on a copy: a refusal must leave it unchanged
+    one_field: bool = False  # an edit anywhere in the file, of the bytes of one field
     json: bool = False  # stdout is JSON when the command succeeds
     findings: bool = False  # stderr carries findings besides the error line (check)
     exit_codes: FrozenSet[int] = field(default_factory=lambda: frozenset((0, 1)))
+    # the statuses that come with exactly one error line
+    error_codes: FrozenSet[int] = frozenset((1, exits.OUTPUT_FAILED))
 
 
 def _fixed(*words: str) -> ArgsMaker:
@@ -81,7 +84,24 @@ def _whatis(rng: random.Random, image: str, out: str) -> List[str]:
     return ["whatis", image, *offsets]
 
 
+FIELD_PATHS = ("header.size", "header.l1_table_offset", "l1_table[0]", "l1_table[0].copied",
+               "l1_table[0].l2_table[1]", "l1_table[0].l2_table[1].ofs_host_cluster",
+               "refcounts[3]", "refcount_table[0].refcount_block[1]", "snapshots[0].name",
+               "snapshots[0].l1_table[0].l2_table[0]", "bitmaps[0].table[0].all_ones",
+               "extensions[0].data", "header.incompatible_features.dirty", "bogus")
+
+
+def _get(rng: random.Random, image: str, out: str) -> List[str]:
+    return ["get", image, *rng.sample(FIELD_PATHS, rng.randint(1, 3))]
+
+
+def _set(rng: random.Random, image: str, out: str) -> List[str]:
+    return ["set", image, rng.choice(FIELD_PATHS), rng.choice(NUMBERS)]
+
+
 CHECK_EXITS = frozenset((0, 1, 2, 3))  # qemu-img check's: clean, failed, corrupt, leaks
+PATH_ERRORS = frozenset((1, exits.USAGE))  # get/set: 2 for a path the spec does not have
+PATH_EXITS = PATH_ERRORS | {0}
 WRITER_EXITS = frozenset((0, 1, exits.OUTPUT_FAILED))  # output cut at the file-size limit
 
 COMMANDS: List[Command] = [
@@ -111,6 +131,11 @@ COMMANDS: List[Command] = [
     Command("check --json", "check", _fixed("check", "--json"), json=True, findings=True,
             exit_codes=CHECK_EXITS),
     Command("whatis", "whatis", _whatis),
+    Command("get", "get", _get, exit_codes=PATH_EXITS, error_codes=PATH_ERRORS),
+    Command("get --json", "get", lambda rng, image, out: [*_get(rng, image, out), "--json"],
+            json=True, exit_codes=PATH_EXITS, error_codes=PATH_ERRORS),
+    Command("set", "set", _set, edits=True, one_field=True, exit_codes=PATH_EXITS,
+            error_codes=PATH_ERRORS),
 ]
 
 

@@ -23,8 +23,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional, Tuple
 
-from qcow2kit import exits
-
 from .commands import Command
 from .mutate import Mutant, Seed, copy_sparse, data_runs, write
 
@@ -192,7 +190,7 @@ def judge(cmd: Command, code: Optional[int], sig: Optional[int], growth: int,
     errors = _error_lines(cmd, stderr)
     if code not in cmd.exit_codes:
         return "bad-exit", f"exit status {code}: {' | '.join(errors)[:300]}"
-    if code not in (1, exits.OUTPUT_FAILED):
+    if code not in cmd.error_codes:
         if errors:
             return "bad-error", f"exit status {code} with: {' | '.join(errors)[:300]}"
         if cmd.json and not _is_json(io_dir / "stdout"):
@@ -258,10 +256,33 @@ class Case:
         return self.directory / "edit-copy.qcow2"
 
 
-def _edit_status(case: Case, code: Optional[int], before: str,
+FIELD_SPAN = 64  # bytes: the widest field set writes (a feature name is 46)
+
+
+def _changed_span(a: Path, b: Path) -> Optional[int]:
+    """How many bytes from the first to the last that differ between two files of the
+    same size (0: none); None when their sizes differ."""
+    x, y = a.read_bytes(), b.read_bytes()
+    if len(x) != len(y):
+        return None
+    diff = [i for i in range(0, len(x), 4096) if x[i:i + 4096] != y[i:i + 4096]]
+    if not diff:
+        return 0
+    first = next(i for i in range(diff[0], diff[0] + 4096) if x[i] != y[i])
+    end = min(diff[-1] + 4096, len(x))
+    last = next(i for i in range(end - 1, diff[-1] - 1, -1) if x[i] != y[i])
+    return last - first + 1
+
+
+def _edit_status(case: Case, cmd: Command, code: Optional[int], before: str,
                  cluster: int, outside: str) -> Optional[str]:
     """Why an edit broke its rules, if it did: refused edits change nothing, successful
-    ones nothing outside the first cluster."""
+    ones nothing outside the first cluster (set: nothing but the bytes of one field)."""
+    if code == 0 and cmd.one_field:
+        span = _changed_span(case.image, case.edit_copy)
+        if span is None or span > FIELD_SPAN:
+            return f"a successful set changed more than one field ({span} bytes apart)"
+        return None
     if code == 0:
         if digest(case.edit_copy, cluster) != outside:
             return "a successful edit changed bytes outside the first cluster"
@@ -287,7 +308,7 @@ def run_command(case: Case, cmd: Command, argv: List[str], limits: Limits,
     if changed:
         status, detail = "modified", f"wrote to {', '.join(sorted(changed))}"
     elif cmd.edits and status in ALLOWED:
-        problem = _edit_status(case, code, before, cluster, outside)
+        problem = _edit_status(case, cmd, code, before, cluster, outside)
         if problem:
             status, detail = "modified", problem
     if cmd.edits:
