@@ -197,6 +197,7 @@ def add_header_ext(image: str, magic: str, data: Optional[str], from_stdin: bool
     elif data_file is not None:
         payload = Path(data_file).read_bytes()
     else:
+        assert data is not None
         payload = os.fsencode(data)
     _report(edit.add_extension(image, edit.parse_int(magic, "magic number"), payload, force))
 

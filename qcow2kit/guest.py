@@ -279,6 +279,7 @@ def copy(disk: GuestDisk, out: Output, start: int, length: int,
 def _copy_file(piece: Piece, out: Output, at: int, buffer: memoryview) -> None:
     """Copy a file range through buffer; the source's holes and what lies past its
     end are zeros (holes in a sparse output)."""
+    assert piece.fd is not None
     for a, b, is_data in file_runs(piece.fd, piece.offset, piece.offset + piece.length):
         if not is_data:
             out.zeros(at + a - piece.offset, b - a)

@@ -180,6 +180,7 @@ class Qcow2Layer(Layer):
     def _subclusters(self, types: np.ndarray, host: np.ndarray, table: tables.L2Table,
                      l1_index: int):
         bitmaps = table.bitmaps
+        assert bitmaps is not None  # extended L2 entries
         bits = np.arange(SUBCLUSTERS, dtype=np.uint64)
         alloc = ((bitmaps[:, None] >> bits) & np.uint64(1)).astype(bool)
         zero = ((bitmaps[:, None] >> (bits + np.uint64(32))) & np.uint64(1)).astype(bool)
@@ -269,6 +270,7 @@ class Qcow2Layer(Layer):
 
     def _backing(self, start: int, end: int, depth: int) -> Iterator[Extent]:
         below = self.backing
+        assert below is not None
         if start < below.size:
             yield from below.extents(start, min(end, below.size), depth + 1)
         if end > below.size:  # past the end of the backing file: zeros, from this layer
@@ -293,7 +295,7 @@ def chain_inputs(top: Layer) -> Dict[FileId, str]:
     found: Dict[FileId, str] = {}
     for layer in chain_layers(top):
         role = "the image" if layer is top else "the backing file"
-        fd = layer.fd if isinstance(layer, Qcow2Layer) else layer.file.fileno()
+        fd = layer.fd if isinstance(layer, Qcow2Layer) else _raw(layer).file.fileno()
         found.setdefault(file_id(os.fstat(fd)), f"{role} {layer.filename}")
         if isinstance(layer, Qcow2Layer) and layer.data_file:
             with contextlib.suppress(OSError):
@@ -302,13 +304,19 @@ def chain_inputs(top: Layer) -> Dict[FileId, str]:
     return found
 
 
+def _raw(layer: Layer) -> RawLayer:
+    """A layer that is not qcow2: raw."""
+    assert isinstance(layer, RawLayer)
+    return layer
+
+
 def close_chain(top: Layer) -> None:
     """Close every file of the chain's layers."""
     for layer in chain_layers(top):
         if isinstance(layer, Qcow2Layer):
             layer.image.close()
         else:
-            layer.file.close()
+            _raw(layer).file.close()
 
 
 def select_snapshot(image: Image, key: str) -> Snapshot:
@@ -439,7 +447,7 @@ def render_human(extents: Iterator[Extent]) -> Iterator[str]:
                                  "compressed clusters.")
             if current.data and not current.zero:
                 yield (f"{_c_hex(current.start):<16}{_c_hex(current.length):<16}"
-                       f"{_c_hex(current.offset):<16}{current.filename or ''}")
+                       f"{_c_hex(current.offset or 0):<16}{current.filename or ''}")
             if nxt is not None and (not nxt.data or nxt.zero):
                 nxt = replace(nxt, data=False, zero=True)
         current = nxt

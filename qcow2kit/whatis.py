@@ -269,6 +269,7 @@ class _Explainer:
             rows = [r for r in rows if r not in compressed or self.table.start[r] == last]
         groups: Dict[Tuple, List[Tuple[int, Owner]]] = {}
         for row in rows:
+            key: Tuple[Any, ...]
             owner = self.table.owner(row)
             if owner.kind == Kind.DATA:  # the entry of the run that holds the byte
                 owner = owner._replace(entry=self.table.entries(row, offset, offset + 1)[0])
