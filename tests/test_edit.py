@@ -295,12 +295,8 @@ REFUSALS = {
                        "not present in this version 2 header"),
     "unknown-field": ("v3", ["set-header", "IMAGE", "no_such_field", "1"],
                       "'no_such_field' is not a known header field"),
-    "unknown-group": ("v3", ["set-feature-bit", "IMAGE", "sideways", "1"],
-                      "'sideways' is not a valid group"),
     "bit-out-of-range": ("v3", ["set-feature-bit", "IMAGE", "autoclear", "64"],
                          "64 is not a valid bit number"),
-    "not-a-number": ("v3", ["set-header", "IMAGE", "size", "12abc"],
-                     "'12abc' is not a valid number"),
     "version-change": ("v3", ["set-header", "IMAGE", "version", "2"],
                        "changing the version"),
     "end-marker-magic": ("v3", ["add-header-ext", "IMAGE", "0", "x"],
@@ -330,6 +326,33 @@ def test_refused_edit_changes_nothing(image_copy, case: str) -> None:
     assert message in proc.stderr
     assert path.read_bytes() == data
     assert os.stat(path).st_mtime_ns == stamp
+
+
+USAGE_ERRORS = {
+    "unknown-group": (["set-feature-bit", "IMAGE", "sideways", "1"],
+                      "Invalid value for '{incompatible|compatible|autoclear}': 'sideways'"),
+    "bit-not-a-number": (["set-feature-bit", "IMAGE", "autoclear", "one"],
+                         "Invalid value for 'BIT': 'one' is not a number"),
+    "value-not-a-number": (["set-header", "IMAGE", "size", "12abc"],
+                           "Invalid value for 'VALUE': '12abc' is not a number"),
+    "magic-not-a-number": (["add-header-ext", "IMAGE", "0xzz", "x"],
+                           "Invalid value for 'MAGIC': '0xzz' is not a number"),
+    "del-magic-not-a-number": (["del-header-ext", "IMAGE", "bitmaps"],
+                               "Invalid value for 'MAGIC': 'bitmaps' is not a number"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(USAGE_ERRORS))
+def test_usage_error_changes_nothing(image_copy, case: str) -> None:
+    """An argument of the wrong kind is a usage error (exit 2, click's usage message)."""
+    args, message = USAGE_ERRORS[case]
+    path = image_copy("v3")
+    data = path.read_bytes()
+    proc = qcow2kit(*[str(path) if a == "IMAGE" else a for a in args])
+    assert proc.returncode == 2
+    assert proc.stderr.startswith(f"Usage: qcow2kit {args[0]} ")
+    assert f"Error: {message}" in proc.stderr, proc.stderr
+    assert path.read_bytes() == data
 
 
 def test_warns_when_qemu_will_refuse(image_copy) -> None:
