@@ -78,6 +78,10 @@ class Qcow2Image:
         return self.image.header
 
     @property
+    def cluster_size(self) -> int:
+        return self.image.cluster_size
+
+    @property
     def extensions(self) -> List[Extension]:
         """The header extensions in file order."""
         return self.image.extensions

@@ -14,7 +14,7 @@ from .dump import render
 from .errors import Qcow2Error
 from .findings import Finding
 from .image import QemuRefuses, open_image
-from .options import IMAGE_FORMAT, Number, QemuSize, output_format
+from .options import IMAGE_FORMAT, Number, QemuSize, image_format, output_format
 from .output import OutputError, ReaderGone
 
 # Commands import the modules built on numpy when they run, so that the others
@@ -181,7 +181,7 @@ def add_header_ext(image: str, magic: int, data: Optional[str], from_stdin: bool
     """Append a header extension of type MAGIC with DATA (or --stdin, --data-file)."""
     sources = [data is not None, from_stdin, data_file is not None]
     if sources.count(True) != 1:
-        raise edit.EditError("give the data once: as DATA, --stdin or --data-file")
+        raise click.UsageError("give the data once: as DATA, --stdin or --data-file")
     if from_stdin:
         payload = sys.stdin.buffer.read()
     elif data_file is not None:
@@ -245,7 +245,8 @@ def map_command(image: str, as_json: bool, start_offset: int, max_length: Option
     """Where each guest range is stored, through the backing chain, as qemu-img map.
 
     Without --json: the ranges that hold data, with the file and offset they are
-    mapped to (qemu-img map's default output).
+    mapped to (qemu-img map's default output). --start-offset and --max-length take
+    sizes as qemu-img does (decimal or 0x hex, with a k, M, G, T, P or E suffix).
     """
     from . import mapping
 
@@ -421,7 +422,8 @@ def check_command(image: str, as_json: bool, explain: bool) -> None:
     status as qemu-img check: 0 clean, 2 corruptions, 3 leaked clusters only, 1 the
     check failed or the image cannot be read. With --explain each finding is followed
     by the structure at fault and its offset, and each refcount finding by the
-    structures that reference the cluster. Nothing is repaired.
+    structures that reference the cluster; with --json too, every finding and its
+    explanation are in the JSON, under "qcow2kit". Nothing is repaired.
     """
     from . import check as image_check
 
@@ -478,10 +480,19 @@ def whatis_command(image: str, offsets: List[int], as_json: bool, guest: bool,
     _echo_text(whatis.render_json(answers) if as_json else whatis.render_text(answers))
 
 
+def _picture(name: str) -> str:
+    from .layout import SUFFIXES
+
+    if Path(name).suffix.lower() not in SUFFIXES:
+        raise click.BadParameter(f"{name!r}: the picture must be an .svg or a .png file")
+    return name
+
+
 @main.command("layout")
 @IMAGE
 @IMAGE_FORMAT
 @click.option("-o", "--output", required=True, metavar="FILE.svg|FILE.png",
+              callback=lambda ctx, param, value: _picture(value),
               help="The picture to write: SVG or PNG, by the name's suffix.")
 @reads_images()
 @reports_errors
@@ -556,7 +567,7 @@ def metadata_copy_command(image: str, output: str, scrub_names: bool, chain: boo
 @main.command("diff")
 @click.argument("image_a", metavar="A", type=click.Path(dir_okay=True, path_type=str))
 @click.argument("image_b", metavar="B", type=click.Path(dir_okay=True, path_type=str))
-@IMAGE_FORMAT
+@image_format(exits.DIFF_TROUBLE)
 @output_format("Every change, as JSON.")
 @click.option("--data", is_flag=True,
               help="Also compare guest data, sector by sector, through the backing chains.")

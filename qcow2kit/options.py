@@ -87,17 +87,20 @@ def output_format(help: str, short: bool = False) -> Callable[[F], F]:
     return decorate
 
 
-def _refuse_format(ctx: click.Context, param: click.Parameter, value: Optional[str]) -> None:
-    if value is None:
-        return
-    try:
-        api.check_format(value)
-    except api.FormatRefused as exc:
-        click.echo(f"qcow2kit: {printable.escape(str(exc))}", err=True)
-        ctx.exit(exits.BAD_IMAGE)
+def image_format(status: int = exits.BAD_IMAGE) -> Callable[[F], F]:
+    """-f/--format as qemu-img takes it: qcow2 passes, any other format is refused in
+    one line with exit status status, before anything is opened."""
+    def refuse(ctx: click.Context, param: click.Parameter, value: Optional[str]) -> None:
+        if value is None:
+            return
+        try:
+            api.check_format(value)
+        except api.FormatRefused as exc:
+            click.echo(f"qcow2kit: {printable.escape(str(exc))}", err=True)
+            ctx.exit(status)
+    return click.option("-f", "--format", metavar="qcow2", expose_value=False,
+                        callback=refuse, help="The image format, as qemu-img takes it: "
+                        f"qcow2 (any other is refused, exit {status}).")
 
 
-IMAGE_FORMAT = click.option(
-    "-f", "--format", metavar="qcow2", expose_value=False, callback=_refuse_format,
-    help="The image format, as qemu-img takes it: qcow2 (any other is refused, exit "
-         f"{exits.BAD_IMAGE}).")
+IMAGE_FORMAT = image_format()

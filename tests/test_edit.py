@@ -374,7 +374,7 @@ def test_add_extension_data_sources(image_copy, tmp_path: Path) -> None:
     assert qcow2kit("add-header-ext", str(path), "0x10", "--data-file", str(blob)).returncode == 0
     assert qcow2kit("add-header-ext", str(path), "0x11", "--stdin", stdin="piped").returncode == 0
     proc = qcow2kit("add-header-ext", str(path), "0x12", "both", "--stdin")
-    assert proc.returncode == 1 and "give the data once" in proc.stderr
+    assert proc.returncode == 2 and "Error: give the data once" in proc.stderr  # usage
     with open_image(path) as image:
         data = {e.magic: e.data for e in image.extensions}
     assert data[0x10] == bytes(range(256)) and data[0x11] == b"piped"
