@@ -113,6 +113,17 @@ class Qcow2Image:
 
     # --- what the commands answer -----------------------------------------------------
 
+    def info(self, backing_chain: bool = False, extras: bool = True) -> List[Dict[str, Any]]:
+        """What qemu-img info says as a dict (its JSON members), with qcow2kit's own
+        under "qcow2kit" unless extras is off: of the image, then with backing_chain of
+        each backing file in turn."""
+        from . import info
+
+        with access.using(self.policy):
+            if backing_chain:
+                return info.backing_chain(self.path, extras)
+            return [info.image_info(self.path, extras)]
+
     def check(self, explain: bool = False, progress: bool = False) -> CheckResult:
         """Read-only qemu-img check; explain adds the structures behind each refcount
         finding; progress shows a bar on a terminal's stderr."""

@@ -44,6 +44,12 @@ def test_metadata_and_answers_agree_with_qemu(images: Dict[str, Path], kind: str
     try:
         with qcow2kit.open(path.name) as image:
             assert image.header.size == info["virtual-size"]
+            ours = image.info(extras=False)[0]
+            assert {k: v for k, v in ours.items() if k != "actual-size"} == \
+                {k: v for k, v in info.items() if k != "actual-size"}
+            chain = imagekit.qemu_json("info", path, "--backing-chain")
+            assert [i["filename"] for i in image.info(backing_chain=True)] == \
+                [i["filename"] for i in chain]
             assert image.cluster_size == info["cluster-size"]
             assert image.backing_file == info.get("backing-filename")
             assert [s.name for s in image.snapshots] == \
