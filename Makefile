@@ -83,9 +83,9 @@ demo: install
 	$(VENV)/bin/qcow2kit bitmaps samples/sample.qcow2
 	$(VENV)/bin/qcow2kit whatis samples/sample.qcow2 0 0x4000 0x30000
 
-# The whole suite: the package's types check, the committed parser and diagram are current, every compiler target
-# builds clean, the release ks-version names compiles it, then pytest (qemu-made images,
-# golden qcow2.py output, JavaScript parity).
+# The whole suite: the package's types check, the committed parser and diagram are
+# current, every compiler target builds clean, the release ks-version names compiles
+# it, then pytest (qemu-made images, golden qcow2.py output, JavaScript parity).
 test: deps install-test typecheck check-generated check-diagram targets check-ks-version
 	$(VPY) -m pytest -q tests
 

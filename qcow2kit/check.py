@@ -611,8 +611,9 @@ def check_image(image: Image, explain: bool = False, progress: bool = False) -> 
         owners = OwnerTable(ctx)
         refcounts.owners = {c: [ctx.name(o) for o in owners.cluster_owners(c)]
                             for c in refcounts.clusters.tolist()}
-    findings: Tuple[Iterable[Problem], ...] = (_stale_bitmaps(ctx), _incomplete_snapshots(ctx), counter.problems,
-                refcounts, *_copied_findings(counter, refcounts.noticed))
+    findings: Tuple[Iterable[Problem], ...] = (
+        _stale_bitmaps(ctx), _incomplete_snapshots(ctx), counter.problems, refcounts,
+        *_copied_findings(counter, refcounts.noticed))
     counts = _tally(findings)
     return CheckResult(
         check_errors=counts[CHECK_ERROR], corruptions=counts[CORRUPTION], leaks=counts[LEAK],

@@ -30,8 +30,9 @@ class Place:
     reads: DATA (host_offset of file holds it), COMPRESSED (the compressed cluster at
     host_offset, host_length bytes, holds it), ZERO (a zero cluster or subcluster of
     the layer, or a hole of a raw file; an allocated one or the hole has its
-    host_offset) or UNALLOCATED (no layer allocates it: zeros). layer is the file of the chain that answers, at depth (0:
-    the image); answer, what owns host_offset when file is a qcow2 file of the chain.
+    host_offset) or UNALLOCATED (no layer allocates it: zeros). layer is the file of
+    the chain that answers, at depth (0: the image); answer, what owns host_offset
+    when file is a qcow2 file of the chain.
     """
 
     guest_offset: int
