@@ -448,11 +448,13 @@ def check_command(image: str, as_json: bool, explain: bool) -> None:
 @click.option("--guest", is_flag=True,
               help="The OFFSETs are guest offsets: which host bytes hold each, through "
                    "the backing chain, then what owns them.")
+@click.option("--snapshot", metavar="ID|NAME",
+              help="With --guest: offsets of this internal snapshot's disk.")
 @GUEST_FORCE
 @reads_images(chain=True)
 @reports_errors
 def whatis_command(image: str, offsets: List[int], as_json: bool, guest: bool,
-                   force: bool) -> None:
+                   snapshot: Optional[str], force: bool) -> None:
     """What is at each host OFFSET of the file (any int() base: 4096, 0x1000).
 
     For each offset: its cluster, the cluster's stored refcount and references, and
@@ -463,16 +465,19 @@ def whatis_command(image: str, offsets: List[int], as_json: bool, guest: bool,
     bitmap directory, a bitmap table or bitmap data; the encryption header. Or: free,
     leaked, or beyond the end of the file.
 
-    With --guest, each OFFSET is a guest offset, followed as qemu reads it: the
-    layer of the backing chain that answers for it, the host bytes that hold it (data,
+    With --guest, each OFFSET is a guest offset (of a snapshot's disk with
+    --snapshot), followed as qemu reads it: the layer of the backing chain that
+    answers for it, the host bytes that hold it (data,
     compressed data, an allocated zero cluster) or that it reads as zeros, then what
     owns those bytes in that file (the chain options and --force as for map).
     """
     from . import locate, whatis
 
+    if snapshot is not None and not guest:
+        raise click.UsageError("--snapshot names a guest disk: with --guest only")
     with api.open(image, force=force) as img:
         if guest:
-            places = img.whatis_guest(offsets)
+            places = img.whatis_guest(offsets, snapshot)
             _echo_text(locate.render_json(places) if as_json else locate.render_text(places))
             return
         answers = img.whatis(offsets, progress=True)

@@ -239,6 +239,33 @@ def test_whatis_guest_follows_the_chain_as_qemu(images: Dict[str, Path], kind: s
             assert place["file"] != place["layer"] or place["layer"].endswith(".raw"), where
 
 
+def test_whatis_guest_in_a_snapshot(images: Dict[str, Path]) -> None:
+    """The host bytes named for a snapshot's guest offset hold what qemu-img convert
+    reads from that snapshot."""
+    path = images["snapshots"]
+    stored = path.read_bytes()
+    for snap in ("first", "second snapshot"):
+        raw = path.parent / "snap.raw"
+        imagekit.run("qemu-img", "convert", "-l", f"snapshot.name={snap}", "-O", "raw",
+                     path.name, raw.name, cwd=path.parent)
+        disk = raw.read_bytes()
+        raw.unlink()
+        got = subprocess.run([*QCOW2KIT, "whatis", "--guest", "--json", "--snapshot", snap,
+                              path.name, "0", "0x10000", "0x200000"],
+                             capture_output=True, text=True, cwd=path.parent)
+        assert got.returncode == 0, got.stderr
+        for place in json.loads(got.stdout):
+            guest, host = place["guest-offset"], place["host-offset"]
+            if place["reads"] == "data":
+                assert stored[host:host + 4096] == disk[guest:guest + 4096], place
+                assert snap in json.dumps(place["whatis"]["holders"])
+            else:
+                assert place["reads"] == "unallocated" and not any(disk[guest:guest + 4096])
+    usage = subprocess.run([*QCOW2KIT, "whatis", "--snapshot", "first", path.name, "0"],
+                           capture_output=True, text=True, cwd=path.parent)
+    assert usage.returncode == 2 and "--snapshot names a guest disk" in usage.stderr
+
+
 def test_whatis_guest_text(images: Dict[str, Path]) -> None:
     path = images["backing_chain"]
     got = subprocess.run([*QCOW2KIT, "whatis", "--guest", path.name, "0x180000", "0x3fffff"],
