@@ -4,7 +4,7 @@ VENV := .venv
 VPY := $(VENV)/bin/python
 KSC := node tools/ksc.js
 
-.PHONY: all targets check-generated check-ks-version diagram check-diagram deps install install-test demo test fuzz mutate crypto-matrix clean
+.PHONY: all typecheck targets check-generated check-ks-version diagram check-diagram deps install install-test demo test fuzz mutate crypto-matrix clean
 
 all: generated/qcow2.py generated/fields.py
 
@@ -89,11 +89,15 @@ demo: install
 	$(VENV)/bin/qcow2kit bitmaps samples/sample.qcow2
 	$(VENV)/bin/qcow2kit whatis samples/sample.qcow2 0 0x4000 0x30000
 
-# The whole suite: the committed parser and diagram are current, every compiler target
-# builds clean, the release ks-version names compiles it, then pytest (qemu-made images,
-# golden qcow2.py output, JavaScript parity).
-test: deps install-test check-generated check-diagram targets check-ks-version
+# The whole suite: the package's types check, the committed parser and diagram are
+# current, every compiler target builds clean, the release ks-version names compiles
+# it, then pytest (qemu-made images, golden qcow2.py output, JavaScript parity).
+test: deps install-test typecheck check-generated check-diagram targets check-ks-version
 	$(VPY) -m pytest -q tests
+
+# mypy on the package (settings in pyproject.toml; the generated parser left out).
+typecheck: install-test
+	$(VPY) -m mypy
 
 # The long fuzzing run (tests/fuzz/): every command on mutants of the qemu-made images,
 # then FUZZ_DIFF more mutants compared with qemu-img (check, info, map, convert);

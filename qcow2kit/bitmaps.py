@@ -314,6 +314,7 @@ def _entry_warnings(image: Image, bitmap: Bitmap, others: List[Bitmap]) -> List[
 
 def _report(decoder: Decoder, index: int, bitmap: Bitmap,
             warnings: List[str]) -> BitmapReport:
+    table: Sequence[BitmapTableEntry]
     try:
         table = decoder.image.bitmap_table(index)
     except Qcow2Error as exc:

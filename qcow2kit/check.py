@@ -25,7 +25,7 @@ import heapq
 import itertools
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Dict, Iterable, Iterator, List, NamedTuple, Optional, Tuple, Union
+from typing import Any, Dict, Iterable, Iterator, List, NamedTuple, Optional, Tuple, Union
 
 import numpy as np
 
@@ -611,8 +611,9 @@ def check_image(image: Image, explain: bool = False, progress: bool = False) -> 
         owners = OwnerTable(ctx)
         refcounts.owners = {c: [ctx.name(o) for o in owners.cluster_owners(c)]
                             for c in refcounts.clusters.tolist()}
-    findings = (_stale_bitmaps(ctx), _incomplete_snapshots(ctx), counter.problems,
-                refcounts, *_copied_findings(counter, refcounts.noticed))
+    findings: Tuple[Iterable[Problem], ...] = (
+        _stale_bitmaps(ctx), _incomplete_snapshots(ctx), counter.problems, refcounts,
+        *_copied_findings(counter, refcounts.noticed))
     counts = _tally(findings)
     return CheckResult(
         check_errors=counts[CHECK_ERROR], corruptions=counts[CORRUPTION], leaks=counts[LEAK],
@@ -675,9 +676,18 @@ def failure_line(result: CheckResult) -> Optional[str]:
     return "Check failed" if result.check_errors else None
 
 
-def render_json(result: CheckResult, filename: str) -> str:
+def problem_json(problem: Problem) -> Dict[str, Any]:
+    """A finding as JSON members: its kind, qemu's message, the structure at fault,
+    its offset (null when unknown), what is wrong, and all of it as --explain says it."""
+    return {"kind": problem.kind, "message": problem.message, "structure": problem.structure,
+            "offset": problem.offset, "detail": problem.detail,
+            "explanation": problem.explanation}
+
+
+def render_json(result: CheckResult, filename: str, explain: bool = False) -> str:
     """qemu-img check --output=json (nothing when the check failed): the optional
-    members only when non-zero, in qemu's order."""
+    members only when non-zero, in qemu's order; with explain, every finding under
+    "qcow2kit": {"findings": [...]} (problem_json)."""
     if result.failure is not None:
         return ""
     members = {"filename": filename, "format": "qcow2", "check-errors": result.check_errors}
@@ -688,4 +698,6 @@ def render_json(result: CheckResult, filename: str) -> str:
                 ("fragmented-clusters", result.fragmented_clusters),
                 ("compressed-clusters", result.compressed_clusters))
     members.update((key, value) for key, value in optional if value)
+    if explain:
+        members["qcow2kit"] = {"findings": [problem_json(p) for p in result.problems()]}
     return to_json(members) + "\n"

@@ -9,11 +9,12 @@ from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 import click
 
-from . import __version__, access, edit, exits, printable
+from . import __version__, access, api, edit, exits, printable
 from .dump import render
 from .errors import Qcow2Error
 from .findings import Finding
-from .image import QemuRefuses, Unsupported, open_image, unsupported_features
+from .image import QemuRefuses, open_image
+from .options import IMAGE_FORMAT, Number, QemuSize, image_format, output_format
 from .output import OutputError, ReaderGone
 
 # Commands import the modules built on numpy when they run, so that the others
@@ -95,20 +96,6 @@ GUEST_FORCE = click.option("--force", is_flag=True,
                                 "feature bits qemu does not know (it refuses to).")
 
 
-def _guest_data_readable(image: str, force: bool) -> None:
-    """Refuse (or, with force, warn once) when qemu would not read the image's guest
-    data: incompatible feature bits it does not know are set."""
-    with open_image(image) as img:
-        try:
-            unsupported_features(img)
-        except Unsupported as exc:
-            if not force:
-                raise Qcow2Error(exc.structure, exc.offset,
-                                 f"{exc.problem}; qemu reads no guest data from it "
-                                 "(--force reads it anyway)") from None
-            access.warn(printable.escape(f"{image}: {exc}; read anyway (--force)"))
-
-
 def _warn_findings(image: str, findings: Sequence[Finding]) -> None:
     """Each finding about the image (what could not be read in full) as a warning."""
     for finding in findings:
@@ -130,10 +117,10 @@ def main() -> None:
 
 @main.command()
 @IMAGE
+@IMAGE_FORMAT
 @click.option("--exts-only", is_flag=True,
               help="Only the header extensions (qcow2.py dump-header-exts).")
-@click.option("-j", "--json", "as_json", is_flag=True,
-              help="JSON, as qcow2.py -j prints it.")
+@output_format("JSON, as qcow2.py -j prints it.", short=True)
 @reads_images()
 @reports_errors
 def dump(image: str, exts_only: bool, as_json: bool) -> None:
@@ -157,58 +144,63 @@ def _report(warnings: List[str]) -> None:
 
 @main.command("set-header")
 @IMAGE
+@IMAGE_FORMAT
 @click.argument("field")
-@click.argument("value")
+@click.argument("value", type=Number())
 @FORCE
 @reports_errors
-def set_header(image: str, field: str, value: str, force: bool) -> None:
+def set_header(image: str, field: str, value: int, force: bool) -> None:
     """Set header FIELD (a name as dump prints it) to VALUE (any int() base: 0x.., 0o..)."""
-    _report(edit.set_header_field(image, field, edit.parse_int(value, "number"), force))
+    _report(edit.set_header_field(image, field, value, force))
 
 
 @main.command("set-feature-bit")
 @IMAGE
-@click.argument("group", metavar="{incompatible,compatible,autoclear}")
-@click.argument("bit")
+@IMAGE_FORMAT
+@click.argument("group", type=click.Choice(edit.FEATURE_GROUPS))
+@click.argument("bit", type=Number())
 @FORCE
 @reports_errors
-def set_feature_bit(image: str, group: str, bit: str, force: bool) -> None:
+def set_feature_bit(image: str, group: str, bit: int, force: bool) -> None:
     """Set bit BIT (0..63) of a feature bitmask."""
-    _report(edit.set_feature_bit(image, group, edit.parse_int(bit, "bit number"), force))
+    _report(edit.set_feature_bit(image, group, bit, force))
 
 
 @main.command("add-header-ext")
 @IMAGE
-@click.argument("magic")
+@IMAGE_FORMAT
+@click.argument("magic", type=Number())
 @click.argument("data", required=False)
 @click.option("--stdin", "from_stdin", is_flag=True, help="Read the data from standard input.")
 @click.option("--data-file", type=click.Path(exists=True, dir_okay=False),
               help="Read the (binary) data from a file.")
 @FORCE
 @reports_errors
-def add_header_ext(image: str, magic: str, data: Optional[str], from_stdin: bool,
+def add_header_ext(image: str, magic: int, data: Optional[str], from_stdin: bool,
                    data_file: Optional[str], force: bool) -> None:
     """Append a header extension of type MAGIC with DATA (or --stdin, --data-file)."""
     sources = [data is not None, from_stdin, data_file is not None]
     if sources.count(True) != 1:
-        raise edit.EditError("give the data once: as DATA, --stdin or --data-file")
+        raise click.UsageError("give the data once: as DATA, --stdin or --data-file")
     if from_stdin:
         payload = sys.stdin.buffer.read()
     elif data_file is not None:
         payload = Path(data_file).read_bytes()
     else:
+        assert data is not None
         payload = os.fsencode(data)
-    _report(edit.add_extension(image, edit.parse_int(magic, "magic number"), payload, force))
+    _report(edit.add_extension(image, magic, payload, force))
 
 
 @main.command("del-header-ext")
 @IMAGE
-@click.argument("magic")
+@IMAGE_FORMAT
+@click.argument("magic", type=Number())
 @FORCE
 @reports_errors
-def del_header_ext(image: str, magic: str, force: bool) -> None:
+def del_header_ext(image: str, magic: int, force: bool) -> None:
     """Remove every header extension of type MAGIC (exit 1 when there is none)."""
-    _report(edit.delete_extension(image, edit.parse_int(magic, "magic number"), force))
+    _report(edit.delete_extension(image, magic, force))
 
 
 def _complete_path(ctx: click.Context, param: click.Parameter, incomplete: str) -> List[Any]:
@@ -303,8 +295,8 @@ def set_command(image: str, path: str, value: str, dry_run: bool, force: bool) -
 
 @main.command("bitmaps")
 @IMAGE
-@click.option("--json", "as_json", is_flag=True,
-              help="JSON: every field, the dirty extents and the warnings.")
+@IMAGE_FORMAT
+@output_format("JSON: every field, the dirty extents and the warnings.")
 @click.option("--name", help="Only the bitmap of this name.")
 @reads_images()
 @reports_errors
@@ -329,23 +321,29 @@ def bitmaps_command(image: str, as_json: bool, name: Optional[str]) -> None:
 
 @main.command("map")
 @IMAGE
-@click.option("--json", "as_json", is_flag=True,
-              help="qemu-img map --output=json: every extent with its status.")
+@IMAGE_FORMAT
+@output_format("qemu-img map --output=json: every extent with its status.")
+@click.option("--start-offset", type=QemuSize(), default=0, metavar="OFFSET",
+              help="The first guest byte to map (as qemu-img: 1024, 0x400, 1k, 1.5M).")
+@click.option("--max-length", type=QemuSize(), metavar="LENGTH",
+              help="Map at most LENGTH bytes (default: to the end of the disk).")
 @GUEST_FORCE
 @reads_images(chain=True)
 @reports_errors
-def map_command(image: str, as_json: bool, force: bool) -> None:
+def map_command(image: str, as_json: bool, start_offset: int, max_length: Optional[int],
+                force: bool) -> None:
     """Where each guest range is stored, through the backing chain, as qemu-img map.
 
     Without --json: the ranges that hold data, with the file and offset they are
-    mapped to (qemu-img map's default output).
+    mapped to (qemu-img map's default output). --start-offset and --max-length take
+    sizes as qemu-img does (decimal or 0x hex, with a k, M, G, T, P or E suffix).
     """
     from . import mapping
 
-    _guest_data_readable(image, force)
-    extents = mapping.image_map(image)
+    with api.open(image, force=force) as img:
+        extents = img.map(start_offset, max_length)
     if as_json:
-        click.echo(mapping.render_json(extents), nl=False)
+        click.echo(mapping.render_json(extents, start_offset), nl=False)
         return
     for line in mapping.render_human(extents):
         click.echo(line)
@@ -360,14 +358,8 @@ def takes_secrets(func: Callable[..., Any]) -> Callable[..., Any]:
                 password_file: Optional[str] = None, **kwargs: Any) -> Any:
         from . import secret
 
-        found: List[bytes] = []
-
-        def secrets(filename: str) -> bytes:
-            if not found:
-                found.append(secret.resolve(objects, key_secret, password_file, filename,
-                                            access.warn))
-            return found[0]
-        return func(*args, secrets=secrets, **kwargs)
+        return func(*args, secrets=secret.source(objects, key_secret, password_file,
+                                                 access.warn), **kwargs)
     for option in reversed((
             click.option("--object", "objects", multiple=True,
                          metavar="secret,id=ID,file=FILE|data=TEXT",
@@ -386,6 +378,7 @@ def takes_secrets(func: Callable[..., Any]) -> Callable[..., Any]:
 
 @main.command()
 @IMAGE
+@IMAGE_FORMAT
 @click.argument("output")
 @click.option("--snapshot", metavar="ID|NAME", help="Export this internal snapshot instead.")
 @GUEST_FORCE
@@ -407,51 +400,29 @@ def convert(image: str, output: str, snapshot: Optional[str], force: bool, secre
     Encrypted images (LUKS, legacy AES) are decrypted given their secret: --object
     secret,... as qemu takes it, --password-file, or a prompt on a terminal.
     """
-    from . import guest
-
-    _guest_data_readable(image, force)
     target = sys.stdout.fileno() if output == "-" else output
-    guest.convert(image, target, snapshot, secrets=secrets, key_slot=key_slot)
+    with api.open(image, force=force, secret=secrets, key_slot=key_slot) as img:
+        img.convert(target, snapshot)
 
 
 @main.command()
 @IMAGE
-@click.option("--offset", default="0", help="First guest byte (any int() base).")
-@click.option("--length", default=None,
+@IMAGE_FORMAT
+@click.option("--offset", type=Number(low=0), default=0,
+              help="First guest byte (any int() base).")
+@click.option("--length", type=Number(low=0), default=None,
               help="Number of bytes (default: to the end; a range past the end is cut there).")
 @click.option("--snapshot", metavar="ID|NAME", help="Read this internal snapshot instead.")
 @GUEST_FORCE
 @takes_secrets
 @reads_images(chain=True)
 @reports_errors
-def cat(image: str, offset: str, length: Optional[str], snapshot: Optional[str],
+def cat(image: str, offset: int, length: Optional[int], snapshot: Optional[str],
         force: bool, secrets: Any, key_slot: Optional[int]) -> None:
     """Copy guest bytes to stdout (an encrypted image's given its secret, as for
     convert)."""
-    from . import guest
-    from .output import open_stream
-
-    _guest_data_readable(image, force)
-    start = _count(offset, "--offset")
-    count = None if length is None else _count(length, "--length")
-    with guest.GuestDisk(image, snapshot, secrets, key_slot) as disk:
-        if start > disk.size:
-            raise Qcow2Error("guest disk", None, f"offset {start} is past the end of the "
-                             f"disk ({disk.size} bytes)")
-        count = disk.size - start if count is None else min(count, disk.size - start)
-        with open_stream(sys.stdout.fileno(), "stdout", disk.chain.inputs()) as out:
-            guest.copy(disk, out, start, count, "cat")
-
-
-def _count(text: str, option: str) -> int:
-    """A byte offset or count: any int() base, not negative."""
-    try:
-        value = int(text, 0)
-    except ValueError:
-        raise click.BadParameter(f"{text!r} is not a number", param_hint=option) from None
-    if value < 0:
-        raise click.BadParameter(f"{text} is negative", param_hint=option)
-    return value
+    with api.open(image, force=force, secret=secrets, key_slot=key_slot) as img:
+        img.cat(sys.stdout.fileno(), offset, length, snapshot)
 
 
 def _echo_text(text: str) -> None:
@@ -461,7 +432,8 @@ def _echo_text(text: str) -> None:
 
 @main.command("info")
 @IMAGE
-@click.option("--json", "as_json", is_flag=True, help="JSON, as qemu-img info --output=json.")
+@IMAGE_FORMAT
+@output_format("JSON, as qemu-img info --output=json.")
 @click.option("--backing-chain", is_flag=True,
               help="The image, then each backing file in turn (qcow2 and raw).")
 @click.option("--qemu", "qemu_only", is_flag=True,
@@ -503,8 +475,8 @@ def info_command(image: str, as_json: bool, backing_chain: bool, qemu_only: bool
 
 @main.command("snapshots")
 @IMAGE
-@click.option("--json", "as_json", is_flag=True,
-              help="JSON: qemu-img info's snapshot fields, the extra data and the L1 table.")
+@IMAGE_FORMAT
+@output_format("JSON: qemu-img info's snapshot fields, the extra data and the L1 table.")
 @reads_images()
 @reports_errors
 def snapshots_command(image: str, as_json: bool) -> None:
@@ -527,7 +499,8 @@ def snapshots_command(image: str, as_json: bool) -> None:
 
 @main.command("check")
 @IMAGE
-@click.option("--json", "as_json", is_flag=True, help="JSON, as qemu-img check --output=json.")
+@IMAGE_FORMAT
+@output_format("JSON, as qemu-img check --output=json.")
 @click.option("--explain", is_flag=True,
               help="After each finding: the structure at fault, its offset and what is wrong.")
 @reads_images()
@@ -539,15 +512,16 @@ def check_command(image: str, as_json: bool, explain: bool) -> None:
     status as qemu-img check: 0 clean, 2 corruptions, 3 leaked clusters only, 1 the
     check failed or the image cannot be read. With --explain each finding is followed
     by the structure at fault and its offset, and each refcount finding by the
-    structures that reference the cluster. Nothing is repaired.
+    structures that reference the cluster; with --json too, every finding and its
+    explanation are in the JSON, under "qcow2kit". Nothing is repaired.
     """
     from . import check as image_check
 
-    with open_image(image) as img:
-        result = image_check.check_image(img, explain=explain, progress=True)
+    with api.open(image) as img:
+        result = img.check(explain=explain, progress=True)
     for line in image_check.stderr_lines(result, explain):
         click.echo(line, err=True)
-    _echo_text(image_check.render_json(result, image) if as_json
+    _echo_text(image_check.render_json(result, image, explain) if as_json
                else image_check.render_text(result))
     failure = image_check.failure_line(result)
     if failure is not None:
@@ -557,12 +531,20 @@ def check_command(image: str, as_json: bool, explain: bool) -> None:
 
 @main.command("whatis", context_settings={"ignore_unknown_options": True})
 @IMAGE
-@click.argument("offsets", nargs=-1, required=True, metavar="OFFSET...")
-@click.option("--json", "as_json", is_flag=True,
-              help="JSON: per offset its cluster, refcount, status and holders.")
-@reads_images()
+@IMAGE_FORMAT
+@click.argument("offsets", nargs=-1, required=True, metavar="OFFSET...",
+                type=Number(low=0, high=2**64 - 1))
+@output_format("JSON: per offset its cluster, refcount, status and holders.")
+@click.option("--guest", is_flag=True,
+              help="The OFFSETs are guest offsets: which host bytes hold each, through "
+                   "the backing chain, then what owns them.")
+@click.option("--snapshot", metavar="ID|NAME",
+              help="With --guest: offsets of this internal snapshot's disk.")
+@GUEST_FORCE
+@reads_images(chain=True)
 @reports_errors
-def whatis_command(image: str, offsets: List[str], as_json: bool) -> None:
+def whatis_command(image: str, offsets: List[int], as_json: bool, guest: bool,
+                   snapshot: Optional[str], force: bool) -> None:
     """What is at each host OFFSET of the file (any int() base: 4096, 0x1000).
 
     For each offset: its cluster, the cluster's stored refcount and references, and
@@ -572,19 +554,40 @@ def whatis_command(image: str, offsets: List[str], as_json: bool) -> None:
     table or a refcount block and the clusters it counts; the snapshot table; the
     bitmap directory, a bitmap table or bitmap data; the encryption header. Or: free,
     leaked, or beyond the end of the file.
-    """
-    from . import whatis
 
-    wanted = [whatis.parse_offset(text) for text in offsets]
-    with open_image(image) as img:
-        answers = whatis.whatis(img, wanted, progress=True)
+    With --guest, each OFFSET is a guest offset (of a snapshot's disk with
+    --snapshot), followed as qemu reads it: the layer of the backing chain that
+    answers for it, the host bytes that hold it (data,
+    compressed data, an allocated zero cluster) or that it reads as zeros, then what
+    owns those bytes in that file (the chain options and --force as for map).
+    """
+    from . import locate, whatis
+
+    if snapshot is not None and not guest:
+        raise click.UsageError("--snapshot names a guest disk: with --guest only")
+    with api.open(image, force=force) as img:
+        if guest:
+            places = img.whatis_guest(offsets, snapshot)
+            _echo_text(locate.render_json(places) if as_json else locate.render_text(places))
+            return
+        answers = img.whatis(offsets, progress=True)
     _warn_findings(image, img.findings)
     _echo_text(whatis.render_json(answers) if as_json else whatis.render_text(answers))
 
 
+def _picture(name: str) -> str:
+    from .layout import SUFFIXES
+
+    if Path(name).suffix.lower() not in SUFFIXES:
+        raise click.BadParameter(f"{name!r}: the picture must be an .svg or a .png file")
+    return name
+
+
 @main.command("layout")
 @IMAGE
+@IMAGE_FORMAT
 @click.option("-o", "--output", required=True, metavar="FILE.svg|FILE.png",
+              callback=lambda ctx, param, value: _picture(value),
               help="The picture to write: SVG or PNG, by the name's suffix.")
 @reads_images()
 @reports_errors
@@ -610,6 +613,7 @@ def layout_command(image: str, output: str) -> None:
 
 @main.command("metadata-copy")
 @IMAGE
+@IMAGE_FORMAT
 @click.argument("output")
 @click.option("--scrub-names", is_flag=True,
               help="Replace snapshot, bitmap, backing and data file names by neutral "
@@ -658,7 +662,8 @@ def metadata_copy_command(image: str, output: str, scrub_names: bool, chain: boo
 @main.command("diff")
 @click.argument("image_a", metavar="A", type=click.Path(dir_okay=True, path_type=str))
 @click.argument("image_b", metavar="B", type=click.Path(dir_okay=True, path_type=str))
-@click.option("--json", "as_json", is_flag=True, help="Every change, as JSON.")
+@image_format(exits.DIFF_TROUBLE)
+@output_format("Every change, as JSON.")
 @click.option("--data", is_flag=True,
               help="Also compare guest data, sector by sector, through the backing chains.")
 @reads_images(chain=True)

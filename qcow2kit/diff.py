@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -58,7 +58,8 @@ class Change:
 def _readable(path: str, read: Callable[[Image], Any], a: Image, b: Image,
               out: List[Change]) -> Optional[Tuple[Any, Any]]:
     """Both images' values of read, or None after recording which cannot be read."""
-    values, errors = [], []
+    values: List[Any] = []
+    errors: List[Optional[str]] = []
     for image in (a, b):
         try:
             values.append(read(image))
@@ -103,7 +104,7 @@ def header_changes(a: Image, b: Image) -> List[Change]:
 
 def extension_changes(a: Image, b: Image) -> List[Change]:
     """Extensions by magic, in order: added, removed, or with other data."""
-    out = []
+    out: List[Change] = []
     pairs = _readable("extensions", lambda i: i.extensions, a, b, out)
     if pairs is None:
         return out
@@ -254,7 +255,7 @@ def mapping_changes(a: Image, b: Image) -> List[Change]:
     if l1s is None:
         return out
     for index in range(max(len(l1s[0]), len(l1s[1]))):
-        sides = []
+        sides: List[Union[_L2Side, Qcow2Error]] = []
         for image, geo, l1 in ((a, ga, l1s[0]), (b, gb, l1s[1])):
             try:
                 sides.append(_L2Side(image, geo, l1, index))
@@ -264,7 +265,7 @@ def mapping_changes(a: Image, b: Image) -> List[Change]:
         if isinstance(old, Exception) or isinstance(new, Exception):
             errors = [str(s) if isinstance(s, Exception) else None for s in sides]
             if errors[0] != errors[1]:
-                out.append(Change(f"l1_table[{index}]", "unreadable", *errors))
+                out.append(Change(f"l1_table[{index}]", "unreadable", errors[0], errors[1]))
             continue
         if old.l1_entry == new.l1_entry and old.raw == new.raw:
             continue

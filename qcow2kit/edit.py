@@ -69,14 +69,6 @@ class ExtensionRecord:
         return struct.pack(">II", self.magic, len(self.data)) + self.data + self.padding
 
 
-def parse_int(text: str, what: str) -> int:
-    """An integer in any base int(text, 0) accepts."""
-    try:
-        return int(text, 0)
-    except ValueError:
-        raise EditError(f"{text!r} is not a valid {what}") from None
-
-
 class FirstCluster:
     """The editable contents of an image's first cluster."""
 

@@ -11,7 +11,7 @@ DIFF_DIFFERENT, DIFF_TROUBLE = 1, 2  # diff's own, as diff(1) has them
 
 HELP = (f"Exit status: {OK} success; {BAD_IMAGE} the image or a file of its chain cannot "
         f"be read or is refused (one line on stderr names the file, structure and "
-        f"offset); {USAGE} a usage error; {OUTPUT_FAILED} the output is refused or "
+        f"offset), or -f names another format than qcow2; {USAGE} a usage error; {OUTPUT_FAILED} the output is refused or "
         f"cannot be written (an output this run created is removed); {INTERRUPTED} "
         f"interrupted; {READER_GONE} the reader of stdout went away (quietly, as cat). "
         f"check has qemu-img check's own statuses (see check --help), diff diff(1)'s: "

@@ -9,7 +9,7 @@ from __future__ import annotations
 import io
 import os
 from pathlib import Path
-from typing import Callable, Dict, Iterator, NamedTuple, Optional, Union
+from typing import Dict, Iterator, NamedTuple, Optional, Union
 
 import numpy as np
 
@@ -20,6 +20,7 @@ from .output import FileId, Output, open_file, open_stream
 from .mapping import (Layer, Qcow2Layer, RawLayer, Run, chain_inputs, close_chain,
                       file_runs, open_chain)
 from .progress import Progress
+from .secret import Secrets
 from . import tables
 
 COPY_CHUNK = 64 << 20
@@ -70,9 +71,6 @@ class _Decompressor:
                              f"decompresses to {len(data)} bytes, not a whole cluster ({size})")
         self.cached = (entry, data)
         return data
-
-
-Secrets = Callable[[str], bytes]  # the secret of the encrypted image of that name
 
 
 class Chain:
@@ -209,6 +207,7 @@ class GuestDisk(io.RawIOBase):
     def __init__(self, path: PathLike, snapshot: Optional[str] = None,
                  secrets: Optional[Secrets] = None, key_slot: Optional[int] = None) -> None:
         super().__init__()
+        self.policy = access.current()  # files it opens later (a data file) obey it too
         self.chain = Chain(open_chain(path, snapshot), secrets, key_slot)
         self.size = self.chain.top.size
         self.pos = 0
@@ -232,9 +231,10 @@ class GuestDisk(io.RawIOBase):
     def readinto(self, buffer) -> int:
         view = memoryview(buffer).cast("B")
         n = max(0, min(len(view), self.size - self.pos))
-        for piece in self.chain.pieces(self.chain.top, self.pos, self.pos + n):
-            at = piece.start - self.pos
-            _fill(piece, view[at:at + piece.length])
+        with access.using(self.policy):
+            for piece in self.chain.pieces(self.chain.top, self.pos, self.pos + n):
+                at = piece.start - self.pos
+                _fill(piece, view[at:at + piece.length])
         self.pos += n
         return n
 
@@ -260,6 +260,21 @@ def convert(path: PathLike, output: Union[PathLike, int], snapshot: Optional[str
             out.finish(disk.size)
 
 
+def cat(path: PathLike, output: int, start: int = 0, length: Optional[int] = None,
+        snapshot: Optional[str] = None, name: str = "stdout",
+        secrets: Optional[Secrets] = None, key_slot: Optional[int] = None) -> None:
+    """Write guest bytes [start, start+length), in order, to the descriptor output
+    (named name in errors): to the end of the disk without length, and never past
+    it. A start past the end of the disk is an error that gives its size."""
+    with GuestDisk(path, snapshot, secrets, key_slot) as disk:
+        if start > disk.size:
+            raise Qcow2Error("guest disk", None, f"offset {start} is past the end of the "
+                             f"disk ({disk.size} bytes)")
+        count = disk.size - start if length is None else min(length, disk.size - start)
+        with open_stream(output, name, disk.chain.inputs()) as out:
+            copy(disk, out, start, count, "cat")
+
+
 def copy(disk: GuestDisk, out: Output, start: int, length: int,
          label: str = "convert") -> None:
     """Write guest bytes [start, start+length) to out, at their offsets less start."""
@@ -279,6 +294,7 @@ def copy(disk: GuestDisk, out: Output, start: int, length: int,
 def _copy_file(piece: Piece, out: Output, at: int, buffer: memoryview) -> None:
     """Copy a file range through buffer; the source's holes and what lies past its
     end are zeros (holes in a sparse output)."""
+    assert piece.fd is not None
     for a, b, is_data in file_runs(piece.fd, piece.offset, piece.offset + piece.length):
         if not is_data:
             out.zeros(at + a - piece.offset, b - a)

@@ -216,11 +216,14 @@ def _caption(layout: Layout, columns: int) -> str:
             "other kind among them;\na cell with a leaked or corrupt cluster shows it whole")
 
 
+SUFFIXES = (".svg", ".png")  # the pictures draw writes
+
+
 def picture_format(path: Path) -> str:
     """"svg" or "png", from path's suffix, once matplotlib is known to be there: raises
     Qcow2Error otherwise, so that nothing is read for a picture that cannot be drawn."""
     suffix = path.suffix.lower()
-    if suffix not in (".svg", ".png"):
+    if suffix not in SUFFIXES:
         raise Qcow2Error(str(path), None, "the picture must be an .svg or a .png file")
     try:
         importlib.import_module("matplotlib")

@@ -13,7 +13,7 @@ import os
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Dict, Iterator, List, NamedTuple, Optional, Tuple, Union
+from typing import Dict, Iterable, Iterator, List, NamedTuple, Optional, Tuple, Union
 
 import numpy as np
 
@@ -180,6 +180,7 @@ class Qcow2Layer(Layer):
     def _subclusters(self, types: np.ndarray, host: np.ndarray, table: tables.L2Table,
                      l1_index: int):
         bitmaps = table.bitmaps
+        assert bitmaps is not None  # extended L2 entries
         bits = np.arange(SUBCLUSTERS, dtype=np.uint64)
         alloc = ((bitmaps[:, None] >> bits) & np.uint64(1)).astype(bool)
         zero = ((bitmaps[:, None] >> (bits + np.uint64(32))) & np.uint64(1)).astype(bool)
@@ -269,6 +270,7 @@ class Qcow2Layer(Layer):
 
     def _backing(self, start: int, end: int, depth: int) -> Iterator[Extent]:
         below = self.backing
+        assert below is not None
         if start < below.size:
             yield from below.extents(start, min(end, below.size), depth + 1)
         if end > below.size:  # past the end of the backing file: zeros, from this layer
@@ -293,7 +295,7 @@ def chain_inputs(top: Layer) -> Dict[FileId, str]:
     found: Dict[FileId, str] = {}
     for layer in chain_layers(top):
         role = "the image" if layer is top else "the backing file"
-        fd = layer.fd if isinstance(layer, Qcow2Layer) else layer.file.fileno()
+        fd = layer.fd if isinstance(layer, Qcow2Layer) else _raw(layer).file.fileno()
         found.setdefault(file_id(os.fstat(fd)), f"{role} {layer.filename}")
         if isinstance(layer, Qcow2Layer) and layer.data_file:
             with contextlib.suppress(OSError):
@@ -302,13 +304,19 @@ def chain_inputs(top: Layer) -> Dict[FileId, str]:
     return found
 
 
+def _raw(layer: Layer) -> RawLayer:
+    """A layer that is not qcow2: raw."""
+    assert isinstance(layer, RawLayer)
+    return layer
+
+
 def close_chain(top: Layer) -> None:
     """Close every file of the chain's layers."""
     for layer in chain_layers(top):
         if isinstance(layer, Qcow2Layer):
             layer.image.close()
         else:
-            layer.file.close()
+            _raw(layer).file.close()
 
 
 def select_snapshot(image: Image, key: str) -> Snapshot:
@@ -380,12 +388,16 @@ def _qcow2_layer(image: Image, filename: str, depth: int, max_depth: int,
                       (what, snap.l1_table_offset))
 
 
-def image_map(path: Union[str, Path]) -> Iterator[Extent]:
-    """The merged extents of the whole virtual disk, as qemu-img map lists them."""
+def image_map(path: Union[str, Path], start: int = 0,
+              length: Optional[int] = None) -> Iterator[Extent]:
+    """The merged extents of the virtual disk, as qemu-img map lists them: from guest
+    offset start, length bytes (to the end of the disk without length, and never past
+    it), as its --start-offset and --max-length have them."""
     top = open_chain(path)
+    end = top.size if length is None else min(start + length, top.size)
     current: Optional[Extent] = None
-    with Progress("map", top.size) as progress:
-        for extent in top.extents(0, top.size, 0):
+    with Progress("map", max(0, end - start)) as progress:
+        for extent in top.extents(start, end, 0):
             progress.advance(extent.length)
             if current is not None and current.mergeable(extent):
                 current = replace(current, length=current.length + extent.length)
@@ -397,14 +409,12 @@ def image_map(path: Union[str, Path]) -> Iterator[Extent]:
         yield current
 
 
-EMPTY_DISK = Extent(0, 0, 0, False, False, False, None, None)  # qemu's for a 0-byte disk
-
-
-def render_json(extents: Iterator[Extent]) -> str:
-    """qemu-img map --output=json, byte for byte (a disk of size 0 gets qemu's one
-    empty extent)."""
+def render_json(extents: Iterable[Extent], start: int = 0) -> str:
+    """qemu-img map --output=json, byte for byte (an empty range, a disk of size 0 or
+    a start past the end, gets qemu's one empty extent at start)."""
     lines = [_json_line(e) for e in extents]
-    return "[" + ",\n".join(lines or [_json_line(EMPTY_DISK)]) + "]\n"
+    empty = Extent(start, 0, 0, False, False, False, None, None)
+    return "[" + ",\n".join(lines or [_json_line(empty)]) + "]\n"
 
 
 def _json_line(e: Extent) -> str:
@@ -421,7 +431,7 @@ def _c_hex(value: int) -> str:
     return f"{value:#x}" if value else "0"
 
 
-def render_human(extents: Iterator[Extent]) -> Iterator[str]:
+def render_human(extents: Iterable[Extent]) -> Iterator[str]:
     """qemu-img map's default output, line by line: mapped data ranges only.
 
     Like qemu-img it stops with an error at data that has no offset in a file
@@ -439,7 +449,7 @@ def render_human(extents: Iterator[Extent]) -> Iterator[str]:
                                  "compressed clusters.")
             if current.data and not current.zero:
                 yield (f"{_c_hex(current.start):<16}{_c_hex(current.length):<16}"
-                       f"{_c_hex(current.offset):<16}{current.filename or ''}")
+                       f"{_c_hex(current.offset or 0):<16}{current.filename or ''}")
             if nxt is not None and (not nxt.data or nxt.zero):
                 nxt = replace(nxt, data=False, zero=True)
         current = nxt

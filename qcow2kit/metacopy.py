@@ -213,6 +213,7 @@ def _write_archive(image: Image, out: Output, compressor: str, found: Layout,
                                    stdin=subprocess.DEVNULL)
         except OSError as exc:
             raise OutputError(out.name, f"cannot run GNU tar: {exc.strerror}") from None
+        assert tar.stdout is not None and tar.stderr is not None
         with tar:
             at = 0
             while True:

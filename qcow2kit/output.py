@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
-from typing import Dict, Iterator, Tuple
+from typing import Dict, Iterator, Tuple, Union
 
 import numpy as np
 
@@ -61,7 +61,7 @@ class Output:
         self.pos = 0
         self.touched = False  # some bytes (may) have been written
 
-    def write(self, offset: int, data: bytes) -> None:
+    def write(self, offset: int, data: Union[bytes, memoryview]) -> None:
         """Write data at offset; in a sparse output its zero blocks stay holes."""
         if not self.sparse:
             assert offset == self.pos, "a stream is written in order"

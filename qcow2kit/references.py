@@ -17,7 +17,7 @@ from __future__ import annotations
 import functools
 import os
 from enum import IntEnum
-from typing import List, NamedTuple, Optional, Protocol, Tuple
+from typing import Any, List, NamedTuple, Optional, Protocol, Tuple
 
 import numpy as np
 
@@ -75,7 +75,7 @@ class Owner(NamedTuple):
 
     kind: Kind
     source: int = ACTIVE
-    index: int = 0
+    index: int = 0  # type: ignore[assignment]  # the field hides tuple.index
     entry: int = 0
 
 
@@ -273,6 +273,8 @@ class L2Entries:
         self.hosted_entries = e if everything else e[hosted]
         self.hosted_offsets = self.offsets if everything else self.offsets[hosted]
         self.hosted_clusters = (self.hosted_offsets >> np.uint64(ctx.bits)).view(np.intp)
+        self.c_offsets: Any  # arrays, None without compressed entries
+        self.c_lengths: Any
         self.c_offsets, self.c_lengths = tables.compressed_extents(
             e[self.compressed], g) if self.any_compressed else (None, None)
 
@@ -318,7 +320,7 @@ class L1Ref(NamedTuple):
 
     label: str  # "L1", or "snapshot 1 (name) L1"
     source: int  # ACTIVE or the snapshot's index
-    index: int
+    index: int  # type: ignore[assignment]  # the field hides tuple.index
     entry: int
     offset: int  # of the L2 table
 

@@ -13,7 +13,7 @@ import binascii
 import getpass
 import sys
 from dataclasses import dataclass
-from typing import Callable, Dict, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 from .errors import Qcow2Error
 
@@ -118,3 +118,20 @@ def resolve(objects: Sequence[str], key_secret: Optional[str],
         raise SecretError("the image is encrypted: give its secret with --password-file "
                           "FILE or --object secret,id=ID,file=FILE (or run on a terminal)")
     return prompt(f"Password for {what}: ").encode()
+
+
+Secrets = Callable[[str], bytes]  # the secret of the encrypted image of that name
+
+
+def source(objects: Sequence[str] = (), key_secret: Optional[str] = None,
+           password_file: Optional[str] = None,
+           warn: Callable[[str], None] = lambda message: None) -> Secrets:
+    """The secrets of a chain's encrypted layers, by file name: one secret, found as
+    resolve finds it when first asked for, serves every layer."""
+    found: List[bytes] = []
+
+    def secrets(filename: str) -> bytes:
+        if not found:
+            found.append(resolve(objects, key_secret, password_file, filename, warn))
+        return found[0]
+    return secrets

@@ -9,7 +9,7 @@ every decoded value equal to the generated parser's on real images.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterator, NamedTuple, Optional, Sequence, Union
+from typing import Any, Dict, Iterator, NamedTuple, Optional, Sequence, Union
 
 import numpy as np
 
@@ -142,7 +142,7 @@ def refcount_table(image: Image) -> np.ndarray:
     return u64_array(read_table(image, h.refcount_table_offset, size, "refcount table"))
 
 
-_WIDE = {3: np.dtype(">u1"), 4: np.dtype(">u2"), 5: np.dtype(">u4"), 6: np.dtype(">u8")}
+_WIDE: Dict[int, np.dtype] = {3: np.dtype(">u1"), 4: np.dtype(">u2"), 5: np.dtype(">u4"), 6: np.dtype(">u8")}
 
 
 def refcount_dtype(order: int) -> np.dtype:

@@ -59,17 +59,6 @@ class Answer:
     holders: List[Holder]
 
 
-def parse_offset(text: str) -> int:
-    """A host offset in any int() base, 0 to 2**64 - 1."""
-    try:
-        value = int(text, 0)
-    except ValueError:
-        raise Qcow2Error(f"offset {text!r}", None,
-                         "not a number (any int() base: 4096, 0x1000, 0o10000)") from None
-    _check_offset(value, f"offset {text!r}")
-    return value
-
-
 def _check_offset(value: int, what: str) -> None:
     if value < 0:
         raise Qcow2Error(what, None, "negative (offsets count from the start of the file)")
@@ -269,6 +258,7 @@ class _Explainer:
             rows = [r for r in rows if r not in compressed or self.table.start[r] == last]
         groups: Dict[Tuple, List[Tuple[int, Owner]]] = {}
         for row in rows:
+            key: Tuple[Any, ...]
             owner = self.table.owner(row)
             if owner.kind == Kind.DATA:  # the entry of the run that holds the byte
                 owner = owner._replace(entry=self.table.entries(row, offset, offset + 1)[0])
@@ -544,13 +534,16 @@ def render_text(answers: Sequence[Answer]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render_json(answers: Sequence[Answer]) -> str:
-    """A list with one object per offset: offset, cluster, refcount, references,
-    status and the holders (kind, description, start, length, counted, facts)."""
-    out = [{"offset": a.offset, "cluster": a.cluster, "refcount": a.refcount,
+def answer_json(a: Answer) -> Dict[str, Any]:
+    """An answer as JSON members: offset, cluster, refcount, references, status and
+    the holders (kind, description, start, length, counted, facts)."""
+    return {"offset": a.offset, "cluster": a.cluster, "refcount": a.refcount,
             "references": a.references, "status": a.status,
             "holders": [{"kind": h.kind, "description": h.description, "start": h.start,
                          "length": h.length, "counted": h.counted, **h.facts}
                         for h in a.holders]}
-           for a in answers]
-    return json.dumps(out, indent=2) + "\n"
+
+
+def render_json(answers: Sequence[Answer]) -> str:
+    """A list with one object per offset (answer_json)."""
+    return json.dumps([answer_json(a) for a in answers], indent=2) + "\n"

@@ -295,12 +295,8 @@ REFUSALS = {
                        "not present in this version 2 header"),
     "unknown-field": ("v3", ["set-header", "IMAGE", "no_such_field", "1"],
                       "'no_such_field' is not a known header field"),
-    "unknown-group": ("v3", ["set-feature-bit", "IMAGE", "sideways", "1"],
-                      "'sideways' is not a valid group"),
     "bit-out-of-range": ("v3", ["set-feature-bit", "IMAGE", "autoclear", "64"],
                          "64 is not a valid bit number"),
-    "not-a-number": ("v3", ["set-header", "IMAGE", "size", "12abc"],
-                     "'12abc' is not a valid number"),
     "version-change": ("v3", ["set-header", "IMAGE", "version", "2"],
                        "changing the version"),
     "end-marker-magic": ("v3", ["add-header-ext", "IMAGE", "0", "x"],
@@ -332,6 +328,33 @@ def test_refused_edit_changes_nothing(image_copy, case: str) -> None:
     assert os.stat(path).st_mtime_ns == stamp
 
 
+USAGE_ERRORS = {
+    "unknown-group": (["set-feature-bit", "IMAGE", "sideways", "1"],
+                      "Invalid value for '{incompatible|compatible|autoclear}': 'sideways'"),
+    "bit-not-a-number": (["set-feature-bit", "IMAGE", "autoclear", "one"],
+                         "Invalid value for 'BIT': 'one' is not a number"),
+    "value-not-a-number": (["set-header", "IMAGE", "size", "12abc"],
+                           "Invalid value for 'VALUE': '12abc' is not a number"),
+    "magic-not-a-number": (["add-header-ext", "IMAGE", "0xzz", "x"],
+                           "Invalid value for 'MAGIC': '0xzz' is not a number"),
+    "del-magic-not-a-number": (["del-header-ext", "IMAGE", "bitmaps"],
+                               "Invalid value for 'MAGIC': 'bitmaps' is not a number"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(USAGE_ERRORS))
+def test_usage_error_changes_nothing(image_copy, case: str) -> None:
+    """An argument of the wrong kind is a usage error (exit 2, click's usage message)."""
+    args, message = USAGE_ERRORS[case]
+    path = image_copy("v3")
+    data = path.read_bytes()
+    proc = qcow2kit(*[str(path) if a == "IMAGE" else a for a in args])
+    assert proc.returncode == 2
+    assert proc.stderr.startswith(f"Usage: qcow2kit {args[0]} ")
+    assert f"Error: {message}" in proc.stderr, proc.stderr
+    assert path.read_bytes() == data
+
+
 def test_warns_when_qemu_will_refuse(image_copy) -> None:
     path = image_copy("v3")
     proc = qcow2kit("set-feature-bit", str(path), "incompatible", "63")
@@ -351,7 +374,7 @@ def test_add_extension_data_sources(image_copy, tmp_path: Path) -> None:
     assert qcow2kit("add-header-ext", str(path), "0x10", "--data-file", str(blob)).returncode == 0
     assert qcow2kit("add-header-ext", str(path), "0x11", "--stdin", stdin="piped").returncode == 0
     proc = qcow2kit("add-header-ext", str(path), "0x12", "both", "--stdin")
-    assert proc.returncode == 1 and "give the data once" in proc.stderr
+    assert proc.returncode == 2 and "Error: give the data once" in proc.stderr  # usage
     with open_image(path) as image:
         data = {e.magic: e.data for e in image.extensions}
     assert data[0x10] == bytes(range(256)) and data[0x11] == b"piped"

@@ -16,7 +16,7 @@ import pytest
 
 import imagekit
 from qcow2kit import layout, open_image
-from sidebyside import one_line_error, qcow2kit, qemu_img, strict_zip
+from sidebyside import qcow2kit, qemu_img, strict_zip
 from rawimage import Header, add_refcount, damage, u64
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -195,10 +195,12 @@ def test_caption_of_cells(large: Path, tmp_path: Path) -> None:
 
 def test_picture_format_refused_before_reading(images: Dict[str, Path],
                                                tmp_path: Path) -> None:
+    """A name of another kind is a usage error (exit 2, click's usage message)."""
     path = images["v3"]
-    line = one_line_error(qcow2kit("layout", path.name, "-o", str(tmp_path / "x.jpg"),
-                                   cwd=path.parent))
-    assert line.endswith("x.jpg: the picture must be an .svg or a .png file")
+    result = qcow2kit("layout", path.name, "-o", str(tmp_path / "x.jpg"), cwd=path.parent)
+    assert result.exit_code == 2
+    assert result.stderr.startswith("Usage: ")
+    assert "x.jpg': the picture must be an .svg or a .png file" in result.stderr
     assert not (tmp_path / "x.jpg").exists()
 
 

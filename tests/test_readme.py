@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
 from pathlib import Path
 from typing import Iterator, List, Tuple
 
 import pytest
 
 import imagekit
-from ourcmd import REPO
+from ourcmd import QCOW2KIT, REPO
 
 BLOCK = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
 
@@ -66,5 +67,34 @@ def test_example_runs(inside: Path, line: int, code: str,
         qemu = imagekit.qemu_json("info", disk)
         assert out.splitlines()[0] == \
             f"{qemu['virtual-size']} {qemu['format-specific']['data']['compat']}"
-    if "whatis(" in code:
+    if "whatis(" in code and "layout" in code:
         assert (inside / "disk.svg").read_text().startswith(("<?xml", "<svg"))
+    if "qcow2kit.open(" in code:  # size, snapshots, check's status; the snapshot's bytes
+        qemu = imagekit.qemu_json("info", disk)
+        check = subprocess.run(["qemu-img", "check", str(disk)], capture_output=True)
+        assert out.splitlines()[0] == \
+            f"{qemu['virtual-size']} {len(qemu['snapshots'])} {check.returncode}"
+        assert out.splitlines()[-1] == "22222222"  # 0x22 at 1M before the snapshot
+
+
+SESSION = re.compile(r"^```\n\$ qcow2kit (.*?)\n(.*?)^```", re.S | re.M)
+
+
+def sessions() -> List[Tuple[str, str]]:
+    """(arguments, output) of each README block that shows qcow2kit run on the sample."""
+    text = (REPO / "README.md").read_text()
+    return [(m.group(1), m.group(2)) for m in SESSION.finditer(text)
+            if "samples/" in m.group(1)]
+
+
+def test_the_readme_shows_sessions() -> None:
+    assert len(sessions()) >= 2
+
+
+@pytest.mark.parametrize("args, output", sessions(), ids=[a for a, _ in sessions()])
+def test_session_output_is_true(args: str, output: str) -> None:
+    """What the README shows a command print on samples/sample.qcow2 is what it prints."""
+    proc = subprocess.run([*QCOW2KIT, *args.split()], capture_output=True, text=True,
+                          cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == output

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -61,3 +62,35 @@ def test_deps_lists_one_package_per_missing_tool() -> None:
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == "deps: apt can install qemu-utils graphviz\n"
+
+
+@pytest.mark.parametrize("args", [["-m", "qcow2kit", "dump", "samples/sample.qcow2"],
+                                  ["-m", "qcow2kit.compat", "samples/sample.qcow2",
+                                   "dump-header"]])
+def test_python_m_from_the_checkout(args: list) -> None:
+    """Run from the repository root, where the source tree comes first on sys.path,
+    the package finds its parser (qcow2kit/generated is the committed generated/) and
+    prints what the installed command prints."""
+    python = SCRIPT.read_text().splitlines()[0][2:].strip()
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    probe = subprocess.run([python, "-c", "import qcow2kit.generated.qcow2 as m; "
+                            "print(m.__file__)"], capture_output=True, text=True,
+                           cwd=REPO, env=env)
+    assert probe.returncode == 0, probe.stderr
+    assert Path(probe.stdout.strip()).resolve() == REPO / "generated" / "qcow2.py"
+    proc = subprocess.run([python, *args], capture_output=True, text=True, cwd=REPO, env=env)
+    assert proc.returncode == 0, proc.stderr
+    expected = subprocess.run([*QCOW2KIT, "dump", str(REPO / "samples" / "sample.qcow2")],
+                              capture_output=True, text=True)
+    assert expected.returncode == 0
+    assert proc.stdout == expected.stdout
+
+
+def test_the_package_is_typed() -> None:
+    """py.typed ships with the package (PEP 561) and mypy finds no error in it."""
+    assert (REPO / "qcow2kit" / "py.typed").is_file()
+    assert 'qcow2kit = ["py.typed"]' in (REPO / "pyproject.toml").read_text()
+    proc = subprocess.run([sys.executable, "-m", "mypy"], capture_output=True, text=True,
+                          cwd=REPO)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.startswith("Success: no issues found")

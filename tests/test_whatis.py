@@ -17,7 +17,7 @@ import imagekit
 from qcow2kit import open_image
 from qcow2kit.whatis import Answer, Holder, whatis
 from rawimage import COMPRESSED, OFFSET, Header, damage, u64
-from sidebyside import one_line_error, qcow2kit, qemu_img, strict_zip
+from sidebyside import qcow2kit, qemu_img, strict_zip
 
 # images whose data is in the file itself, with qemu-img map offsets into it
 MAPPED = ["v2", "v3", "cluster_512", "cluster_2m", "refcount_1", "extended_l2", "snapshots",
@@ -371,10 +371,13 @@ def test_text_output(images: Dict[str, Path]) -> None:
 
 
 @pytest.mark.parametrize("offset, problem", [
-    ("abc", "offset 'abc': not a number"), ("-5", "offset '-5': negative"),
-    ("0x", "offset '0x': not a number"), ("1e3", "offset '1e3': not a number"),
-    (str(2**64), f"offset '{2**64}': beyond 2**64-1")])
+    ("abc", "'abc' is not a number"), ("-5", "-5 is negative"),
+    ("0x", "'0x' is not a number"), ("1e3", "'1e3' is not a number"),
+    (str(2**64), f"{2**64} is beyond 0xffffffffffffffff")])
 def test_bad_offsets(images: Dict[str, Path], offset: str, problem: str) -> None:
+    """An offset that is not one is a usage error: exit 2, click's usage message."""
     path = images["v3"]
-    line = one_line_error(qcow2kit("whatis", path.name, "0", offset, cwd=path.parent))
-    assert line.startswith(f"qcow2kit: {path.name}: {problem}")
+    result = qcow2kit("whatis", path.name, "0", offset, cwd=path.parent)
+    assert result.exit_code == 2
+    assert result.stderr.startswith("Usage: ") and " whatis [OPTIONS] " in result.stderr
+    assert f"Error: Invalid value for 'OFFSET...': {problem}" in result.stderr

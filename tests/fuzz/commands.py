@@ -52,7 +52,7 @@ def _set_header(rng: random.Random, image: str, out: str) -> List[str]:
 
 
 def _set_feature_bit(rng: random.Random, image: str, out: str) -> List[str]:
-    group = rng.choice(FEATURE_GROUPS + ("bogus",))
+    group = rng.choice(FEATURE_GROUPS)  # another word is a usage error (exit 2)
     return ["set-feature-bit", image, group, str(rng.randint(0, 64))]
 
 
