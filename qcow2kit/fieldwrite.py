@@ -189,6 +189,7 @@ def plan(resolver: Resolver, node: Node, value: Any) -> Change:
 
 
 def _plan_int(node: Node, value: Any, old: bytes) -> Change:
+    assert node.offset is not None
     if not isinstance(value, int) or not 0 <= value < 1 << 8 * len(old):
         raise PathError(node.path, node.offset, f"{value:#x} does not fit {len(old)} bytes"
                         if isinstance(value, int) else "takes a number")
@@ -196,13 +197,15 @@ def _plan_int(node: Node, value: Any, old: bytes) -> Change:
 
 
 def _plan_bits(resolver: Resolver, node: Node, value: Any, owner_type: str) -> Change:
+    assert node.attr is not None
     fields, layout = BITS[(owner_type, node.attr)]
     mask, shift = layout(resolver.root)
     parts = [resolver.child(_owner_node(node), f) for f in fields]
-    if any(p.offset is None for p in parts):
+    offsets = [p.offset for p in parts if p.offset is not None]
+    if len(offsets) < len(parts):
         raise PathError(node.path, None, f"absent in this image ({'/'.join(fields)} "
                         "not stored)")
-    start, size = parts[0].offset, sum(p.size for p in parts)
+    start, size = offsets[0], sum(p.size or 0 for p in parts)
     if (owner_type, node.attr) in SIGNED and isinstance(value, int) and -(1 << 63) <= value < 0:
         value += 1 << 64
     if not isinstance(value, int) or value < 0 or (value << shift) & ~mask:
@@ -289,8 +292,8 @@ def _read_back(image: Image, node: Node, change: Change) -> Any:
     resolver = Resolver(image, node.value._root)
     for attr in int_fields(node.value) or []:
         part = resolver.child(node, attr)
-        if part.offset is None:  # absent: the extended L2 bitmap of a standard entry
-            continue
+        if part.offset is None or part.size is None:  # absent: the extended L2 bitmap
+            continue                                    # of a standard entry
         start = part.offset - change.offset
         expected = int.from_bytes(change.new[start:start + part.size], "big")
         if int(part.value) != expected:
