@@ -253,10 +253,10 @@ SET_HELP = ("""Write VALUE into the fixed-size field PATH, wherever it is in the
 
 @main.command("get", help=GET_HELP)
 @IMAGE
+@IMAGE_FORMAT
 @click.argument("paths", nargs=-1, required=True, metavar="PATH...",
                 shell_complete=_complete_path)
-@click.option("--json", "as_json", is_flag=True,
-              help="A JSON list: per PATH its spec path, offset, size and value.")
+@output_format("A JSON list: per PATH its spec path, offset, size and value.")
 @reads_images()
 @reports_errors
 def get_command(image: str, paths: List[str], as_json: bool) -> None:
@@ -275,6 +275,7 @@ def get_command(image: str, paths: List[str], as_json: bool) -> None:
 
 @main.command("set", help=SET_HELP, context_settings={"ignore_unknown_options": True})
 @IMAGE
+@IMAGE_FORMAT
 @click.argument("path", shell_complete=_complete_path)
 @click.argument("value")
 @click.option("--dry-run", is_flag=True,

@@ -84,7 +84,7 @@ def test_map_refuses_what_qemu_refuses(images: Dict[str, Path], text: str) -> No
 # --- --output=json|human ------------------------------------------------------------------
 
 JSON_COMMANDS = [["dump"], ["bitmaps"], ["map"], ["info"], ["snapshots"], ["check"],
-                 ["whatis", "0x30000"], ["diff", "OTHER"]]
+                 ["whatis", "0x30000"], ["diff", "OTHER"], ["get", "header.version"]]
 
 
 @pytest.mark.parametrize("command", JSON_COMMANDS, ids=lambda c: c[0])
