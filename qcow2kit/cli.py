@@ -9,7 +9,7 @@ from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 import click
 
-from . import __version__, access, edit, exits, printable
+from . import __version__, access, edit, exits, printable, qemu_version
 from .dump import render
 from .errors import Qcow2Error
 from .findings import Finding
@@ -116,6 +116,12 @@ def _warn_findings(image: str, findings: Sequence[Finding]) -> None:
 
 
 IMAGE = click.argument("image", type=click.Path(dir_okay=True, path_type=str))
+QEMU_VERSION = click.option(
+    "--qemu-version", "qemu_release", type=click.Choice(qemu_version.NAMES),
+    envvar=qemu_version.ENV,
+    show_envvar=True,
+    help="Print what qemu-img of this release prints (default: the release of the "
+         "qemu-img on PATH, else the newest).")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]},
@@ -242,9 +248,10 @@ def bitmaps_command(image: str, as_json: bool, name: Optional[str]) -> None:
 @click.option("--json", "as_json", is_flag=True,
               help="qemu-img map --output=json: every extent with its status.")
 @GUEST_FORCE
+@QEMU_VERSION
 @reads_images(chain=True)
 @reports_errors
-def map_command(image: str, as_json: bool, force: bool) -> None:
+def map_command(image: str, as_json: bool, force: bool, qemu_release: Optional[str]) -> None:
     """Where each guest range is stored, through the backing chain, as qemu-img map.
 
     Without --json: the ranges that hold data, with the file and offset they are
@@ -253,11 +260,12 @@ def map_command(image: str, as_json: bool, force: bool) -> None:
     from . import mapping
 
     _guest_data_readable(image, force)
-    extents = mapping.image_map(image)
+    release = qemu_version.select(qemu_release)
+    extents = mapping.image_map(image, release)
     if as_json:
-        click.echo(mapping.render_json(extents), nl=False)
+        click.echo(mapping.render_json(extents, release), nl=False)
         return
-    for line in mapping.render_human(extents):
+    for line in mapping.render_human(extents, release):
         click.echo(line)
 
 
@@ -378,11 +386,13 @@ def _echo_text(text: str) -> None:
               help="Only what qemu-img info prints, byte for byte.")
 @click.option("--check-secret", is_flag=True,
               help="Say which LUKS key slot the secret (given as for convert) opens.")
+@QEMU_VERSION
 @takes_secrets
 @reads_images(chain=True)
 @reports_errors
 def info_command(image: str, as_json: bool, backing_chain: bool, qemu_only: bool,
-                 check_secret: bool, secrets: Any, key_slot: Optional[int]) -> None:
+                 check_secret: bool, qemu_release: Optional[str], secrets: Any,
+                 key_slot: Optional[int]) -> None:
     """What qemu-img info says about the image, then what it does not.
 
     Same fields, values, order and layout as qemu-img info (--output=json with
@@ -398,26 +408,28 @@ def info_command(image: str, as_json: bool, backing_chain: bool, qemu_only: bool
     if check_secret and qemu_only:
         raise click.UsageError("--check-secret adds to qemu-img's output: not with --qemu")
     extras = not qemu_only
+    release = qemu_version.select(qemu_release)
     if backing_chain:
-        infos = image_info.backing_chain(image, extras)
+        infos = image_info.backing_chain(image, extras, release)
     else:
-        infos = [image_info.image_info(image, extras)]
+        infos = [image_info.image_info(image, extras, qemu=release)]
     if check_secret:
         with open_image(image) as img:
             image_info.check_secret(infos[0], img, secrets(image), key_slot)
     if as_json:
         _echo_text(image_info.render_json(infos, chain=backing_chain))
     else:
-        _echo_text(image_info.render_text(infos))
+        _echo_text(image_info.render_text(infos, release))
 
 
 @main.command("snapshots")
 @IMAGE
 @click.option("--json", "as_json", is_flag=True,
               help="JSON: qemu-img info's snapshot fields, the extra data and the L1 table.")
+@QEMU_VERSION
 @reads_images()
 @reports_errors
-def snapshots_command(image: str, as_json: bool) -> None:
+def snapshots_command(image: str, as_json: bool, qemu_release: Optional[str]) -> None:
     """List the internal snapshots as qemu-img snapshot -l does, then their details.
 
     The details are each snapshot's extra data (virtual disk size, 64-bit VM state
@@ -432,7 +444,7 @@ def snapshots_command(image: str, as_json: bool) -> None:
     if as_json:
         _echo_text(snapshot_table.render_json(table))
     else:
-        _echo_text(snapshot_table.render_text(table))
+        _echo_text(snapshot_table.render_text(table, qemu_version.select(qemu_release)))
 
 
 @main.command("check")
@@ -440,18 +452,24 @@ def snapshots_command(image: str, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="JSON, as qemu-img check --output=json.")
 @click.option("--explain", is_flag=True,
               help="After each finding: the structure at fault, its offset and what is wrong.")
+@QEMU_VERSION
 @reads_images()
 @reports_errors
-def check_command(image: str, as_json: bool, explain: bool) -> None:
+def check_command(image: str, as_json: bool, explain: bool,
+                  qemu_release: Optional[str]) -> None:
     """Check refcounts and copied flags as read-only qemu-img check does.
 
     The same findings and messages (on stderr), report (on stdout) or JSON, and exit
     status as qemu-img check: 0 clean, 2 corruptions, 3 leaked clusters only, 1 the
     check failed or the image cannot be read. With --explain each finding is followed
     by the structure at fault and its offset, and each refcount finding by the
-    structures that reference the cluster. Nothing is repaired.
+    structures that reference the cluster. Nothing is repaired. Every qemu release
+    from 7.2 on prints the same (--qemu-version is accepted for scripts that give it
+    to every command).
     """
     from . import check as image_check
+
+    del qemu_release  # the same output in every release
 
     with open_image(image) as img:
         result = image_check.check_image(img, explain=explain, progress=True)
