@@ -463,8 +463,8 @@ def check_command(image: str, as_json: bool, explain: bool,
     status as qemu-img check: 0 clean, 2 corruptions, 3 leaked clusters only, 1 the
     check failed or the image cannot be read. With --explain each finding is followed
     by the structure at fault and its offset, and each refcount finding by the
-    structures that reference the cluster. Nothing is repaired. Every qemu release
-    from 7.2 on prints the same (--qemu-version is accepted for scripts that give it
+    structures that reference the cluster. Nothing is repaired. qemu 7.2 to 10.1
+    print the same (--qemu-version is accepted for scripts that give it
     to every command).
     """
     from . import check as image_check
