@@ -4,7 +4,7 @@ VENV := .venv
 VPY := $(VENV)/bin/python
 KSC := node tools/ksc.js
 
-.PHONY: all typecheck targets check-generated check-ks-version diagram check-diagram deps install install-test demo test fuzz mutate crypto-matrix clean
+.PHONY: all typecheck targets check-generated check-ks-version diagram check-diagram deps qemu10 install install-test demo test fuzz mutate crypto-matrix clean
 
 all: generated/qcow2.py generated/fields.py
 
@@ -63,6 +63,11 @@ check-diagram: node_modules/.package-lock.json
 deps:
 	tools/deps.sh
 
+# qemu-img, qemu-io and qemu-nbd 10.0 (Debian's bookworm-backports qemu-utils) unpacked
+# into build/qemu-10 beside the system's qemu-utils; nothing to do once they run.
+qemu10:
+	tools/qemu10.sh
+
 $(VPY):
 	$(PYTHON) -m venv $(VENV)
 
@@ -89,11 +94,20 @@ demo: install
 	$(VENV)/bin/qcow2kit bitmaps samples/sample.qcow2
 	$(VENV)/bin/qcow2kit whatis samples/sample.qcow2 0 0x4000 0x30000
 
-# The whole suite: the package's types check, the committed parser and diagram are
-# current, every compiler target builds clean, the release ks-version names compiles
-# it, then pytest (qemu-made images, golden qcow2.py output, JavaScript parity).
-test: deps install-test typecheck check-generated check-diagram targets check-ks-version
+# The whole suite: the package's types check, the committed parser and diagram are current, every compiler target
+# builds clean, the release ks-version names compiles it, then pytest (qemu-made images,
+# golden qcow2.py output, JavaScript parity) against the system's qemu 7.2, found on
+# PATH. Then the tests that compare with qemu's output against qemu 10.0 found on PATH,
+# and the byte-for-byte ones against each release named by --qemu-version while the
+# detected release is the other one (tests/conftest.py: --qemu, --qemu-choice).
+PARITY_TESTS := $(addprefix tests/test_,$(addsuffix .py,info snapshots map check \
+	damaged truncated hostile subclusters untrusted bitmaps))
+OPTION_TESTS := $(addprefix tests/test_,$(addsuffix .py,info snapshots map check qemu_version))
+test: deps qemu10 install-test typecheck check-generated check-diagram targets check-ks-version
 	$(VPY) -m pytest -q tests
+	$(VPY) -m pytest -q --qemu 10.0 $(PARITY_TESTS) tests/test_qemu_version.py
+	$(VPY) -m pytest -q --qemu 10.0 --qemu-choice option $(OPTION_TESTS)
+	$(VPY) -m pytest -q --qemu 7.2 --qemu-choice option $(OPTION_TESTS)
 
 # mypy on the package (settings in pyproject.toml; the generated parser left out).
 typecheck: install-test

@@ -22,6 +22,7 @@ from . import access, printable, secret
 from .errors import Qcow2Error
 from .findings import Finding
 from .image import Extension, FeatureName, Header, Image, Unsupported, unsupported_features
+from .qemu_version import QemuVersion, select
 from .secret import Secrets
 from .snapshots import Snapshot, list_snapshots
 
@@ -113,16 +114,18 @@ class Qcow2Image:
 
     # --- what the commands answer -----------------------------------------------------
 
-    def info(self, backing_chain: bool = False, extras: bool = True) -> List[Dict[str, Any]]:
-        """What qemu-img info says as a dict (its JSON members), with qcow2kit's own
-        under "qcow2kit" unless extras is off: of the image, then with backing_chain of
-        each backing file in turn."""
+    def info(self, backing_chain: bool = False, extras: bool = True,
+             qemu: Optional[QemuVersion] = None) -> List[Dict[str, Any]]:
+        """What qemu-img info of release qemu says as a dict
+        (its JSON members), with qcow2kit's own under "qcow2kit" unless extras is off:
+        of the image, then with backing_chain of each backing file in turn. Without
+        qemu, the release the command line would choose (qemu_version.select)."""
         from . import info
 
         with access.using(self.policy):
             if backing_chain:
-                return info.backing_chain(self.path, extras)
-            return [info.image_info(self.path, extras)]
+                return info.backing_chain(self.path, extras, qemu or select())
+            return [info.image_info(self.path, extras, qemu=qemu or select())]
 
     def check(self, explain: bool = False, progress: bool = False) -> CheckResult:
         """Read-only qemu-img check; explain adds the structures behind each refcount
@@ -148,14 +151,17 @@ class Qcow2Image:
         with access.using(self.policy):
             return locate(self.path, offsets, snapshot)
 
-    def map(self, start: int = 0, length: Optional[int] = None) -> List[Extent]:
+    def map(self, start: int = 0, length: Optional[int] = None,
+            qemu: Optional[QemuVersion] = None) -> List[Extent]:
         """qemu-img map's extents, from guest offset start, length bytes (to the end
-        of the disk without length)."""
+        of the disk without length), merged as qemu release qemu merges them (from
+        8.2 on, extents that differ in being compressed stay apart). Without qemu, the
+        release the command line would choose (qemu_version.select)."""
         from .mapping import image_map
 
         self.guest_readable()
         with access.using(self.policy):
-            return list(image_map(self.path, start, length))
+            return list(image_map(self.path, start, length, qemu or select()))
 
     def disk(self, snapshot: Optional[str] = None) -> GuestDisk:
         """The guest disk (or a snapshot's) as a read-only file object."""

@@ -9,7 +9,7 @@ from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 import click
 
-from . import __version__, access, api, edit, exits, printable
+from . import __version__, access, api, edit, exits, printable, qemu_version
 from .dump import render
 from .errors import Qcow2Error
 from .findings import Finding
@@ -103,6 +103,12 @@ def _warn_findings(image: str, findings: Sequence[Finding]) -> None:
 
 
 IMAGE = click.argument("image", type=click.Path(dir_okay=True, path_type=str))
+QEMU_VERSION = click.option(
+    "--qemu-version", "qemu_release", type=click.Choice(qemu_version.NAMES),
+    envvar=qemu_version.ENV,
+    show_envvar=True,
+    help="Print what qemu-img of this release prints (default: the release of the "
+         "qemu-img on PATH, else the newest).")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]},
@@ -329,10 +335,11 @@ def bitmaps_command(image: str, as_json: bool, name: Optional[str]) -> None:
 @click.option("--max-length", type=QemuSize(), metavar="LENGTH",
               help="Map at most LENGTH bytes (default: to the end of the disk).")
 @GUEST_FORCE
+@QEMU_VERSION
 @reads_images(chain=True)
 @reports_errors
 def map_command(image: str, as_json: bool, start_offset: int, max_length: Optional[int],
-                force: bool) -> None:
+                force: bool, qemu_release: Optional[str]) -> None:
     """Where each guest range is stored, through the backing chain, as qemu-img map.
 
     Without --json: the ranges that hold data, with the file and offset they are
@@ -341,12 +348,13 @@ def map_command(image: str, as_json: bool, start_offset: int, max_length: Option
     """
     from . import mapping
 
+    release = qemu_version.select(qemu_release)
     with api.open(image, force=force) as img:
-        extents = img.map(start_offset, max_length)
+        extents = img.map(start_offset, max_length, release)
     if as_json:
-        click.echo(mapping.render_json(extents, start_offset), nl=False)
+        click.echo(mapping.render_json(extents, start_offset, release), nl=False)
         return
-    for line in mapping.render_human(extents):
+    for line in mapping.render_human(extents, release):
         click.echo(line)
 
 
@@ -441,11 +449,13 @@ def _echo_text(text: str) -> None:
               help="Only what qemu-img info prints, byte for byte.")
 @click.option("--check-secret", is_flag=True,
               help="Say which LUKS key slot the secret (given as for convert) opens.")
+@QEMU_VERSION
 @takes_secrets
 @reads_images(chain=True)
 @reports_errors
 def info_command(image: str, as_json: bool, backing_chain: bool, qemu_only: bool,
-                 check_secret: bool, secrets: Any, key_slot: Optional[int]) -> None:
+                 check_secret: bool, qemu_release: Optional[str], secrets: Any,
+                 key_slot: Optional[int]) -> None:
     """What qemu-img info says about the image, then what it does not.
 
     Same fields, values, order and layout as qemu-img info (--output=json with
@@ -461,26 +471,28 @@ def info_command(image: str, as_json: bool, backing_chain: bool, qemu_only: bool
     if check_secret and qemu_only:
         raise click.UsageError("--check-secret adds to qemu-img's output: not with --qemu")
     extras = not qemu_only
+    release = qemu_version.select(qemu_release)
     if backing_chain:
-        infos = image_info.backing_chain(image, extras)
+        infos = image_info.backing_chain(image, extras, release)
     else:
-        infos = [image_info.image_info(image, extras)]
+        infos = [image_info.image_info(image, extras, qemu=release)]
     if check_secret:
         with open_image(image) as img:
             image_info.check_secret(infos[0], img, secrets(image), key_slot)
     if as_json:
         _echo_text(image_info.render_json(infos, chain=backing_chain))
     else:
-        _echo_text(image_info.render_text(infos))
+        _echo_text(image_info.render_text(infos, release))
 
 
 @main.command("snapshots")
 @IMAGE
 @IMAGE_FORMAT
 @output_format("JSON: qemu-img info's snapshot fields, the extra data and the L1 table.")
+@QEMU_VERSION
 @reads_images()
 @reports_errors
-def snapshots_command(image: str, as_json: bool) -> None:
+def snapshots_command(image: str, as_json: bool, qemu_release: Optional[str]) -> None:
     """List the internal snapshots as qemu-img snapshot -l does, then their details.
 
     The details are each snapshot's extra data (virtual disk size, 64-bit VM state
@@ -495,7 +507,7 @@ def snapshots_command(image: str, as_json: bool) -> None:
     if as_json:
         _echo_text(snapshot_table.render_json(table))
     else:
-        _echo_text(snapshot_table.render_text(table))
+        _echo_text(snapshot_table.render_text(table, qemu_version.select(qemu_release)))
 
 
 @main.command("check")
@@ -504,9 +516,11 @@ def snapshots_command(image: str, as_json: bool) -> None:
 @output_format("JSON, as qemu-img check --output=json.")
 @click.option("--explain", is_flag=True,
               help="After each finding: the structure at fault, its offset and what is wrong.")
+@QEMU_VERSION
 @reads_images()
 @reports_errors
-def check_command(image: str, as_json: bool, explain: bool) -> None:
+def check_command(image: str, as_json: bool, explain: bool,
+                  qemu_release: Optional[str]) -> None:
     """Check refcounts and copied flags as read-only qemu-img check does.
 
     The same findings and messages (on stderr), report (on stdout) or JSON, and exit
@@ -514,9 +528,13 @@ def check_command(image: str, as_json: bool, explain: bool) -> None:
     check failed or the image cannot be read. With --explain each finding is followed
     by the structure at fault and its offset, and each refcount finding by the
     structures that reference the cluster; with --json too, every finding and its
-    explanation are in the JSON, under "qcow2kit". Nothing is repaired.
+    explanation are in the JSON, under "qcow2kit". Nothing is repaired. qemu 7.2 to
+    10.1 print the same (--qemu-version is accepted for scripts that give it to every
+    command).
     """
     from . import check as image_check
+
+    del qemu_release  # the same output in every release
 
     with api.open(image) as img:
         result = img.check(explain=explain, progress=True)

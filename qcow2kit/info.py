@@ -2,22 +2,28 @@
 
 image_info gives qemu's ImageInfo as a dict with qemu's field names and values, built
 in the order qemu inserts them; the renderers print it as qemu-img does, byte for
-byte. Only the header, the extensions, the snapshot table, the bitmap directory and
-the LUKS header are read, never the big tables. The "qcow2kit" member adds what
+byte, for a qemu release (qemu_version: from 8.0 on, each image has a child node,
+its file). Only the header, the extensions, the snapshot table, the bitmap directory
+and the LUKS header are read, never the big tables. The "qcow2kit" member adds what
 qemu-img does not say: the set feature bits by name from the image's own feature name
-table, and the header extensions, unknown bits and extensions flagged.
+table, the header extensions, unknown bits and extensions flagged, and the file's
+length (whatever the release).
 """
 from __future__ import annotations
 
+import fcntl
 import os
+import struct
 from typing import Any, Dict, List, Optional
 
 from .errors import Qcow2Error
 from . import access, printable
+from .qemu_version import CHILD_NODES, LUKS_DETACHED_HEADER, NEWEST, QemuVersion
 from .findings import Finding
 from .image import Image, enum_name, open_image, probe_format, refuse_as_qemu, text
-from .qemu_style import SECTOR, InOrder, c_string, disk_size, dump_tree, size_to_str, to_json
-from .snapshots import LISTING_HEADER, listing_line, qemu_snapshot_info, read_snapshots
+from .qemu_style import (INDENT, SECTOR, InOrder, c_string, disk_size, dump_tree, size_to_str,
+                         to_json)
+from .snapshots import listing_header, listing_line, qemu_snapshot_info, read_snapshots
 
 COMPAT = {2: "0.10", 3: "1.1"}
 EXTRAS = "qcow2kit"
@@ -30,6 +36,10 @@ SPEC_BITS = {
     "autoclear": ("bitmaps", "data_file_raw"),
 }
 BITMAP_FLAGS = ((1, "in-use"), (2, "auto"))
+# Linux's FS_IOC_FSGETXATTR: _IOR('X', 31, struct fsxattr), the 28-byte struct whose
+# second u32 is the extent size hint qemu reports for a file (XFS sets one)
+FS_IOC_FSGETXATTR = 0x801C581F
+FSXATTR = struct.Struct("=IIIII8x")
 
 
 # --- the qcow2 image ----------------------------------------------------------------
@@ -77,7 +87,7 @@ def _luks_slot(slot: Any) -> Dict[str, Any]:
     return out
 
 
-def _luks(image: Image) -> Dict[str, Any]:
+def _luks(image: Image, qemu: QemuVersion) -> Dict[str, Any]:
     """The LUKS details qemu reports under encrypt (nothing without the extension)."""
     ext = image.extension("full_disk_encryption")
     if ext is None:
@@ -90,19 +100,22 @@ def _luks(image: Image) -> Dict[str, Any]:
                            "ivgen-alg": ivgen_alg}
     if ivgen_alg == "essiv":
         out["ivgen-hash-alg"] = ivgen_hash
-    out.update({"hash-alg": luks.hash_spec, "payload-offset": luks.payload_offset * SECTOR,
+    out["hash-alg"] = luks.hash_spec
+    if qemu.has(LUKS_DETACHED_HEADER):  # a qcow2 image holds its LUKS header
+        out["detached-header"] = False
+    out.update({"payload-offset": luks.payload_offset * SECTOR,
                 "master-key-iters": luks.mk_digest_iterations, "uuid": luks.uuid,
                 "slots": [_luks_slot(s) for s in luks.key_slots]})
     return out
 
 
-def _encryption(image: Image) -> Optional[Dict[str, Any]]:
+def _encryption(image: Image, qemu: QemuVersion) -> Optional[Dict[str, Any]]:
     method = enum_name(image.qcow2.header.crypt_method)
     if method in (None, "none"):
         return None
     out: Dict[str, Any] = {"format": method}
     if method == "luks":
-        out.update(_luks(image))
+        out.update(_luks(image, qemu))
     return out
 
 
@@ -132,7 +145,7 @@ def _v3_features(image: Image) -> Dict[str, Any]:
     return out
 
 
-def format_data(image: Image) -> Dict[str, Any]:
+def format_data(image: Image, qemu: QemuVersion = NEWEST) -> Dict[str, Any]:
     """qemu's qcow2 format-specific data (ImageInfoSpecificQCow2)."""
     h = image.header
     v3 = h.version >= 3
@@ -140,7 +153,7 @@ def format_data(image: Image) -> Dict[str, Any]:
     if v3:
         data.update(_v3_features(image))
     data["refcount-bits"] = 1 << h.refcount_order
-    encrypt = _encryption(image)
+    encrypt = _encryption(image, qemu)
     if encrypt is not None:
         data["encrypt"] = encrypt
     bitmaps = _bitmaps(image) if v3 else []
@@ -175,16 +188,53 @@ def extension_list(image: Image) -> List[Dict[str, Any]]:
 
 
 def extras(image: Image) -> Dict[str, Any]:
-    """What qemu-img info does not say, the findings of what was read last."""
+    """What qemu-img info does not say (the file's length: before 8.0), the findings
+    of what was read last."""
     return InOrder([("version", image.header.version),
+                    ("file-length", os.fstat(image._file.fileno()).st_size),
                     ("feature-bits", feature_bits(image)),
                     ("extensions", extension_list(image)),
                     ("findings", [InOrder(structure=f.structure, offset=f.offset,
                                           problem=f.problem) for f in image.findings])])
 
 
-def qcow2_info(image: Image, filename: str, with_extras: bool = True) -> Dict[str, Any]:
-    """qemu's ImageInfo for an open qcow2 image named filename on the command line."""
+def _sectors(size: int) -> int:
+    """A file's length as qemu's block layer has it: in whole sectors, rounded up."""
+    return -(-size // SECTOR) * SECTOR
+
+
+def _extent_size_hint(fd: int) -> int:
+    """The file's extent size hint (0: none, or the file system keeps none)."""
+    try:
+        answer = fcntl.ioctl(fd, FS_IOC_FSGETXATTR, bytes(FSXATTR.size))
+    except OSError:
+        return 0
+    return FSXATTR.unpack(answer)[1]
+
+
+def file_node(filename: str, fd: int) -> Dict[str, Any]:
+    """qemu's BlockGraphInfo for the file (protocol) node under an image, from 8.0
+    on: the file's length in whole sectors (rounded up) as its virtual size, its extent
+    size hint when it has one."""
+    st = os.fstat(fd)
+    hint = _extent_size_hint(fd)
+    return {"filename": filename, "format": "file", "dirty-flag": False,
+            "actual-size": st.st_blocks * 512, "virtual-size": _sectors(st.st_size),
+            "format-specific": {"type": "file",
+                                "data": {"extent-size-hint": hint} if hint else {}},
+            "children": []}
+
+
+def _children(info: Dict[str, Any], fd: int, qemu: QemuVersion) -> None:
+    """Add the image's child nodes (its file) when the release shows them."""
+    if qemu.has(CHILD_NODES):
+        info["children"] = [{"name": "file", "info": file_node(info["filename"], fd)}]
+
+
+def qcow2_info(image: Image, filename: str, with_extras: bool = True,
+               qemu: QemuVersion = NEWEST) -> Dict[str, Any]:
+    """qemu's ImageInfo for an open qcow2 image named filename on the command line,
+    as qemu release qemu gives it."""
     if not with_extras:  # qemu-img info opens no image qemu refuses
         refuse_as_qemu(image)
     h = image.header
@@ -200,7 +250,8 @@ def qcow2_info(image: Image, filename: str, with_extras: bool = True) -> Dict[st
     snapshots = read_snapshots(image)
     if snapshots:
         info["snapshots"] = [qemu_snapshot_info(s) for s in snapshots]
-    info["format-specific"] = {"type": "qcow2", "data": format_data(image)}
+    info["format-specific"] = {"type": "qcow2", "data": format_data(image, qemu)}
+    _children(info, image._file.fileno(), qemu)
     if with_extras:
         info[EXTRAS] = extras(image)
     return info
@@ -208,41 +259,46 @@ def qcow2_info(image: Image, filename: str, with_extras: bool = True) -> Dict[st
 
 # --- files and chains -------------------------------------------------------------
 
-def raw_info(path: str, role: str = access.IMAGE) -> Dict[str, Any]:
+def raw_info(path: str, role: str = access.IMAGE,
+             qemu: QemuVersion = NEWEST) -> Dict[str, Any]:
     """qemu's ImageInfo for a raw image."""
     fd = access.open_input(path, role)
     try:
         st = os.fstat(fd)
+        info = {"filename": path, "format": "raw", "dirty-flag": False,
+                "actual-size": st.st_blocks * 512,
+                "virtual-size": _sectors(st.st_size)}
+        _children(info, fd, qemu)
     finally:
         os.close(fd)
-    return {"filename": path, "format": "raw", "dirty-flag": False,
-            "actual-size": st.st_blocks * 512,
-            "virtual-size": -(-st.st_size // SECTOR) * SECTOR}
+    return info
 
 
-def image_info(filename: str, with_extras: bool = True,
-               role: str = access.IMAGE) -> Dict[str, Any]:
+def image_info(filename: str, with_extras: bool = True, role: str = access.IMAGE,
+               qemu: QemuVersion = NEWEST) -> Dict[str, Any]:
     """qemu's ImageInfo for the qcow2 image named filename, plus the extras."""
     path = access.file_path(filename)
     with open_image(path, role=role) as image:
-        return qcow2_info(image, path, with_extras)
+        return qcow2_info(image, path, with_extras, qemu)
 
 
-def _backing_info(path: str, fmt: Optional[str], with_extras: bool) -> Dict[str, Any]:
+def _backing_info(path: str, fmt: Optional[str], with_extras: bool,
+                  qemu: QemuVersion) -> Dict[str, Any]:
     fmt = fmt or probe_format(path, access.BACKING)
     if fmt == "raw":
-        return raw_info(path, access.BACKING)
+        return raw_info(path, access.BACKING, qemu)
     if fmt != "qcow2":
         raise Qcow2Error("backing chain", None,
                          f"{path!r}: the {fmt} format is not supported")
-    return image_info(path, with_extras, access.BACKING)
+    return image_info(path, with_extras, access.BACKING, qemu)
 
 
-def backing_chain(filename: str, with_extras: bool = True) -> List[Dict[str, Any]]:
+def backing_chain(filename: str, with_extras: bool = True,
+                  qemu: QemuVersion = NEWEST) -> List[Dict[str, Any]]:
     """ImageInfo of the image and of each backing file in turn, as qemu-img info
     --backing-chain follows them (qcow2 and raw backing files), under the chain
     policy of access (which vets the external data files too)."""
-    chain = [image_info(filename, with_extras)]
+    chain = [image_info(filename, with_extras, qemu=qemu)]
     seen = {filename}
     while True:
         info = chain[-1]
@@ -258,7 +314,7 @@ def backing_chain(filename: str, with_extras: bool = True) -> List[Dict[str, Any
             raise Qcow2Error("backing chain", None,
                              f"backing file {path!r} creates an infinite loop")
         seen.add(path)
-        chain.append(_backing_info(path, fmt, with_extras))
+        chain.append(_backing_info(path, fmt, with_extras, qemu))
 
 
 # --- rendering -------------------------------------------------------------------------
@@ -266,6 +322,10 @@ def backing_chain(filename: str, with_extras: bool = True) -> List[Dict[str, Any
 def render_json(infos: List[Dict[str, Any]], chain: bool = False) -> str:
     """qemu-img info --output=json: one object, or a list for a backing chain."""
     return to_json(infos if chain else infos[0]) + "\n"
+
+
+PROTOCOL_NAMES = ("filename", "protocol type", "file length")  # of a node without children
+IMAGE_NAMES = ("image", "file format", "virtual size")
 
 
 def _backing_lines(info: Dict[str, Any]) -> List[str]:
@@ -277,13 +337,18 @@ def _backing_lines(info: Dict[str, Any]) -> List[str]:
     return lines
 
 
-def _snapshot_lines(info: Dict[str, Any]) -> List[str]:
-    return ["Snapshot list:", LISTING_HEADER] + [listing_line(s) for s in info["snapshots"]]
+def _snapshot_lines(info: Dict[str, Any], qemu: QemuVersion) -> List[str]:
+    return ["Snapshot list:", listing_header(qemu)] + [listing_line(s, qemu)
+                                                      for s in info["snapshots"]]
 
 
-def _qemu_text(info: Dict[str, Any]) -> str:
-    lines = [f"image: {info['filename']}", f"file format: {info['format']}",
-             f"virtual size: {size_to_str(info['virtual-size'])} "
+def _node_text(info: Dict[str, Any], qemu: QemuVersion, indentation: int) -> str:
+    """One node as qemu-img info prints it, indented; a child node without children
+    of its own (a protocol node) with its own names for the first lines."""
+    protocol = indentation > 0 and not info.get("children")
+    image, fmt, size = PROTOCOL_NAMES if protocol else IMAGE_NAMES
+    lines = [f"{image}: {info['filename']}", f"{fmt}: {info['format']}",
+             f"{size}: {size_to_str(info['virtual-size'])} "
              f"({info['virtual-size']} bytes)",
              f"disk size: {size_to_str(info['actual-size'])}"]
     if info.get("encrypted"):
@@ -295,11 +360,24 @@ def _qemu_text(info: Dict[str, Any]) -> str:
     if "backing-filename" in info:
         lines += _backing_lines(info)
     if "snapshots" in info:
-        lines += _snapshot_lines(info)
-    text = "".join(f"{line}\n" for line in lines)
-    if "format-specific" in info:
-        text += "Format specific information:\n"
-        text += dump_tree(info["format-specific"]["data"], 1)
+        lines += _snapshot_lines(info, qemu)
+    text = "".join(f"{INDENT * indentation}{line}\n" for line in lines)
+    data = info.get("format-specific", {}).get("data")
+    # from 8.0, an empty dump (a file without extent size hint) prints no heading
+    if data is not None and (data or not qemu.has(CHILD_NODES)):
+        text += f"{INDENT * indentation}Format specific information:\n"
+        text += dump_tree(data, indentation + 1)
+    return text
+
+
+def _graph_text(info: Dict[str, Any], qemu: QemuVersion, indentation: int = 0,
+                path: str = "/") -> str:
+    """A node, then each of its child nodes under a "Child node" line."""
+    text = _node_text(info, qemu, indentation)
+    for child in info.get("children", []):
+        name = f"{path}{child['name']}"
+        text += f"{INDENT * indentation}Child node '{name}':\n"
+        text += _graph_text(child["info"], qemu, indentation + 1, f"{name}/")
     return text
 
 
@@ -353,10 +431,10 @@ def check_secret(info: Dict[str, Any], image: Image, secret: bytes,
                               if decryptor.slot is not None else {"opens": "unchecked"})
 
 
-def render_text(infos: List[Dict[str, Any]]) -> str:
-    """qemu-img info's human output (a blank line between the images of a chain),
-    each qcow2 image followed by its feature bits and header extensions when the
-    extras are there."""
-    blocks = [_qemu_text(info) + (_extras_text(info[EXTRAS]) if EXTRAS in info else "")
+def render_text(infos: List[Dict[str, Any]], qemu: QemuVersion = NEWEST) -> str:
+    """qemu-img info's human output (a blank line between the images of a chain) as
+    release qemu prints it, each qcow2 image followed by its feature bits and header
+    extensions when the extras are there."""
+    blocks = [_graph_text(info, qemu) + (_extras_text(info[EXTRAS]) if EXTRAS in info else "")
               for info in infos]
     return "\n".join(blocks)

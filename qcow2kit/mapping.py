@@ -3,7 +3,8 @@
 A chain is a list of layers, the image first. Each layer answers for a guest range
 the way QEMU's block status does: allocated data (with its host offset when it has
 one), zeros, or nothing (then the next layer answers, one level deeper). Extents are
-merged exactly when qemu-img map merges them, so the output is the same.
+merged exactly when qemu-img map merges them, so the output is the same, for the qemu
+release asked for (from 8.2 on, an extent also says whether it is compressed).
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from .image import Image, open_image, probe_format, text
 from .output import FileId, file_id
 from .progress import Progress
 from .qemu_style import disk_size
+from .qemu_version import MAP_COMPRESSED, NEWEST, QemuVersion
 from .snapshots import Snapshot, read_snapshots
 from . import tables
 
@@ -41,12 +43,16 @@ class Extent:
     data: bool
     offset: Optional[int]
     filename: Optional[str]  # the file the data is in, when QEMU names one
+    compressed: bool = False  # the data of a compressed cluster
 
-    def mergeable(self, nxt: "Extent") -> bool:
-        """qemu-img map's rule for joining consecutive extents."""
+    def mergeable(self, nxt: "Extent", by_compressed: bool = True) -> bool:
+        """qemu-img map's rule for joining consecutive extents (by_compressed: from
+        8.2, extents that differ in being compressed are not joined)."""
         if self.length == 0 or (self.zero, self.data, self.depth, self.present,
                                 self.offset is None, self.filename) != \
                 (nxt.zero, nxt.data, nxt.depth, nxt.present, nxt.offset is None, nxt.filename):
+            return False
+        if by_compressed and self.compressed != nxt.compressed:
             return False
         return self.offset is None or self.offset + self.length == nxt.offset
 
@@ -266,7 +272,8 @@ class Qcow2Layer(Layer):
             for a, b, is_data in file_runs(self.fd, offset, offset + end - start):
                 yield Extent(start + a - offset, b - a, depth, True, not is_data, True, a, filename)
             return
-        yield Extent(start, end - start, depth, present, zero, data, at, filename)
+        yield Extent(start, end - start, depth, present, zero, data, at, filename,
+                     kind == "compressed")
 
     def _backing(self, start: int, end: int, depth: int) -> Iterator[Extent]:
         below = self.backing
@@ -388,18 +395,19 @@ def _qcow2_layer(image: Image, filename: str, depth: int, max_depth: int,
                       (what, snap.l1_table_offset))
 
 
-def image_map(path: Union[str, Path], start: int = 0,
-              length: Optional[int] = None) -> Iterator[Extent]:
-    """The merged extents of the virtual disk, as qemu-img map lists them: from guest
-    offset start, length bytes (to the end of the disk without length, and never past
-    it), as its --start-offset and --max-length have them."""
+def image_map(path: Union[str, Path], start: int = 0, length: Optional[int] = None,
+              qemu: QemuVersion = NEWEST) -> Iterator[Extent]:
+    """The merged extents of the virtual disk, as qemu-img map of release qemu lists
+    them: from guest offset start, length bytes (to the end of the disk without
+    length, and never past it), as its --start-offset and --max-length have them."""
+    by_compressed = qemu.has(MAP_COMPRESSED)
     top = open_chain(path)
     end = top.size if length is None else min(start + length, top.size)
     current: Optional[Extent] = None
     with Progress("map", max(0, end - start)) as progress:
         for extent in top.extents(start, end, 0):
             progress.advance(extent.length)
-            if current is not None and current.mergeable(extent):
+            if current is not None and current.mergeable(extent, by_compressed):
                 current = replace(current, length=current.length + extent.length)
                 continue
             if current is not None:
@@ -409,18 +417,21 @@ def image_map(path: Union[str, Path], start: int = 0,
         yield current
 
 
-def render_json(extents: Iterable[Extent], start: int = 0) -> str:
-    """qemu-img map --output=json, byte for byte (an empty range, a disk of size 0 or
-    a start past the end, gets qemu's one empty extent at start)."""
-    lines = [_json_line(e) for e in extents]
+def render_json(extents: Iterable[Extent], start: int = 0, qemu: QemuVersion = NEWEST) -> str:
+    """qemu-img map --output=json of release qemu, byte for byte (an empty range, a
+    disk of size 0 or a start past the end, gets qemu's one empty extent at start)."""
+    compressed = qemu.has(MAP_COMPRESSED)
+    lines = [_json_line(e, compressed) for e in extents]
     empty = Extent(start, 0, 0, False, False, False, None, None)
-    return "[" + ",\n".join(lines or [_json_line(empty)]) + "]\n"
+    return "[" + ",\n".join(lines or [_json_line(empty, compressed)]) + "]\n"
 
 
-def _json_line(e: Extent) -> str:
+def _json_line(e: Extent, compressed: bool) -> str:
     line = (f'{{ "start": {e.start}, "length": {e.length}, "depth": {e.depth}, '
             f'"present": {str(e.present).lower()}, "zero": {str(e.zero).lower()}, '
             f'"data": {str(e.data).lower()}')
+    if compressed:
+        line += f', "compressed": {str(e.compressed).lower()}'
     if e.offset is not None:
         line += f', "offset": {e.offset}'
     return line + "}"
@@ -431,16 +442,18 @@ def _c_hex(value: int) -> str:
     return f"{value:#x}" if value else "0"
 
 
-def render_human(extents: Iterable[Extent]) -> Iterator[str]:
-    """qemu-img map's default output, line by line: mapped data ranges only.
+def render_human(extents: Iterable[Extent], qemu: QemuVersion = NEWEST) -> Iterator[str]:
+    """qemu-img map's default output in release qemu, line by line: mapped data
+    ranges only.
 
     Like qemu-img it stops with an error at data that has no offset in a file
     (compressed or encrypted clusters), after the lines before it.
     """
     yield f"{'Offset':<16}{'Length':<16}{'Mapped to':<16}File"
+    by_compressed = qemu.has(MAP_COMPRESSED)
     current: Optional[Extent] = None
     for nxt in [*extents, None]:
-        if current is not None and nxt is not None and current.mergeable(nxt):
+        if current is not None and nxt is not None and current.mergeable(nxt, by_compressed):
             current = replace(current, length=current.length + nxt.length)
             continue
         if current is not None:

@@ -19,6 +19,7 @@ from .errors import PARSE_ERRORS, Qcow2Error, describe, locate
 from .generated.qcow2 import Qcow2
 from .image import Image, text
 from .qemu_style import InOrder, c_string, ljust, size_to_str, to_json
+from .qemu_version import NEWEST, SNAPSHOT_COLUMNS, QemuVersion
 
 MAX_SNAPSHOTS = 65536  # QEMU's limits
 MAX_TABLE_BYTES = 64 << 20
@@ -180,35 +181,43 @@ def snapshot_data(snapshot: Snapshot) -> Dict[str, Any]:
 
 # --- text ------------------------------------------------------------------------------
 
-def _clock(nsec: int) -> str:
+def _clock(nsec: int, hour_digits: int) -> str:
     secs = nsec // NS
-    return (f"{secs // 3600:02d}:{secs // 60 % 60:02d}:{secs % 60:02d}."
+    return (f"{secs // 3600:0{hour_digits}d}:{secs // 60 % 60:02d}:{secs % 60:02d}."
             f"{nsec // 1_000_000 % 1000:03d}")
 
 
-def _id_and_name(snapshot_id: str, name: str) -> str:
-    return f"{ljust(snapshot_id, 9)} {ljust(name, 16)}"
+# qemu's columns: ID and TAG padded on the right, the others on the left (before 9.0
+# without spaces between VM SIZE, DATE, VM CLOCK and ICOUNT), by release
+_OLD_HEADER = f"{'ID':<10}{'TAG':<17}{'VM SIZE':>8}{'DATE':>20}{'VM CLOCK':>13}{'ICOUNT':>11}"
+_NEW_HEADER = (f"{'ID':<7} {'TAG':<16} {'VM_SIZE':>8} {'DATE':>19} {'VM_CLOCK':>15} "
+               f"{'ICOUNT':>10}")
 
 
-LISTING_HEADER = f"{'ID':<10}{'TAG':<17}{'VM SIZE':>8}{'DATE':>20}{'VM CLOCK':>13}{'ICOUNT':>11}"
+def listing_header(qemu: QemuVersion = NEWEST) -> str:
+    """The column heading of `qemu-img snapshot -l` in release qemu."""
+    return _NEW_HEADER if qemu.has(SNAPSHOT_COLUMNS) else _OLD_HEADER
 
 
-def listing_line(info: Dict[str, Any]) -> str:
-    """The line of `qemu-img snapshot -l` for a snapshot as qemu_snapshot_info gives
-    it (the date in local time)."""
+def listing_line(info: Dict[str, Any], qemu: QemuVersion = NEWEST) -> str:
+    """The line of `qemu-img snapshot -l` in release qemu for a snapshot as
+    qemu_snapshot_info gives it (the date in local time)."""
     date = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(info["date-sec"]))
     clock = info["vm-clock-sec"] * NS + info["vm-clock-nsec"]
-    vm_state_size = info["vm-state-size"] % (1 << 64)
-    return (f"{_id_and_name(info['id'], info['name'])} {size_to_str(vm_state_size):>8}"
-            f"{date:>20}{_clock(clock):>13}{info.get('icount', ''):>11}")
+    size = size_to_str(info["vm-state-size"] % (1 << 64))
+    if qemu.has(SNAPSHOT_COLUMNS):
+        return (f"{ljust(info['id'], 7)} {ljust(info['name'], 16)} {size:>8} {date:>19} "
+                f"{_clock(clock, 4):>15} {info.get('icount', '--'):>10}")
+    return (f"{ljust(info['id'], 9)} {ljust(info['name'], 16)} {size:>8}{date:>20}"
+            f"{_clock(clock, 2):>13}{info.get('icount', ''):>11}")
 
 
-def listing(snapshots: List[Snapshot]) -> str:
-    """`qemu-img snapshot -l` output: nothing without snapshots."""
+def listing(snapshots: List[Snapshot], qemu: QemuVersion = NEWEST) -> str:
+    """`qemu-img snapshot -l` output in release qemu: nothing without snapshots."""
     if not snapshots:
         return ""
-    lines = [listing_line(qemu_snapshot_info(s)) for s in snapshots]
-    return "\n".join(["Snapshot list:", LISTING_HEADER] + lines) + "\n"
+    lines = [listing_line(qemu_snapshot_info(s), qemu) for s in snapshots]
+    return "\n".join(["Snapshot list:", listing_header(qemu)] + lines) + "\n"
 
 
 DETAIL_COLUMNS = (("DISK SIZE", 13), ("VM STATE SIZE", 15), ("ICOUNT", 10),
@@ -233,13 +242,13 @@ def details_line(snapshot: Snapshot) -> str:
                            for value, (_, width) in zip(values, DETAIL_COLUMNS))
 
 
-def render_text(snapshots: List[Snapshot]) -> str:
-    """`qemu-img snapshot -l` output, then a section with each snapshot's extra data
-    and L1 table."""
+def render_text(snapshots: List[Snapshot], qemu: QemuVersion = NEWEST) -> str:
+    """`qemu-img snapshot -l` output in release qemu, then a section with each
+    snapshot's extra data and L1 table."""
     if not snapshots:
         return ""
     details = ["", "Snapshot details:", DETAILS_HEADER] + [details_line(s) for s in snapshots]
-    return listing(snapshots) + "\n".join(details) + "\n"
+    return listing(snapshots, qemu) + "\n".join(details) + "\n"
 
 
 def render_json(snapshots: List[Snapshot]) -> str:

@@ -94,3 +94,23 @@ def test_the_package_is_typed() -> None:
                           cwd=REPO)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.startswith("Success: no issues found")
+
+
+def test_qemu10_is_unpacked_beside_the_system_qemu() -> None:
+    """tools/qemu10.sh (run by make test) leaves qemu 10.0's tools in build/qemu-10;
+    run again it fetches nothing and says nothing, and the system's qemu-utils, its
+    qemu-img and the machine's apt sources are untouched."""
+    sources = sorted(os.listdir("/etc/apt/sources.list.d"))
+    proc = subprocess.run([str(REPO / "tools" / "qemu10.sh")], capture_output=True, text=True)
+    assert (proc.returncode, proc.stdout, proc.stderr) == (0, "", "")
+    folder = REPO / "build" / "qemu-10" / "bin"
+    for tool in ("qemu-img", "qemu-io", "qemu-nbd"):
+        version = subprocess.run([str(folder / tool), "--version"], capture_output=True,
+                                 text=True)
+        assert version.returncode == 0 and " 10.0." in version.stdout.splitlines()[0]
+    system = subprocess.run(["/usr/bin/qemu-img", "--version"], capture_output=True, text=True)
+    assert system.stdout.startswith("qemu-img version 7.2.")
+    package = subprocess.run(["dpkg-query", "-W", "-f=${Version}", "qemu-utils"],
+                             capture_output=True, text=True)
+    assert package.stdout.startswith("1:7.2")
+    assert sorted(os.listdir("/etc/apt/sources.list.d")) == sources
