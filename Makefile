@@ -101,7 +101,7 @@ demo: install
 # and the byte-for-byte ones against each release named by --qemu-version while the
 # detected release is the other one (tests/conftest.py: --qemu, --qemu-choice).
 PARITY_TESTS := $(addprefix tests/test_,$(addsuffix .py,info snapshots map check \
-	damaged truncated hostile subclusters untrusted bitmaps))
+	damaged truncated hostile subclusters untrusted bitmaps habits))
 OPTION_TESTS := $(addprefix tests/test_,$(addsuffix .py,info snapshots map check qemu_version))
 test: deps qemu10 install-test typecheck check-generated check-diagram targets check-ks-version
 	$(VPY) -m pytest -q tests
