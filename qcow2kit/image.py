@@ -522,11 +522,3 @@ def open_image(path: Union[str, Path], writable: bool = False,
     writable is set."""
     return Image(path, writable, role)
 
-
-def probe_format(path: str, role: str = access.IMAGE) -> str:
-    """qcow2 or raw, by the magic, as qemu probes a backing file without a format."""
-    fd = access.open_input(path, role, lock=False)
-    try:
-        return "qcow2" if os.pread(fd, 4, 0) == MAGIC.to_bytes(4, "big") else "raw"
-    finally:
-        os.close(fd)

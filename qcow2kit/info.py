@@ -13,9 +13,9 @@ import os
 from typing import Any, Dict, List, Optional
 
 from .errors import Qcow2Error
-from . import access, printable
+from . import access, chain, printable
 from .findings import Finding
-from .image import Image, enum_name, open_image, probe_format, refuse_as_qemu, text
+from .image import Image, enum_name, open_image, refuse_as_qemu
 from .qemu_style import SECTOR, InOrder, c_string, disk_size, dump_tree, size_to_str, to_json
 from .snapshots import LISTING_HEADER, listing_line, qemu_snapshot_info, read_snapshots
 
@@ -45,19 +45,13 @@ def _feature_masks(image: Image) -> Dict[str, int]:
             "autoclear": h.autoclear_features}
 
 
-def _last_string(image: Image, kind: str) -> Optional[str]:
-    """The value of the last string extension of that kind (qemu keeps the last)."""
-    found = [e for e in image.extensions if e.kind == kind]
-    return c_string(text(found[-1].parsed.value)) if found else None
-
-
 def _backing(image: Image, filename: str) -> Dict[str, Any]:
-    backing = c_string(image.backing_file or "")
+    backing = chain.backing_name(image)
     if not backing:
         return {}
     out = {"backing-filename": backing,
            "full-backing-filename": access.full_backing_filename(filename, backing)}
-    backing_format = _last_string(image, "backing_file_format")
+    backing_format = chain.backing_format(image)
     if backing_format:
         out["backing-filename-format"] = backing_format
     return out
@@ -121,7 +115,7 @@ def _v3_features(image: Image) -> Dict[str, Any]:
     """The version 3 members before refcount-bits, in qemu's order."""
     q, features = image.qcow2, image.qcow2.header
     out: Dict[str, Any] = {}
-    data_file = _last_string(image, "external_data_file")
+    data_file = chain.data_file_name(image)
     if data_file is not None:
         out["data-file"] = data_file
     if q.has_external_data_file:
@@ -220,45 +214,27 @@ def raw_info(path: str, role: str = access.IMAGE) -> Dict[str, Any]:
             "virtual-size": -(-st.st_size // SECTOR) * SECTOR}
 
 
-def image_info(filename: str, with_extras: bool = True,
-               role: str = access.IMAGE) -> Dict[str, Any]:
+def image_info(filename: str, with_extras: bool = True) -> Dict[str, Any]:
     """qemu's ImageInfo for the qcow2 image named filename, plus the extras."""
-    path = access.file_path(filename)
-    with open_image(path, role=role) as image:
-        return qcow2_info(image, path, with_extras)
+    return backing_chain(filename, with_extras, follow=False)[0]
 
 
-def _backing_info(path: str, fmt: Optional[str], with_extras: bool) -> Dict[str, Any]:
-    fmt = fmt or probe_format(path, access.BACKING)
-    if fmt == "raw":
-        return raw_info(path, access.BACKING)
-    if fmt != "qcow2":
-        raise Qcow2Error("backing chain", None,
-                         f"{path!r}: the {fmt} format is not supported")
-    return image_info(path, with_extras, access.BACKING)
-
-
-def backing_chain(filename: str, with_extras: bool = True) -> List[Dict[str, Any]]:
+def backing_chain(filename: str, with_extras: bool = True,
+                  follow: bool = True) -> List[Dict[str, Any]]:
     """ImageInfo of the image and of each backing file in turn, as qemu-img info
     --backing-chain follows them (qcow2 and raw backing files), under the chain
     policy of access (which vets the external data files too)."""
-    chain = [image_info(filename, with_extras)]
-    seen = {filename}
-    while True:
-        info = chain[-1]
-        data_file = info.get("format-specific", {}).get("data", {}).get("data-file")
-        if data_file:
-            access.data_file(info["filename"], data_file)
-        below = access.backing_file(info["filename"], info.get("backing-filename"),
-                                    info.get("backing-filename-format"), len(chain) - 1)
-        if below is None:
-            return chain
-        path, fmt = below
-        if path in seen:
-            raise Qcow2Error("backing chain", None,
-                             f"backing file {path!r} creates an infinite loop")
-        seen.add(path)
-        chain.append(_backing_info(path, fmt, with_extras))
+    files = chain.Chain(filename)
+    link: Optional[chain.Link] = files.top
+    infos = []
+    while link is not None:
+        if link.format == "raw":
+            infos.append(raw_info(link.path, link.role))
+            break
+        with open_image(link.path, role=link.role) as image:
+            infos.append(qcow2_info(image, link.path, with_extras))
+            link = files.below(image, link) if follow else None
+    return infos
 
 
 # --- rendering -------------------------------------------------------------------------

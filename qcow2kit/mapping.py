@@ -18,8 +18,8 @@ from typing import Dict, Iterator, List, NamedTuple, Optional, Tuple, Union
 import numpy as np
 
 from .errors import Qcow2Error
-from . import access
-from .image import Image, open_image, probe_format, text
+from . import access, chain
+from .image import Image, open_image
 from .output import FileId, file_id
 from .progress import Progress
 from .qemu_style import disk_size
@@ -325,51 +325,36 @@ def select_snapshot(image: Image, key: str) -> Snapshot:
                      f"no snapshot with the id or name {key!r}")
 
 
-def c_string(name: Optional[str]) -> Optional[str]:
-    """A name as QEMU reads it from the image, a C string: up to its first NUL (an
-    empty backing file name is no backing file)."""
-    return None if name is None else name.split("\0", 1)[0]
-
-
 def open_chain(path: Union[str, Path], snapshot: Optional[str] = None,
-               max_depth: int = 64) -> Layer:
+               max_depth: int = chain.MAX_DEPTH) -> Layer:
     """The image at path (or one of its snapshots) with its backing chain opened as
-    QEMU resolves it, under the chain policy of access (overrides, safe mode).
+    chain resolves it, under the chain policy of access (overrides, safe mode).
 
     Backing names are relative to the directory of the image naming them; external
     data file names, as in QEMU, to the current directory.
     """
-    return _open_layer(str(path), "qcow2", 0, max_depth, snapshot)
+    files = chain.Chain(str(path), max_depth)
+    return _open_layer(files, files.top, snapshot)
 
 
-def _open_layer(filename: str, fmt: Optional[str], depth: int, max_depth: int,
+def _open_layer(files: chain.Chain, link: chain.Link,
                 snapshot: Optional[str] = None) -> Layer:
-    if depth > max_depth:
-        raise Qcow2Error("backing chain", None, "too deep (a loop?)")
-    role = access.IMAGE if depth == 0 else access.BACKING
-    fmt = fmt or probe_format(filename, role)
-    if fmt == "raw":
-        return RawLayer(filename, role)
-    if fmt != "qcow2":
-        raise Qcow2Error("backing file format", None, f"{fmt!r} images are not supported")
-    image = open_image(filename, role=role)
+    if link.format == "raw":
+        return RawLayer(link.path, link.role)
+    image = open_image(link.path, role=link.role)
     try:
-        return _qcow2_layer(image, filename, depth, max_depth, snapshot)
+        return _qcow2_layer(files, image, link, snapshot)
     except BaseException:
         image.close()
         raise
 
 
-def _qcow2_layer(image: Image, filename: str, depth: int, max_depth: int,
+def _qcow2_layer(files: chain.Chain, image: Image, link: chain.Link,
                  snapshot: Optional[str]) -> Qcow2Layer:
-    fmt_ext = image.extension("backing_file_format")
-    fmt = c_string(text(fmt_ext.data)) if fmt_ext else None
-    below = access.backing_file(filename, c_string(image.backing_file), fmt, depth)
-    data_ext = image.extension("external_data_file")
-    data_file = c_string(text(data_ext.data)) if data_ext else None
-    if data_file:
-        access.data_file(filename, data_file)
-    backing = None if below is None else _open_layer(*below, depth + 1, max_depth)
+    below = files.below(image, link)
+    data_file = chain.data_file_name(image) or None
+    backing = None if below is None else _open_layer(files, below)
+    filename = link.path
     if snapshot is None:
         return Qcow2Layer(image, filename, backing, data_file)
     snap = select_snapshot(image, snapshot)

@@ -22,10 +22,10 @@ from typing import Dict, List, NamedTuple, Optional, Tuple, Union
 
 import numpy as np
 
-from . import access, compression
+from . import access, chain, compression
 from .errors import Qcow2Error
 from .image import Image
-from .mapping import Qcow2Layer, c_string, chain_inputs, chain_layers, close_chain, open_chain
+from .mapping import Qcow2Layer, chain_inputs, chain_layers, close_chain, open_chain
 from .output import FileId, Output, OutputError, file_id, open_file
 from .owners import OwnerTable
 from .references import Context, Kind
@@ -299,7 +299,7 @@ def chain_copy(path: Union[str, Path], out: Union[str, Path], scrub_names: bool 
                 _hole_file(data, os.stat(layer.data_filename).st_size, inputs)
                 done.append((str(data), None))
             if layer.backing is not None:
-                stored = neutral.get("backing file") or c_string(layer.image.backing_file)
+                stored = neutral.get("backing file") or chain.backing_name(layer.image)
                 dest = _beside(dest, stored or "", "backing file")
         return done
     finally:
