@@ -14,15 +14,12 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 import numpy as np
 
 from .errors import Qcow2Error
-from .image import Bitmap, BitmapTableEntry, Image
+from .image import Bitmap, BitmapTableEntry, BitmapType, Image
+from .limits import BITMAP_GRANULARITY_BITS, MAX_BITMAP_NAME
+from .names import (AUTOCLEAR_BITMAPS, BITMAP_FLAGS, EXTRA_DATA_COMPATIBLE, IN_USE,
+                    KNOWN_BITMAP_FLAGS)
 
-FLAG_NAMES = ("in-use", "auto", "extra-data-compatible")  # flag bits 0, 1, 2
-KNOWN_FLAGS = (1 << len(FLAG_NAMES)) - 1
-IN_USE, EXTRA_DATA_COMPATIBLE = 1, 4
-DIRTY_TRACKING = 1
-QEMU_GRANULARITY_BITS = range(9, 32)
-QEMU_MAX_NAME = 1023  # bytes
-AUTOCLEAR_BITMAPS = 1
+DIRTY_TRACKING = int(BitmapType.dirty_tracking)
 
 Extent = Tuple[int, int]  # guest byte offset, length
 Runs = Tuple[np.ndarray, np.ndarray]  # starts and (exclusive) ends of runs of set bits
@@ -88,11 +85,11 @@ class BitmapReport:
     @property
     def flag_names(self) -> List[str]:
         """The defined flags that are set, by name."""
-        return [name for bit, name in enumerate(FLAG_NAMES) if self.flags >> bit & 1]
+        return [name for bit, name in enumerate(BITMAP_FLAGS) if self.flags >> bit & 1]
 
     @property
     def reserved_flags(self) -> int:
-        return self.flags & ~KNOWN_FLAGS
+        return self.flags & ~KNOWN_BITMAP_FLAGS
 
 
 @dataclass(frozen=True)
@@ -282,19 +279,19 @@ def _entry_warnings(image: Image, bitmap: Bitmap, others: List[Bitmap]) -> List[
     problems = []
     if not bitmap.name.isascii():
         problems.append("the name is not ASCII")
-    if bitmap.name_size > QEMU_MAX_NAME:
+    if bitmap.name_size > MAX_BITMAP_NAME:
         problems.append(f"the name is {bitmap.name_size} bytes long, more than QEMU's limit "
-                        f"of {QEMU_MAX_NAME}: qemu refuses such a bitmap")
+                        f"of {MAX_BITMAP_NAME}: qemu refuses such a bitmap")
     problems += [f"the name is also used by the directory entry at offset {o.offset:#x}"
                  for o in others if o.name == bitmap.name and o.offset != bitmap.offset]
     if bitmap.flags & IN_USE:
         problems.append("flag in-use is set: the bitmap was not saved correctly and "
                         "may be inconsistent")
-    if bitmap.flags & ~KNOWN_FLAGS:
-        problems.append(f"reserved flag bits set ({bitmap.flags & ~KNOWN_FLAGS:#x})")
+    if bitmap.flags & ~KNOWN_BITMAP_FLAGS:
+        problems.append(f"reserved flag bits set ({bitmap.flags & ~KNOWN_BITMAP_FLAGS:#x})")
     if bitmap.type != DIRTY_TRACKING:
         problems.append(f"type {bitmap.type} is reserved (1, dirty tracking, is the only one)")
-    if bitmap.granularity_bits not in QEMU_GRANULARITY_BITS:
+    if bitmap.granularity_bits not in BITMAP_GRANULARITY_BITS:
         problems.append(f"granularity_bits {bitmap.granularity_bits} is outside the 9..31 "
                         f"that qemu supports")
     if bitmap.extra_data_size and not bitmap.flags & EXTRA_DATA_COMPATIBLE:

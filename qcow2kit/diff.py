@@ -23,7 +23,7 @@ import numpy as np
 from . import tables
 from .errors import Qcow2Error
 from .image import ClusterType, Image
-from .info import SPEC_BITS
+from .names import FEATURE_BITS
 from .snapshots import Snapshot, read_snapshots
 
 SECTOR = 512
@@ -76,7 +76,7 @@ def _readable(path: str, read: Callable[[Image], Any], a: Image, b: Image,
 # --- the header and extensions -------------------------------------------------------
 
 def _bit_names(group: str, bits: int) -> List[str]:
-    names = SPEC_BITS.get(group, ())
+    names = FEATURE_BITS.get(group, ())
     return [names[bit] if bit < len(names) else f"bit {bit}"
             for bit in range(64) if bits >> bit & 1]
 
@@ -140,7 +140,7 @@ class _L2Side:
             self.entries = np.zeros(n, dtype=np.uint64)
             self.bitmaps = np.zeros(n, dtype=np.uint64)
             return
-        self.raw = tables.read_table(image, offset, geometry.cluster_size,
+        self.raw = image.read(offset, geometry.cluster_size,
                                      f"L2 table (L1 entry {index})")
         words = tables.u64_array(self.raw)
         if geometry.extended_l2:
@@ -156,7 +156,7 @@ def _host(entries: np.ndarray, types: np.ndarray, geometry: tables.Geometry) -> 
                     tables.host_offsets(entries))
 
 
-ALL_ZERO_SUBCLUSTERS = np.uint64(0xFFFFFFFF00000000)  # extended L2: every zero bit set
+ALL_ZERO_SUBCLUSTERS = np.uint64(tables.ALL_ZERO)  # extended L2: every zero bit set
 
 
 def _types(side: _L2Side, geometry: tables.Geometry) -> np.ndarray:
@@ -174,8 +174,8 @@ def _classify(old: _L2Side, new: _L2Side, geometry: tables.Geometry) -> np.ndarr
     """Each cluster's change as an index into CHANGES (-1: unchanged)."""
     ta, tb = (_types(s, geometry) for s in (old, new))
     ha, hb = _host(old.entries, ta, geometry), _host(new.entries, tb, geometry)
-    copied_a = (old.entries & tables.COPIED) != 0
-    copied_b = (new.entries & tables.COPIED) != 0
+    copied_a = (old.entries & tables.COPIED_BIT) != 0
+    copied_b = (new.entries & tables.COPIED_BIT) != 0
     differs = (old.entries != new.entries) | (old.bitmaps != new.bitmaps)
     was_data, is_data = np.isin(ta, _DATA_TYPES), np.isin(tb, _DATA_TYPES)
     was_zero, is_zero = np.isin(ta, _ZERO_TYPES), np.isin(tb, _ZERO_TYPES)

@@ -15,29 +15,17 @@ from typing import Any, Dict, List, Optional
 from .errors import Qcow2Error
 from . import access, chain, printable
 from .findings import Finding
+from .names import BITMAP_FLAGS, FEATURE_BITS
 from .image import Image, enum_name, open_image, refuse_as_qemu
 from .qemu_style import SECTOR, InOrder, c_string, disk_size, dump_tree, size_to_str, to_json
 from .snapshots import LISTING_HEADER, listing_line, qemu_snapshot_info, read_snapshots
 
 COMPAT = {2: "0.10", 3: "1.1"}
 EXTRAS = "qcow2kit"
-# The bits the specification defines, under qcow2.ksy's names (its has_unknown_bits
-# instances mark every other bit).
-SPEC_BITS = {
-    "incompatible": ("dirty", "corrupt", "external_data_file", "compression_type",
-                     "extended_l2"),
-    "compatible": ("lazy_refcounts",),
-    "autoclear": ("bitmaps", "data_file_raw"),
-}
-BITMAP_FLAGS = ((1, "in-use"), (2, "auto"))
+QEMU_BITMAP_FLAGS = BITMAP_FLAGS[:2]  # the flags qemu's Qcow2BitmapInfoFlags names
 
 
 # --- the qcow2 image ----------------------------------------------------------------
-
-def _allocated(path: str) -> int:
-    """Bytes the file occupies on disk, as qemu reports it."""
-    return os.stat(path).st_blocks * 512
-
 
 def _feature_masks(image: Image) -> Dict[str, int]:
     h = image.header
@@ -107,7 +95,7 @@ def _bitmaps(image: Image) -> List[Dict[str, Any]]:
     if not consistent or image.extension("bitmaps") is None:
         return []
     return [{"name": c_string(b.name), "granularity": 1 << b.granularity_bits,
-             "flags": [name for bit, name in BITMAP_FLAGS if b.flags & bit]}
+             "flags": [name for bit, name in enumerate(QEMU_BITMAP_FLAGS) if b.flags >> bit & 1]}
             for b in image.bitmap_directory()]
 
 
@@ -146,7 +134,7 @@ def format_data(image: Image) -> Dict[str, Any]:
 
 
 def _spec_name(kind: str, bit: int) -> Optional[str]:
-    names = SPEC_BITS[kind]
+    names = FEATURE_BITS[kind]
     return names[bit] if bit < len(names) else None
 
 
@@ -185,7 +173,7 @@ def qcow2_info(image: Image, filename: str, with_extras: bool = True) -> Dict[st
     dirty = h.version >= 3 and bool(image.qcow2.header.incompatible_features.dirty)
     info: Dict[str, Any] = {
         "filename": filename, "format": "qcow2", "dirty-flag": dirty,
-        "actual-size": _allocated(str(image.path)),
+        "actual-size": image.allocated,
         "virtual-size": disk_size(h.size),
         "cluster-size": image.cluster_size}
     if h.crypt_method:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import importlib
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, List, NamedTuple, Tuple
@@ -123,7 +122,7 @@ def classify(image: Image, progress: bool = False) -> Layout:
         major, other = _cells(category, per_cell)
         cells.append(major)
         minor.append(other)
-    allocated = os.fstat(image._file.fileno()).st_blocks * 512
+    allocated = image.allocated
     return Layout(image.path.name, image.header.size, ctx.file_size, allocated, ctx.cs, n,
                   per_cell, np.concatenate(cells), np.concatenate(minor), counts)
 

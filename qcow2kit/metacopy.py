@@ -175,18 +175,17 @@ def archive_compressor(name: Union[str, Path]) -> Optional[str]:
 
 
 def _inputs(image: Image) -> Dict[FileId, str]:
-    return {file_id(os.fstat(image._file.fileno())): f"the image {image.path}"}
+    return {file_id(image.stat()): f"the image {image.path}"}
 
 
 def _fill(image: Image, out: Output, found: Layout,
           scrub: List[Tuple[NameSpan, bytes]]) -> None:
     """The copy's bytes into out: metadata ranges, compressed clusters of zeros, then
     the neutral names."""
-    src = image._file.fileno()
     for start, end in found.metadata:
         for at in range(start, end, CHUNK):
             want = min(CHUNK, end - at)
-            data = os.pread(src, want, at)
+            data = image.read_stored(at, want)
             if len(data) != want:
                 raise Qcow2Error("image", at, "the file shrank while it was copied")
             out.write(at, data)

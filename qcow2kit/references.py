@@ -15,7 +15,6 @@ before anything is allocated.
 from __future__ import annotations
 
 import functools
-import os
 from enum import IntEnum
 from typing import List, NamedTuple, Optional, Protocol, Tuple
 
@@ -24,21 +23,14 @@ import numpy as np
 from . import tables
 from .errors import Qcow2Error
 from .image import Bitmap, BitmapTableEntry, Image
+from .limits import MAX_L1_ENTRIES, MAX_READ_END, MAX_REFTABLE_BYTES
+from .names import AUTOCLEAR_BITMAPS
 from .progress import Progress
 from .qemu_style import SECTOR, byte_width, c_string, disk_size
 from .snapshots import ENTRY_FIXED_BYTES, Snapshot, read_snapshots
+from .tables import L1_RESERVED, OFFSET
 
-COPIED = 1 << 63
-OFFSET = 0x00FFFFFFFFFFFE00  # L1 entry, standard L2 entry: bits 9..55
-L1_RESERVED = 0x7F000000000001FF
-L2_RESERVED = 0x3F000000000001FE
-REFT_OFFSET = 0xFFFFFFFFFFFFFE00
-REFT_RESERVED = 0x1FF
-ALL_ALLOC = 0xFFFFFFFF  # extended L2 bitmap: allocated subclusters
-AUTOCLEAR_BITMAPS = 1
-MAX_L1_ENTRIES = tables.MAX_L1_BYTES // 8
 ACTIVE = -1  # the source of the active L1 table's references
-MAX_READ_END = (1 << 63) - (1 << 30)  # qemu's BDRV_MAX_LENGTH: no read ends past it
 
 
 def c_hex(value: int) -> str:
@@ -107,7 +99,6 @@ class Context:
         # the file's length as qemu sees it (bdrv_getlength): in whole 512-byte sectors
         self.qemu_file_size = disk_size(g.file_size + SECTOR - 1)
         self.entry_size = 16 if g.extended_l2 else 8
-        self._fd = image._file.fileno()
         self._check_tables()
         self.snapshots = read_snapshots(image)
         self.snapshot_table_size = _snapshot_table_size(self.snapshots,
@@ -117,9 +108,9 @@ class Context:
                                      h.refcount_table_clusters * self.cs // 8)
 
     def read(self, offset: int, size: int) -> bytes:
-        """size bytes at offset, zeros past the end of the file."""
-        data = os.pread(self._fd, size, offset) if offset < self.file_size else b""
-        return data + bytes(size - len(data))
+        """size bytes at offset, zeros past the end of the file (and beyond 2^63,
+        where qemu's checks never read)."""
+        return self.image.read(offset, size) if offset < self.file_size else bytes(size)
 
     def entries(self, offset: int, count: int) -> np.ndarray:
         """Up to count big-endian 64-bit entries at offset: those inside the file (qemu
@@ -133,10 +124,10 @@ class Context:
         if h.l1_size > MAX_L1_ENTRIES:
             raise Qcow2Error("L1 table", h.l1_table_offset, f"{h.l1_size} entries exceed "
                              f"QEMU's limit of {MAX_L1_ENTRIES}")
-        if h.refcount_table_clusters * self.cs > tables.MAX_REFTABLE_BYTES:
+        if h.refcount_table_clusters * self.cs > MAX_REFTABLE_BYTES:
             raise Qcow2Error("refcount table", h.refcount_table_offset,
                              f"{h.refcount_table_clusters} clusters exceed QEMU's limit of "
-                             f"{tables.MAX_REFTABLE_BYTES} bytes")
+                             f"{MAX_REFTABLE_BYTES} bytes")
         for what, offset in (("L1 table", h.l1_table_offset),
                              ("refcount table", h.refcount_table_offset)):
             if offset % self.cs:
@@ -248,69 +239,6 @@ class StoredRefcounts:
             readable[i] = value is not None
             values[i] = value or 0
         return values, readable
-
-
-class L2Entries:
-    """One L2 table decoded whole, its entries classified as qemu classifies them."""
-
-    def __init__(self, data: bytes, ctx: Context) -> None:
-        g = ctx.geometry
-        self.ctx = ctx
-        raw = np.frombuffer(data, dtype=">u8").astype(np.uint64)
-        self.entries = e = raw[0::2] if g.extended_l2 else raw
-        self.bitmaps = raw[1::2] if g.extended_l2 else None
-        self.compressed = (e & tables.COMPRESSED) != 0
-        self.any_compressed = bool(self.compressed.any())
-        self.offsets = e & tables.OFFSET_MASK
-        hosted = self.offsets != 0
-        if g.external_data_file:
-            zero = ((e & tables.ZERO) != 0) & (not g.extended_l2)
-            hosted |= ~zero & ((e & tables.COPIED) != 0)
-        if self.any_compressed:
-            hosted &= ~self.compressed
-        self.hosted = hosted  # normal and zero_alloc clusters
-        everything = bool(hosted.all())  # as in fully allocated tables: no copies
-        self.hosted_entries = e if everything else e[hosted]
-        self.hosted_offsets = self.offsets if everything else self.offsets[hosted]
-        self.hosted_clusters = (self.hosted_offsets >> np.uint64(ctx.bits)).view(np.intp)
-        self.c_offsets, self.c_lengths = tables.compressed_extents(
-            e[self.compressed], g) if self.any_compressed else (None, None)
-
-    def counted_compressed(self) -> np.ndarray:
-        """Which compressed entries qemu counts: none with an external data file, and
-        none with a subcluster bitmap (both are corruptions)."""
-        if self.ctx.geometry.external_data_file:
-            return np.zeros(self.c_offsets.size, dtype=bool)
-        if self.bitmaps is None:
-            return np.ones(self.c_offsets.size, dtype=bool)
-        return self.bitmaps[self.compressed] == 0
-
-    def references(self) -> Tuple[np.ndarray, np.ndarray]:
-        """(entry index, cluster) of every cluster the table's entries reference."""
-        positions, clusters = [], []
-        if not self.ctx.geometry.external_data_file:
-            hosted = np.flatnonzero(self.hosted)
-            straddling = (self.hosted_offsets % np.uint64(self.ctx.cs)) != 0
-            positions += [hosted, hosted[straddling]]
-            clusters += [self.hosted_clusters, self.hosted_clusters[straddling] + 1]
-        if self.any_compressed:
-            where = np.flatnonzero(self.compressed)
-            bits = np.uint64(self.ctx.bits)
-            first = (self.c_offsets >> bits).astype(np.intp)
-            last = ((self.c_offsets + self.c_lengths - np.uint64(1)) >> bits).astype(np.intp)
-            for k in range(int((last - first).max()) + 1):
-                spans = first + k <= last
-                positions.append(where[spans])
-                clusters.append(first[spans] + k)
-        if not clusters:
-            return np.zeros(0, dtype=np.intp), np.zeros(0, dtype=np.intp)
-        return np.concatenate(positions), np.concatenate(clusters)
-
-    def clusters(self) -> np.ndarray:
-        """The clusters of references(), without their entry indexes."""
-        if self.any_compressed or self.ctx.geometry.external_data_file:
-            return self.references()[1]
-        return self.hosted_clusters
 
 
 class L1Ref(NamedTuple):
