@@ -38,10 +38,9 @@ from .owners import OwnerTable
 from .progress import Progress
 from .qemu_style import disk_size, to_json
 from .snapshots import ENTRY_FIXED_BYTES
-from .references import (Context, Kind, L1Ref, Owner, StoredRefcounts, c_hex, snapshot_label,
-                         walk, walk_length)
+from .references import Context, Kind, L1Ref, Owner, c_hex, snapshot_label, walk, walk_length
 from .tables import (ALL_ALLOC, COPIED, L2_RESERVED, OFFSET, REFT_OFFSET, REFT_RESERVED,
-                     SUBCLUSTERS, ZERO, L2Entries)
+                     SUBCLUSTERS, ZERO, L2Entries, StoredRefcounts)
 
 CORRUPTION = "corruption"
 LEAK = "leak"
@@ -108,13 +107,13 @@ class _Stored(StoredRefcounts):
         """qemu's one-time notice when a refcount lookup meets an unaligned block (none
         for a block past qemu's largest offset, which is an I/O error only)."""
         offset = self.offsets[index]
-        if not offset % self.ctx.cs:
+        if not offset % self.cluster_size:
             return None
         return Problem(
             NOTICE, f"qcow2: Image is corrupt: Refblock offset {c_hex(offset)} unaligned "
             f"(reftable index: {c_hex(index)}); further non-fatal corruption events will "
             "be suppressed", "refcount table",
-            self.ctx.image.header.refcount_table_offset + 8 * index,
+            self.image.header.refcount_table_offset + 8 * index,
             f"entry {index}: refcount block offset {offset:#x} is not cluster aligned")
 
 
@@ -608,7 +607,7 @@ def check_image(image: Image, explain: bool = False, progress: bool = False) -> 
     g = ctx.geometry
     if g.file_clusters > MAX_CHECK_CLUSTERS:
         return CheckResult(0, 0, 0, 0, 0, 0, 0, 0, failure="File too large")
-    stored = _Stored(ctx, g.file_clusters + 1)
+    stored = _Stored(ctx.image, ctx.reftable, g.file_clusters + 1)
     counter = _Counter(ctx, stored)
     with Progress("check", walk_length(ctx)) if progress else contextlib.nullcontext() as bar:
         walk(ctx, counter, bar)

@@ -132,7 +132,7 @@ class _L2Side:
     def __init__(self, image: Image, geometry: tables.Geometry, l1: np.ndarray,
                  index: int) -> None:
         self.l1_entry = int(l1[index]) if index < len(l1) else 0
-        offset = self.l1_entry & int(tables.OFFSET_MASK)
+        offset = self.l1_entry & tables.OFFSET
         n = geometry.l2_entries
         self.offset = offset
         if offset == 0:
@@ -140,13 +140,9 @@ class _L2Side:
             self.entries = np.zeros(n, dtype=np.uint64)
             self.bitmaps = np.zeros(n, dtype=np.uint64)
             return
-        self.raw = image.read(offset, geometry.cluster_size,
-                                     f"L2 table (L1 entry {index})")
-        words = tables.u64_array(self.raw)
-        if geometry.extended_l2:
-            self.entries, self.bitmaps = words[0::2], words[1::2]
-        else:
-            self.entries, self.bitmaps = words, np.zeros(n, dtype=np.uint64)
+        self.raw = image.read(offset, geometry.cluster_size, f"L2 table (L1 entry {index})")
+        self.entries, bitmaps = tables.l2_words(self.raw, geometry)
+        self.bitmaps = np.zeros(n, dtype=np.uint64) if bitmaps is None else bitmaps
 
 
 def _host(entries: np.ndarray, types: np.ndarray, geometry: tables.Geometry) -> np.ndarray:
@@ -243,7 +239,7 @@ def _continues(hosts: np.ndarray, types: np.ndarray, first: int, j: int, cs: int
 def mapping_changes(a: Image, b: Image) -> List[Change]:
     """The active guest mapping, cluster by cluster, where the two images differ."""
     out: List[Change] = []
-    geos = _readable("geometry", tables.Geometry.of, a, b, out)
+    geos = _readable("geometry", lambda i: i.geometry, a, b, out)
     if geos is None:
         return out
     ga, gb = geos
@@ -281,11 +277,11 @@ def refcount_changes(a: Image, b: Image) -> List[Change]:
     """Host ranges whose refcount changed, one change per run of clusters that went
     from the same old to the same new refcount."""
     out: List[Change] = []
-    geos = _readable("geometry", tables.Geometry.of, a, b, out)
+    geos = _readable("geometry", lambda i: i.geometry, a, b, out)
     if geos is None:
         return out
     count = max(g.file_clusters for g in geos)
-    counts = _readable("refcounts", lambda i: tables.refcounts(i, tables.Geometry.of(i),
+    counts = _readable("refcounts", lambda i: tables.refcounts(i, i.geometry,
                                                                  count), a, b, out)
     if counts is None:
         return out

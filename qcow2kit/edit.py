@@ -22,8 +22,8 @@ from .errors import PARSE_ERRORS, Qcow2Error, from_parse
 from .generated.qcow2 import Qcow2
 from .image import LUKS, TYPED_LENGTHS, ExtensionType, Header, Image, read_header
 from .locking import ImageLocked, lock_for_writing
-from .names import (FEATURE_BITS, FEATURE_GROUPS, HEADER_FIELD_IDS, KNOWN_INCOMPATIBLE_BITS, header_field,
-                    header_field_names)
+from .names import (FEATURE_BITS, FEATURE_GROUPS, HEADER_FIELD_IDS, KNOWN_INCOMPATIBLE_BITS,
+                    header_field, header_field_names)
 
 CORRUPT_BIT = 1 << FEATURE_BITS["incompatible"].index("corrupt")
 END_MARKER = bytes(8)

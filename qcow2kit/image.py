@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import io
 import os
 from dataclasses import dataclass, replace
@@ -18,7 +19,7 @@ from .limits import (MAX_BACKING_NAME, MAX_BITMAP_DATA, MAX_BITMAP_DIRECTORY, MA
                      MAX_BITMAPS, MAX_FILE)
 from .generated.qcow2 import Qcow2
 from .names import HEADER_FIELD_IDS, INCOMPATIBLE, KNOWN_INCOMPATIBLE_BITS
-from .records import BitmapTableEntry
+from .records import BitmapTableEntry, Geometry
 
 if TYPE_CHECKING:
     from .tables import BitmapTable
@@ -368,6 +369,11 @@ class Image:
     @property
     def cluster_size(self) -> int:
         return self.qcow2.cluster_size
+
+    @functools.cached_property
+    def geometry(self) -> Geometry:
+        """The numbers that shape the image's tables."""
+        return Geometry.of(self)
 
     @property
     def extensions(self) -> List[Extension]:

@@ -109,7 +109,7 @@ class Qcow2Layer(Layer):
                  size: Optional[int] = None,
                  l1_where: Optional[Tuple[str, int]] = None) -> None:
         self.image = image
-        self.geometry = tables.Geometry.of(image)
+        self.geometry = image.geometry
         self.size = disk_size(image.header.size) if size is None else size
         self.filename = filename
         self.backing = backing

@@ -16,14 +16,14 @@ from __future__ import annotations
 
 import functools
 from enum import IntEnum
-from typing import List, NamedTuple, Optional, Protocol, Tuple
+from typing import List, NamedTuple, Optional, Protocol
 
 import numpy as np
 
 from . import tables
 from .errors import Qcow2Error
 from .image import Bitmap, BitmapTableEntry, Image
-from .limits import MAX_L1_ENTRIES, MAX_READ_END, MAX_REFTABLE_BYTES
+from .limits import MAX_L1_ENTRIES, MAX_REFTABLE_BYTES
 from .names import AUTOCLEAR_BITMAPS
 from .progress import Progress
 from .qemu_style import SECTOR, byte_width, c_string, disk_size
@@ -92,7 +92,7 @@ class Context:
 
     def __init__(self, image: Image) -> None:
         self.image = image
-        self.geometry = g = tables.Geometry.of(image)
+        self.geometry = g = image.geometry
         self.bits = g.cluster_bits
         self.cs = g.cluster_size
         self.file_size = g.file_size
@@ -170,75 +170,6 @@ class Context:
 _FIXED_NAMES = {Kind.HEADER: "header", Kind.SNAPSHOT_TABLE: "snapshot table",
                 Kind.REFCOUNT_TABLE: "refcount table", Kind.ENCRYPTION: "encryption header",
                 Kind.BITMAP_DIRECTORY: "bitmap directory"}
-
-
-class StoredRefcounts:
-    """The stored refcounts, as qemu's qcow2_get_refcount reads them: 0 beyond the
-    refcount table or in an unallocated block; a block whose offset is not cluster
-    aligned, or that ends past qemu's largest offset, cannot be read. values holds the
-    first count clusters' refcounts; get() reads any other cluster's block when asked."""
-
-    def __init__(self, ctx: Context, count: int) -> None:
-        g = ctx.geometry
-        self.ctx = ctx
-        self.per_block = g.refcount_block_entries
-        self.offsets = (ctx.reftable & tables.REFTABLE_OFFSET_MASK).tolist()
-        self.values = np.zeros(count, dtype=tables.refcount_dtype(g.refcount_order))
-        self.unreadable: List[int] = []  # refcount table indices
-        for index, offset in enumerate(self.offsets[:-(-count // self.per_block)]):
-            if offset and not self.readable(offset):
-                self.unreadable.append(index)
-            elif offset:
-                first = index * self.per_block
-                n = min(self.per_block, count - first)
-                self.values[first:first + n] = self._block(offset)[:n]
-
-    def readable(self, offset: int) -> bool:
-        """Whether qemu can read a refcount block at offset."""
-        return not offset % self.ctx.cs and offset + self.ctx.cs <= MAX_READ_END
-
-    def _block(self, offset: int) -> np.ndarray:
-        data = self.ctx.read(offset, self.ctx.cs)
-        return tables.decode_refcount_block(data, self.ctx.geometry.refcount_order)
-
-    def span(self, first: int, last: int) -> np.ndarray:
-        """The refcounts of clusters first..last-1, read block by block (0 where a
-        block cannot be read)."""
-        out = np.zeros(last - first, dtype=self.values.dtype)
-        per_block = self.per_block
-        for index in range(first // per_block, min(-(-last // per_block), len(self.offsets))):
-            offset = self.offsets[index]
-            if offset and self.readable(offset):
-                a, b = max(first, index * per_block), min(last, (index + 1) * per_block)
-                block = self._block(offset)
-                out[a - first:b - first] = block[a - index * per_block:b - index * per_block]
-        return out
-
-    def get(self, cluster: int) -> Optional[int]:
-        """One cluster's refcount; None when its block cannot be read."""
-        index = cluster // self.per_block
-        offset = self.offsets[index] if index < len(self.offsets) else 0
-        if not offset:
-            return 0
-        if not self.readable(offset):
-            return None
-        if cluster < len(self.values):
-            return int(self.values[cluster])
-        return int(self._block(offset)[cluster - index * self.per_block])
-
-    def lookup(self, clusters: np.ndarray) -> Tuple[np.ndarray, Optional[np.ndarray]]:
-        """Refcounts of many clusters, and which of them could be read (None: all)."""
-        inside = clusters < len(self.values)
-        if not self.unreadable and inside.all():
-            return self.values[clusters], None
-        values = np.zeros(clusters.size, dtype=np.uint64)
-        values[inside] = self.values[clusters[inside]]
-        readable = ~np.isin(clusters // self.per_block, self.unreadable)
-        for i in np.flatnonzero(~inside):
-            value = self.get(int(clusters[i]))
-            readable[i] = value is not None
-            values[i] = value or 0
-        return values, readable
 
 
 class L1Ref(NamedTuple):

@@ -8,15 +8,14 @@ every decoded value equal to the generated parser's on real images.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Iterator, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from .errors import Qcow2Error
 from .generated.qcow2 import Qcow2
-from .limits import MAX_L1_BYTES, MAX_REFTABLE_BYTES
-from .records import BitmapTableEntry
+from .limits import MAX_L1_BYTES, MAX_READ_END, MAX_REFTABLE_BYTES
+from .records import BitmapTableEntry, Geometry
 
 if TYPE_CHECKING:
     from .image import Image
@@ -58,36 +57,6 @@ NORMAL = np.uint8(ClusterType.normal)
 COMPRESSED_TYPE = np.uint8(ClusterType.compressed)
 
 
-@dataclass(frozen=True)
-class Geometry:
-    """The numbers that shape an image's tables, from the generated parser."""
-
-    cluster_bits: int
-    cluster_size: int
-    extended_l2: bool
-    l2_entries: int
-    refcount_order: int
-    refcount_block_entries: int
-    compressed_offset_bits: int
-    external_data_file: bool
-    file_size: int
-
-    @classmethod
-    def of(cls, image: Image) -> "Geometry":
-        q = image.qcow2
-        return cls(
-            cluster_bits=q.header.cluster_bits, cluster_size=q.cluster_size,
-            extended_l2=bool(q.is_extended_l2), l2_entries=q.num_l2_entries,
-            refcount_order=q.header.refcount_order_effective,
-            refcount_block_entries=q.num_refcount_block_entries,
-            compressed_offset_bits=q.compressed_offset_bits,
-            external_data_file=bool(q.has_external_data_file), file_size=image.file_size)
-
-    @property
-    def file_clusters(self) -> int:
-        return -(-self.file_size // self.cluster_size)
-
-
 def u64_array(data: bytes, count: Optional[int] = None) -> np.ndarray:
     """Big-endian 64-bit entries as native uint64."""
     return np.frombuffer(data, dtype=">u8", count=-1 if count is None else count).astype(np.uint64)
@@ -114,16 +83,19 @@ class L2Table(NamedTuple):
     bitmaps: Optional[np.ndarray]
 
 
+def l2_words(data: bytes, geometry: Geometry) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+    """An L2 table's cluster descriptors and, with extended L2 entries, their
+    subcluster bitmaps (else None)."""
+    raw = u64_array(data)
+    return (raw[0::2], raw[1::2]) if geometry.extended_l2 else (raw, None)
+
+
 def l2_tables(image: Image, l1: np.ndarray, geometry: Geometry) -> Iterator[L2Table]:
     """Every L2 table an L1 table points at, in L1 order."""
     for index in np.flatnonzero(l1 & OFFSET_MASK):
         offset = int(l1[index] & OFFSET_MASK)
         data = image.read(offset, geometry.cluster_size, f"L2 table (L1 entry {index})")
-        raw = u64_array(data)
-        if geometry.extended_l2:
-            yield L2Table(int(index), offset, raw[0::2], raw[1::2])
-        else:
-            yield L2Table(int(index), offset, raw, None)
+        yield L2Table(int(index), offset, *l2_words(data, geometry))
 
 
 def cluster_types(entries: np.ndarray, geometry: Geometry) -> np.ndarray:
@@ -187,9 +159,8 @@ class L2Entries:
 
     def __init__(self, data: bytes, geometry: Geometry) -> None:
         self.geometry = g = geometry
-        raw = np.frombuffer(data, dtype=">u8").astype(np.uint64)
-        self.entries = e = raw[0::2] if g.extended_l2 else raw
-        self.bitmaps = raw[1::2] if g.extended_l2 else None
+        self.entries, self.bitmaps = l2_words(data, g)
+        e = self.entries
         self.compressed = (e & COMPRESSED_BIT) != 0
         self.any_compressed = bool(self.compressed.any())
         self.offsets = e & OFFSET_MASK
@@ -288,6 +259,76 @@ def refcounts(image: Image, geometry: Geometry, count: Optional[int] = None) -> 
         n = min(per_block, count - first)
         out[first:first + n] = block[:n]
     return out
+
+
+class StoredRefcounts:
+    """The stored refcounts, as qemu's qcow2_get_refcount reads them: 0 beyond the
+    refcount table or in an unallocated block; a block whose offset is not cluster
+    aligned, or that ends past qemu's largest offset, cannot be read. values holds the
+    first count clusters' refcounts; get() reads any other cluster's block when asked."""
+
+    def __init__(self, image: Image, reftable: np.ndarray, count: int) -> None:
+        g = image.geometry
+        self.image = image
+        self.cluster_size = g.cluster_size
+        self.order = g.refcount_order
+        self.per_block = g.refcount_block_entries
+        self.offsets = (reftable & REFTABLE_OFFSET_MASK).tolist()
+        self.values = np.zeros(count, dtype=refcount_dtype(g.refcount_order))
+        self.unreadable: List[int] = []  # refcount table indices
+        for index, offset in enumerate(self.offsets[:-(-count // self.per_block)]):
+            if offset and not self.readable(offset):
+                self.unreadable.append(index)
+            elif offset:
+                first = index * self.per_block
+                n = min(self.per_block, count - first)
+                self.values[first:first + n] = self._block(offset)[:n]
+
+    def readable(self, offset: int) -> bool:
+        """Whether qemu can read a refcount block at offset."""
+        return not offset % self.cluster_size and offset + self.cluster_size <= MAX_READ_END
+
+    def _block(self, offset: int) -> np.ndarray:
+        return decode_refcount_block(self.image.read(offset, self.cluster_size), self.order)
+
+    def span(self, first: int, last: int) -> np.ndarray:
+        """The refcounts of clusters first..last-1, read block by block (0 where a
+        block cannot be read)."""
+        out = np.zeros(last - first, dtype=self.values.dtype)
+        per_block = self.per_block
+        for index in range(first // per_block, min(-(-last // per_block), len(self.offsets))):
+            offset = self.offsets[index]
+            if offset and self.readable(offset):
+                a, b = max(first, index * per_block), min(last, (index + 1) * per_block)
+                block = self._block(offset)
+                out[a - first:b - first] = block[a - index * per_block:b - index * per_block]
+        return out
+
+    def get(self, cluster: int) -> Optional[int]:
+        """One cluster's refcount; None when its block cannot be read."""
+        index = cluster // self.per_block
+        offset = self.offsets[index] if index < len(self.offsets) else 0
+        if not offset:
+            return 0
+        if not self.readable(offset):
+            return None
+        if cluster < len(self.values):
+            return int(self.values[cluster])
+        return int(self._block(offset)[cluster - index * self.per_block])
+
+    def lookup(self, clusters: np.ndarray) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+        """Refcounts of many clusters, and which of them could be read (None: all)."""
+        inside = clusters < len(self.values)
+        if not self.unreadable and inside.all():
+            return self.values[clusters], None
+        values = np.zeros(clusters.size, dtype=np.uint64)
+        values[inside] = self.values[clusters[inside]]
+        readable = ~np.isin(clusters // self.per_block, self.unreadable)
+        for i in np.flatnonzero(~inside):
+            value = self.get(int(clusters[i]))
+            readable[i] = value is not None
+            values[i] = value or 0
+        return values, readable
 
 
 BITMAP_KINDS = [k.name.replace("_", "-") for k in sorted(BitmapTableEntryKind,

@@ -21,10 +21,9 @@ from .errors import Qcow2Error
 from .image import ClusterType, ExtensionType, Image
 from .owners import OwnerTable
 from .progress import Progress
-from .references import (ACTIVE, Context, Kind, Owner, StoredRefcounts, snapshot_label,
-                         walk_length)
+from .references import ACTIVE, Context, Kind, Owner, snapshot_label, walk_length
 from .snapshots import entry_field
-from .tables import ALL_ALLOC, OFFSET, REFT_OFFSET, SUBCLUSTERS, ZERO
+from .tables import ALL_ALLOC, OFFSET, REFT_OFFSET, SUBCLUSTERS, ZERO, StoredRefcounts
 
 MAX_OFFSET = 2**64 - 1
 
@@ -217,7 +216,7 @@ class _Explainer:
         with Progress("whatis", walk_length(ctx)) if progress else \
                 contextlib.nullcontext() as bar:
             self.table = OwnerTable(ctx, bar)
-        self.stored = StoredRefcounts(ctx, 0)
+        self.stored = StoredRefcounts(ctx.image, ctx.reftable, 0)
         self.l2_span = ctx.geometry.l2_entries * ctx.cs  # guest bytes an L1 entry maps
 
     def _entries(self, offset: int, count: int) -> np.ndarray:
