@@ -77,3 +77,22 @@ def test_chain_depth_limit(tmp_path: Path) -> None:
     proc = subprocess.run([*QCOW2KIT, "map", "--json", names[-2]], capture_output=True,
                           text=True, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_data_file_name_is_a_plain_name(tmp_path: Path) -> None:
+    """qemu opens an external data file by its plain name: a `file:` prefix is part of
+    the name (unlike a backing file's). With the data in a file of that very name, map
+    and convert give what qemu-img gives."""
+    top = imagekit.create(tmp_path / "img.qcow2", "1M", data_file="d.raw")
+    imagekit.qemu_io(top, "write -P 0x5 0 64k")
+    ours(tmp_path, "del-header-ext", top.name, "0x44415441")
+    ours(tmp_path, "add-header-ext", top.name, "0x44415441", "file:d.raw")
+    (tmp_path / "d.raw").rename(tmp_path / "file:d.raw")
+    for args in ((), ("--json",)):
+        qemu_args = ("--output=json",) if args else ()
+        expected = qemu_img(tmp_path, "map", *qemu_args, top.name).stdout
+        assert ours(tmp_path, "map", *args, top.name).stdout == expected
+    qemu_img(tmp_path, "convert", "-O", "raw", top.name, "theirs.raw")
+    ours(tmp_path, "convert", top.name, "ours.raw")
+    assert imagekit.file_sha256(tmp_path / "ours.raw") == \
+        imagekit.file_sha256(tmp_path / "theirs.raw")
