@@ -1,4 +1,5 @@
-"""The image model: the generated parser opened on a file, with derived facts."""
+"""The image model: the generated parser opened on a file, with derived facts; the only
+door to the file (every other module reads it through Image)."""
 from __future__ import annotations
 
 import contextlib
@@ -264,7 +265,8 @@ class Image:
     """A qcow2 image opened read-only (or read-write for editors).
 
     Read as QEMU reads it: zeros past the end of the file. What does not lie in the
-    file (a structure cut short by a truncation, say) is noted in findings.
+    file (a structure cut short by a truncation, say) is noted in findings. The
+    geometry and the extensions are read once.
     Read-only, it is opened as access.open_input opens a file in the given role,
     with qemu's shared read lock unless lock is off.
     """
@@ -375,9 +377,9 @@ class Image:
         """The numbers that shape the image's tables."""
         return Geometry.of(self)
 
-    @property
+    @functools.cached_property
     def extensions(self) -> List[Extension]:
-        """Header extensions in file order, the end marker left out."""
+        """Header extensions in file order, the end marker left out (read once)."""
         area = getattr(self.qcow2, "header_extensions", None)  # absent: no room for any
         if area is None:
             return []

@@ -1,10 +1,13 @@
-"""Bulk decoding of the big tables (L1, L2, refcounts, bitmap tables) with numpy.
+"""The decoded-table layer: every entry mask, and the big tables decoded in bulk with
+numpy (L1; L2 standard, extended and compressed; refcount tables and blocks of every
+width; bitmap tables) with the cluster and subcluster rules.
 
 The generated parser reads a table entry by entry (about 2 s per million entries);
-whole-image work reads each table with one pread and decodes it with array
-operations instead. Geometry (offsets, sizes, widths) comes from the generated
+whole-image work reads each table with one read through Image and decodes it with
+array operations instead. Geometry (offsets, sizes, widths) comes from the generated
 parser; the bit layout of an entry is the spec's, and tests/test_tables.py holds
-every decoded value equal to the generated parser's on real images.
+every decoded value, subcluster types included, equal to the generated parser's on
+real images.
 """
 from __future__ import annotations
 
