@@ -1,5 +1,6 @@
-"""The package's import graph has no cycle: every import a module runs (at the top or
-inside a function; not those only a type checker reads) points down the graph."""
+"""The package's structure: its import graph has no cycle (every import a module runs,
+at the top or inside a function, points down the graph; those only a type checker
+reads do not count), and only image.py touches an image's file object."""
 from __future__ import annotations
 
 import ast
@@ -82,3 +83,11 @@ def test_no_import_cycle() -> None:
 
 def test_the_check_finds_a_cycle() -> None:
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}) == [["a", "b", "c", "a"]]
+
+
+def test_only_image_touches_the_file() -> None:
+    """Every module reads an image's file through Image (image.py), none through its
+    private file object."""
+    touching = sorted(p.name for p in PACKAGE.glob("*.py")
+                      if p.name != "image.py" and "._file" in p.read_text())
+    assert touching == []
