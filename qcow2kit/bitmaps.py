@@ -14,22 +14,19 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 import numpy as np
 
 from .errors import Qcow2Error
-from .image import Bitmap, BitmapTableEntry, Image
+from .image import Bitmap, BitmapTableEntry, BitmapType, Image
+from .limits import BITMAP_GRANULARITY_BITS, MAX_BITMAP_NAME
+from .names import (AUTOCLEAR_BITMAPS, BITMAP_FLAGS, EXTRA_DATA_COMPATIBLE, IN_USE,
+                    KNOWN_BITMAP_FLAGS)
 
-FLAG_NAMES = ("in-use", "auto", "extra-data-compatible")  # flag bits 0, 1, 2
-KNOWN_FLAGS = (1 << len(FLAG_NAMES)) - 1
-IN_USE, EXTRA_DATA_COMPATIBLE = 1, 4
-DIRTY_TRACKING = 1
-QEMU_GRANULARITY_BITS = range(9, 32)
-QEMU_MAX_NAME = 1023  # bytes
-AUTOCLEAR_BITMAPS = 1
+DIRTY_TRACKING = int(BitmapType.dirty_tracking)
 
-Extent = Tuple[int, int]  # guest byte offset, length
+DirtyExtent = Tuple[int, int]  # guest byte offset, length
 Runs = Tuple[np.ndarray, np.ndarray]  # starts and (exclusive) ends of runs of set bits
 Warn = Callable[[str], None]
 
 
-class Extents(Sequence[Extent]):
+class Extents(Sequence[DirtyExtent]):
     """Dirty extents as (start, length) pairs in guest bytes, held in two arrays.
 
     A random bitmap of 2 MiB has millions of extents; they become Python tuples only
@@ -47,7 +44,7 @@ class Extents(Sequence[Extent]):
             return Extents(self.starts[index], self.lengths[index])
         return int(self.starts[index]), int(self.lengths[index])
 
-    def __iter__(self) -> Iterator[Extent]:
+    def __iter__(self) -> Iterator[DirtyExtent]:
         return zip(self.starts.tolist(), self.lengths.tolist())
 
     def __eq__(self, other: object) -> bool:
@@ -88,11 +85,11 @@ class BitmapReport:
     @property
     def flag_names(self) -> List[str]:
         """The defined flags that are set, by name."""
-        return [name for bit, name in enumerate(FLAG_NAMES) if self.flags >> bit & 1]
+        return [name for bit, name in enumerate(BITMAP_FLAGS) if self.flags >> bit & 1]
 
     @property
     def reserved_flags(self) -> int:
-        return self.flags & ~KNOWN_FLAGS
+        return self.flags & ~KNOWN_BITMAP_FLAGS
 
 
 @dataclass(frozen=True)
@@ -112,7 +109,7 @@ class BitmapNotFound(Qcow2Error):
 
 
 @dataclass(frozen=True)
-class Geometry:
+class BitmapGeometry:
     """How a bitmap of a disk maps onto its table: bits, bytes and clusters."""
 
     disk_size: int
@@ -120,7 +117,7 @@ class Geometry:
     granularity_bits: int
 
     @classmethod
-    def of(cls, image: Image, bitmap: Bitmap) -> "Geometry":
+    def of(cls, image: Image, bitmap: Bitmap) -> "BitmapGeometry":
         return cls(image.header.size, image.cluster_size, bitmap.granularity_bits)
 
     @property
@@ -186,7 +183,7 @@ def merge_runs(runs: List[Runs]) -> Runs:
     return np.concatenate(starts), np.concatenate(ends)
 
 
-def to_extents(runs: Runs, geo: Geometry) -> Extents:
+def to_extents(runs: Runs, geo: BitmapGeometry) -> Extents:
     """Bit runs as guest byte extents, the last one cut at the end of the disk."""
     starts, ends = runs
     shift = np.uint64(geo.granularity_bits)
@@ -213,7 +210,7 @@ class Decoder:
 
     def runs(self, bitmap: Bitmap, table: Sequence[BitmapTableEntry], warn: Warn) -> Runs:
         """The merged runs of set bits of a bitmap (bit numbers, not bytes)."""
-        geo = Geometry.of(self.image, bitmap)
+        geo = BitmapGeometry.of(self.image, bitmap)
         runs = []
         for index, entry in enumerate(table[:geo.table_size]):
             label = (f"bitmap {bitmap.name!r} table entry {index} "
@@ -225,7 +222,7 @@ class Decoder:
                 runs.append(found)
         return merge_runs(runs)
 
-    def _entry_runs(self, geo: Geometry, index: int, entry: BitmapTableEntry,
+    def _entry_runs(self, geo: BitmapGeometry, index: int, entry: BitmapTableEntry,
                     label: str, warn: Warn) -> Optional[Runs]:
         if entry.kind == "all-ones":
             first, count = geo.entry_bits(index)
@@ -243,7 +240,7 @@ class Decoder:
         self.owners[entry.offset] = label
         return self._cluster_runs(geo, index, entry.offset, label, warn)
 
-    def _cluster_runs(self, geo: Geometry, index: int, offset: int, label: str,
+    def _cluster_runs(self, geo: BitmapGeometry, index: int, offset: int, label: str,
                       warn: Warn) -> Optional[Runs]:
         first, count = geo.entry_bits(index)
         if offset % geo.cluster_size:
@@ -278,23 +275,23 @@ def _image_warnings(image: Image) -> List[str]:
 def _entry_warnings(image: Image, bitmap: Bitmap, others: List[Bitmap]) -> List[str]:
     """Problems of one directory entry, the table's contents aside."""
     label = f"bitmap {bitmap.name!r} (directory entry at offset {bitmap.offset:#x})"
-    geo = Geometry.of(image, bitmap)
+    geo = BitmapGeometry.of(image, bitmap)
     problems = []
     if not bitmap.name.isascii():
         problems.append("the name is not ASCII")
-    if bitmap.name_size > QEMU_MAX_NAME:
+    if bitmap.name_size > MAX_BITMAP_NAME:
         problems.append(f"the name is {bitmap.name_size} bytes long, more than QEMU's limit "
-                        f"of {QEMU_MAX_NAME}: qemu refuses such a bitmap")
+                        f"of {MAX_BITMAP_NAME}: qemu refuses such a bitmap")
     problems += [f"the name is also used by the directory entry at offset {o.offset:#x}"
                  for o in others if o.name == bitmap.name and o.offset != bitmap.offset]
     if bitmap.flags & IN_USE:
         problems.append("flag in-use is set: the bitmap was not saved correctly and "
                         "may be inconsistent")
-    if bitmap.flags & ~KNOWN_FLAGS:
-        problems.append(f"reserved flag bits set ({bitmap.flags & ~KNOWN_FLAGS:#x})")
+    if bitmap.flags & ~KNOWN_BITMAP_FLAGS:
+        problems.append(f"reserved flag bits set ({bitmap.flags & ~KNOWN_BITMAP_FLAGS:#x})")
     if bitmap.type != DIRTY_TRACKING:
         problems.append(f"type {bitmap.type} is reserved (1, dirty tracking, is the only one)")
-    if bitmap.granularity_bits not in QEMU_GRANULARITY_BITS:
+    if bitmap.granularity_bits not in BITMAP_GRANULARITY_BITS:
         problems.append(f"granularity_bits {bitmap.granularity_bits} is outside the 9..31 "
                         f"that qemu supports")
     if bitmap.extra_data_size and not bitmap.flags & EXTRA_DATA_COMPATIBLE:
@@ -325,7 +322,7 @@ def _report(decoder: Decoder, index: int, bitmap: Bitmap,
         name=bitmap.name, offset=bitmap.offset, flags=bitmap.flags, type=bitmap.type,
         granularity_bits=bitmap.granularity_bits, table_offset=bitmap.table_offset,
         table_size=bitmap.table_size, table=table,
-        extents=to_extents(runs, Geometry.of(decoder.image, bitmap)), warnings=warnings)
+        extents=to_extents(runs, BitmapGeometry.of(decoder.image, bitmap)), warnings=warnings)
 
 
 def bitmap_report(image: Image, name: Optional[str] = None) -> BitmapsReport:

@@ -32,13 +32,15 @@ import numpy as np
 from . import printable, tables
 from .crypto import luks_header
 from .image import LUKS, Image, refuse_as_qemu
+from .limits import MAX_CHECK_CLUSTERS
+from .names import AUTOCLEAR_BITMAPS
 from .owners import OwnerTable
 from .progress import Progress
 from .qemu_style import disk_size, to_json
 from .snapshots import ENTRY_FIXED_BYTES
-from .references import (ALL_ALLOC, AUTOCLEAR_BITMAPS, COPIED, L2_RESERVED, OFFSET,
-                         REFT_OFFSET, REFT_RESERVED, Context, Kind, L1Ref, L2Entries, Owner,
-                         StoredRefcounts, c_hex, snapshot_label, walk, walk_length)
+from .references import Context, Kind, L1Ref, Owner, c_hex, snapshot_label, walk, walk_length
+from .tables import (ALL_ALLOC, COPIED, L2_RESERVED, OFFSET, REFT_OFFSET, REFT_RESERVED,
+                     SUBCLUSTERS, ZERO, L2Entries, StoredRefcounts)
 
 CORRUPTION = "corruption"
 LEAK = "leak"
@@ -48,7 +50,6 @@ NOTICE = "notice"  # printed by qemu-img check but counted nowhere
 # qemu's last line of the stale bitmaps notice, which it prints without a newline
 UNTERMINATED = "Some clusters may be leaked, run 'qemu-img check -r' on the image file to " \
     "fix."
-MAX_CLUSTERS = 2**31 - 1  # qemu-img check gives up on larger files
 COUNT_MAX = 2**32 - 1  # rebuilt refcounts are uint32
 
 
@@ -106,18 +107,22 @@ class _Stored(StoredRefcounts):
         """qemu's one-time notice when a refcount lookup meets an unaligned block (none
         for a block past qemu's largest offset, which is an I/O error only)."""
         offset = self.offsets[index]
-        if not offset % self.ctx.cs:
+        if not offset % self.cluster_size:
             return None
         return Problem(
             NOTICE, f"qcow2: Image is corrupt: Refblock offset {c_hex(offset)} unaligned "
             f"(reftable index: {c_hex(index)}); further non-fatal corruption events will "
             "be suppressed", "refcount table",
-            self.ctx.image.header.refcount_table_offset + 8 * index,
+            self.image.header.refcount_table_offset + 8 * index,
             f"entry {index}: refcount block offset {offset:#x} is not cluster aligned")
 
 
 class _L2(L2Entries):
     """An L2 table, and whether qemu has something to report about it."""
+
+    def __init__(self, data: bytes, ctx: Context) -> None:
+        super().__init__(data, ctx.geometry)
+        self.ctx = ctx
 
     def quiet(self) -> bool:
         """No entry for qemu to report, so the bulk path gives qemu's result."""
@@ -133,14 +138,14 @@ class _L2(L2Entries):
         if not self.any_compressed:
             return True
         return not (g.external_data_file or
-                    (self.entries[self.compressed] & tables.COPIED).any() or
+                    (self.entries[self.compressed] & tables.COPIED_BIT).any() or
                     (self.c_offsets + self.c_lengths >= ctx.qemu_file_size + ctx.cs).any())
 
     def _bitmaps_quiet(self) -> bool:
         b = self.bitmaps
         if b is None:
             return True
-        alloc = b & np.uint64(ALL_ALLOC)
+        alloc = b & tables.ALL_ALLOC_MASK
         unallocated = ~self.hosted & ~self.compressed
         return not ((alloc & (b >> np.uint64(32)))[self.hosted].any() or
                     alloc[unallocated].any() or b[self.compressed].any())
@@ -298,13 +303,13 @@ class _Counter:
                       active: bool, contiguous: int) -> int:
         """A normal or preallocated zero cluster; returns the next contiguous offset."""
         offset = entry & OFFSET
-        if (bitmap >> 32) & bitmap:
+        if (bitmap >> SUBCLUSTERS) & bitmap:
             self.problem(CORRUPTION, f"ERROR offset={offset:x}: Allocated cluster has "
                          "corrupted subcluster allocation bitmap", ref.table, at,
                          f"entry {j}: subclusters {(bitmap >> 32) & bitmap:#x} are both "
                          "allocated and zero")
         if offset % self.ctx.cs:
-            has_data = bitmap & ALL_ALLOC if self.ctx.geometry.extended_l2 else not entry & 1
+            has_data = bitmap & ALL_ALLOC if self.ctx.geometry.extended_l2 else not entry & ZERO
             what = "Data" if has_data else "Preallocated"
             self.problem(CORRUPTION, f"ERROR offset={offset:x}: {what} cluster is not "
                          "properly aligned; L2 entry corrupted.", ref.table, at, f"entry {j}: "
@@ -357,7 +362,7 @@ class _Counter:
                 f"entry {ref.index}: copied flag {_set(ref.entry)} but the L2 table at "
                 f"{ref.offset:#x} has refcount {refcount}")])
         refcounts, readable = self._data_refcounts(table.hosted_clusters)
-        wrong = (refcounts == 1) != ((table.hosted_entries & tables.COPIED) != 0)
+        wrong = (refcounts == 1) != ((table.hosted_entries & tables.COPIED_BIT) != 0)
         if readable is None or readable.all():
             self._keep(ref, table, refcounts, np.flatnonzero(wrong))
             return
@@ -600,9 +605,9 @@ def check_image(image: Image, explain: bool = False, progress: bool = False) -> 
                     "runs past qemu's largest offset")],))
     ctx = Context(image)
     g = ctx.geometry
-    if g.file_clusters > MAX_CLUSTERS:
+    if g.file_clusters > MAX_CHECK_CLUSTERS:
         return CheckResult(0, 0, 0, 0, 0, 0, 0, 0, failure="File too large")
-    stored = _Stored(ctx, g.file_clusters + 1)
+    stored = _Stored(ctx.image, ctx.reftable, g.file_clusters + 1)
     counter = _Counter(ctx, stored)
     with Progress("check", walk_length(ctx)) if progress else contextlib.nullcontext() as bar:
         walk(ctx, counter, bar)

@@ -156,8 +156,13 @@ def _report(warnings: List[str]) -> None:
 @FORCE
 @reports_errors
 def set_header(image: str, field: str, value: int, force: bool) -> None:
-    """Set header FIELD (a name as dump prints it) to VALUE (any int() base: 0x.., 0o..)."""
-    _report(edit.set_header_field(image, field, value, force))
+    """Set header FIELD (its qcow2.ksy id, its qcow2.txt name or the name dump prints)
+    to VALUE (any int() base: 0x.., 0o..). An unknown FIELD: exit 2, the fields listed."""
+    try:
+        warnings = edit.set_header_field(image, field, value, force)
+    except edit.UnknownField as exc:
+        _fail(exc, f"{image}: {exc}", exits.USAGE)
+    _report(warnings)
 
 
 @main.command("set-feature-bit")

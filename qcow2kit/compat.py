@@ -17,9 +17,9 @@ from typing import Callable, List, NamedTuple, Optional
 
 from . import edit
 from .dump import render
-from .edit import HEADER_FIELD_IDS
 from .errors import Qcow2Error
 from .image import open_image
+from .names import HEADER_FIELD_IDS
 
 
 class Options(NamedTuple):

@@ -23,7 +23,7 @@ import numpy as np
 from . import tables
 from .errors import Qcow2Error
 from .image import ClusterType, Image
-from .info import SPEC_BITS
+from .names import FEATURE_BITS
 from .snapshots import Snapshot, read_snapshots
 
 SECTOR = 512
@@ -77,7 +77,7 @@ def _readable(path: str, read: Callable[[Image], Any], a: Image, b: Image,
 # --- the header and extensions -------------------------------------------------------
 
 def _bit_names(group: str, bits: int) -> List[str]:
-    names = SPEC_BITS.get(group, ())
+    names = FEATURE_BITS.get(group, ())
     return [names[bit] if bit < len(names) else f"bit {bit}"
             for bit in range(64) if bits >> bit & 1]
 
@@ -133,7 +133,7 @@ class _L2Side:
     def __init__(self, image: Image, geometry: tables.Geometry, l1: np.ndarray,
                  index: int) -> None:
         self.l1_entry = int(l1[index]) if index < len(l1) else 0
-        offset = self.l1_entry & int(tables.OFFSET_MASK)
+        offset = self.l1_entry & tables.OFFSET
         n = geometry.l2_entries
         self.offset = offset
         if offset == 0:
@@ -141,13 +141,9 @@ class _L2Side:
             self.entries = np.zeros(n, dtype=np.uint64)
             self.bitmaps = np.zeros(n, dtype=np.uint64)
             return
-        self.raw = tables.read_table(image, offset, geometry.cluster_size,
-                                     f"L2 table (L1 entry {index})")
-        words = tables.u64_array(self.raw)
-        if geometry.extended_l2:
-            self.entries, self.bitmaps = words[0::2], words[1::2]
-        else:
-            self.entries, self.bitmaps = words, np.zeros(n, dtype=np.uint64)
+        self.raw = image.read(offset, geometry.cluster_size, f"L2 table (L1 entry {index})")
+        self.entries, bitmaps = tables.l2_words(self.raw, geometry)
+        self.bitmaps = np.zeros(n, dtype=np.uint64) if bitmaps is None else bitmaps
 
 
 def _host(entries: np.ndarray, types: np.ndarray, geometry: tables.Geometry) -> np.ndarray:
@@ -157,7 +153,7 @@ def _host(entries: np.ndarray, types: np.ndarray, geometry: tables.Geometry) -> 
                     tables.host_offsets(entries))
 
 
-ALL_ZERO_SUBCLUSTERS = np.uint64(0xFFFFFFFF00000000)  # extended L2: every zero bit set
+ALL_ZERO_SUBCLUSTERS = np.uint64(tables.ALL_ZERO)  # extended L2: every zero bit set
 
 
 def _types(side: _L2Side, geometry: tables.Geometry) -> np.ndarray:
@@ -175,8 +171,8 @@ def _classify(old: _L2Side, new: _L2Side, geometry: tables.Geometry) -> np.ndarr
     """Each cluster's change as an index into CHANGES (-1: unchanged)."""
     ta, tb = (_types(s, geometry) for s in (old, new))
     ha, hb = _host(old.entries, ta, geometry), _host(new.entries, tb, geometry)
-    copied_a = (old.entries & tables.COPIED) != 0
-    copied_b = (new.entries & tables.COPIED) != 0
+    copied_a = (old.entries & tables.COPIED_BIT) != 0
+    copied_b = (new.entries & tables.COPIED_BIT) != 0
     differs = (old.entries != new.entries) | (old.bitmaps != new.bitmaps)
     was_data, is_data = np.isin(ta, _DATA_TYPES), np.isin(tb, _DATA_TYPES)
     was_zero, is_zero = np.isin(ta, _ZERO_TYPES), np.isin(tb, _ZERO_TYPES)
@@ -244,7 +240,7 @@ def _continues(hosts: np.ndarray, types: np.ndarray, first: int, j: int, cs: int
 def mapping_changes(a: Image, b: Image) -> List[Change]:
     """The active guest mapping, cluster by cluster, where the two images differ."""
     out: List[Change] = []
-    geos = _readable("geometry", tables.Geometry.of, a, b, out)
+    geos = _readable("geometry", lambda i: i.geometry, a, b, out)
     if geos is None:
         return out
     ga, gb = geos
@@ -282,11 +278,11 @@ def refcount_changes(a: Image, b: Image) -> List[Change]:
     """Host ranges whose refcount changed, one change per run of clusters that went
     from the same old to the same new refcount."""
     out: List[Change] = []
-    geos = _readable("geometry", tables.Geometry.of, a, b, out)
+    geos = _readable("geometry", lambda i: i.geometry, a, b, out)
     if geos is None:
         return out
     count = max(g.file_clusters for g in geos)
-    counts = _readable("refcounts", lambda i: tables.refcounts(i, tables.Geometry.of(i),
+    counts = _readable("refcounts", lambda i: tables.refcounts(i, i.geometry,
                                                                  count), a, b, out)
     if counts is None:
         return out

@@ -14,6 +14,7 @@ from typing import Any, Callable, Dict, List, NamedTuple, Tuple
 
 from .errors import Qcow2Error
 from .image import TYPED_LENGTHS, Bitmap, ExtensionType, Header, Image
+from .names import BITMAP_FLAGS
 
 Format = Callable[[int], str]
 
@@ -57,7 +58,7 @@ EXTENSION_NAMES: Dict[str, str] = {
     "external_data_file": "Data file",
 }
 
-BITMAP_FLAG_NAMES = {0: "in-use", 1: "auto"}
+BITMAP_FLAG_NAMES = dict(enumerate(BITMAP_FLAGS[:2]))  # the flags qcow2.py names
 
 _PRINTABLE = frozenset(string.printable.encode("ascii"))
 

@@ -20,34 +20,12 @@ from kaitaistruct import KaitaiStream
 
 from .errors import PARSE_ERRORS, Qcow2Error, from_parse
 from .generated.qcow2 import Qcow2
-from .image import (KNOWN_INCOMPATIBLE_BITS, LUKS, TYPED_LENGTHS, ExtensionType, Header,
-                    Image, read_header)
+from .image import LUKS, TYPED_LENGTHS, ExtensionType, Header, Image, read_header
 from .locking import ImageLocked, lock_for_writing
+from .names import (FEATURE_BITS, FEATURE_GROUPS, HEADER_FIELD_IDS, KNOWN_INCOMPATIBLE_BITS,
+                    header_field, header_field_names)
 
-# header field name (as dump prints it) -> qcow2.ksy attribute of the header
-HEADER_FIELD_IDS = {
-    "magic": "magic",
-    "version": "version",
-    "backing_file_offset": "ofs_backing_file_name",
-    "backing_file_size": "len_backing_file_name",
-    "cluster_bits": "cluster_bits",
-    "size": "size",
-    "crypt_method": "crypt_method",
-    "l1_size": "num_l1_entries",
-    "l1_table_offset": "ofs_l1_table",
-    "refcount_table_offset": "ofs_refcount_table",
-    "refcount_table_clusters": "num_refcount_table_clusters",
-    "nb_snapshots": "num_snapshots",
-    "snapshot_offset": "ofs_snapshot_table",
-    "incompatible_features": "incompatible_features",
-    "compatible_features": "compatible_features",
-    "autoclear_features": "autoclear_features",
-    "refcount_order": "refcount_order",
-    "header_length": "len_header",
-    "compression_type": "compression_type",
-}
-FEATURE_GROUPS = ("incompatible", "compatible", "autoclear")
-CORRUPT_BIT = 1 << 1
+CORRUPT_BIT = 1 << FEATURE_BITS["incompatible"].index("corrupt")
 END_MARKER = bytes(8)
 PathLike = Union[str, Path]
 
@@ -59,6 +37,14 @@ class EditError(Qcow2Error):
         super().__init__("edit refused", None, problem)
 
 
+class UnknownField(EditError):
+    """No header field has that name (a usage error); the file is unchanged."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"{name!r} is not a known header field; the fields (by the spec's "
+                         f"id, other names in parentheses): {header_field_names()}")
+
+
 @dataclass
 class ExtensionRecord:
     magic: int
@@ -67,6 +53,14 @@ class ExtensionRecord:
 
     def encode(self) -> bytes:
         return struct.pack(">II", self.magic, len(self.data)) + self.data + self.padding
+
+
+def _field(name: str) -> str:
+    """qcow2.py's name of a header field given by any of its names."""
+    found = header_field(name)
+    if found is None:
+        raise UnknownField(name)
+    return found
 
 
 class FirstCluster:
@@ -88,9 +82,7 @@ class FirstCluster:
     # --- changes -------------------------------------------------------------
 
     def _span(self, name: str) -> range:
-        field = HEADER_FIELD_IDS.get(name)
-        if field is None:
-            raise EditError(f"{name!r} is not a known header field")
+        field = HEADER_FIELD_IDS[name]
         info = self.parsed_header._debug.get(field, {})
         if "end" not in info:
             raise EditError(f"{name} is not present in this version {self.image.header.version} "
@@ -98,10 +90,14 @@ class FirstCluster:
         return range(info["start"], info["end"])
 
     def get(self, name: str) -> int:
+        """A header field by any of its names (see names.header_field)."""
+        name = _field(name)
         span = self._span(name)
         return int.from_bytes(self.header[span.start:span.stop], "big")
 
     def set(self, name: str, value: int) -> None:
+        """Set a header field given by any of its names (see names.header_field)."""
+        name = _field(name)
         span = self._span(name)
         width = len(span)
         if not 0 <= value < 1 << 8 * width:

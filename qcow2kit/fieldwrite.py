@@ -29,6 +29,7 @@ from .fieldpath import TYPES, BadArgument, Node, PathError, Resolver, int_fields
 from .generated.qcow2 import Qcow2
 from .image import Image, ZeroPadded, enum_name, read_header
 from .locking import ImageLocked, lock_for_writing
+from .names import FEATURE_BITS
 from .tables import (BITMAP_ALL_ONES, COMPRESSED, COPIED, OFFSET_MASK, REFTABLE_OFFSET_MASK,
                      ZERO)
 
@@ -73,17 +74,11 @@ BITS: Dict[Tuple[str, str], Tuple[Tuple[str, ...], Callable[[Any], Tuple[int, in
     ("refcount_table_entry", "ofs_refcount_block"): (HALVES, _mask(REFTABLE_OFFSET_MASK)),
     ("bitmap_table_entry", "ofs_data"): (HALVES, _mask(OFFSET_MASK)),  # bits 9..55 too
     ("bitmap_table_entry", "all_ones"): (HALVES, _flag(BITMAP_ALL_ONES)),
-    ("bitmap_directory_entry", "in_use"): (("flags",), _bit(0)),
-    ("bitmap_directory_entry", "is_auto"): (("flags",), _bit(1)),
-    ("bitmap_directory_entry", "extra_data_compatible"): (("flags",), _bit(2)),
-    ("incompatible_features", "dirty"): (HALVES, _bit(0)),
-    ("incompatible_features", "corrupt"): (HALVES, _bit(1)),
-    ("incompatible_features", "external_data_file"): (HALVES, _bit(2)),
-    ("incompatible_features", "compression_type"): (HALVES, _bit(3)),
-    ("incompatible_features", "extended_l2"): (HALVES, _bit(4)),
-    ("compatible_features", "lazy_refcounts"): (HALVES, _bit(0)),
-    ("autoclear_features", "bitmaps"): (HALVES, _bit(0)),
-    ("autoclear_features", "data_file_raw"): (HALVES, _bit(1)),
+    # the bitmap flags and feature bits, numbered as names.py holds them
+    **{("bitmap_directory_entry", name): (("flags",), _bit(bit)) for bit, name in
+       enumerate(("in_use", "is_auto", "extra_data_compatible"))},
+    **{(f"{group}_features", name): (HALVES, _bit(bit))
+       for group, names in FEATURE_BITS.items() for bit, name in enumerate(names)},
     ("snapshot", "vm_clock_nsec"): (("vm_clock_nsec_hi", "vm_clock_nsec_lo"), _mask(U64)),
     ("snapshot_extra_data", "icount"): (("icount_hi", "icount_lo"), _mask(U64)),
 }

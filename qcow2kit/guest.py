@@ -50,7 +50,7 @@ class _Decompressor:
     def __init__(self, layer: Qcow2Layer) -> None:
         self.layer = layer
         self.geometry = layer.geometry
-        self.fd = layer.image._file.fileno()
+        self.image = layer.image
         self.compression_type = layer.image.header.compression_type
         self.cached: Optional[tuple] = None
         compression.check_available(self.compression_type)
@@ -60,7 +60,7 @@ class _Decompressor:
             return self.cached[1]
         offset, length = (int(x[0]) for x in tables.compressed_extents(
             np.array([entry], dtype=np.uint64), self.geometry))
-        raw = os.pread(self.fd, length, offset)
+        raw = self.image.read_stored(offset, length)
         size = self.geometry.cluster_size
         try:
             data = compression.decompress(raw, size, self.compression_type)
@@ -102,7 +102,7 @@ class Chain:
 
     def _data_fd(self, layer: Qcow2Layer) -> int:
         if not layer.geometry.external_data_file:
-            return layer.fd
+            return layer.image.fileno()
         if not layer.data_file:
             raise Qcow2Error("external data file", None, "the image keeps its data in an "
                              "external data file and does not name it")

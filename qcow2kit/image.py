@@ -1,7 +1,10 @@
-"""The image model: the generated parser opened on a file, with derived facts."""
+"""The image model: the generated parser opened on a file, with derived facts; the only
+door to the file (every other module reads it through Image)."""
 from __future__ import annotations
 
 import contextlib
+import errno
+import functools
 import io
 import os
 from dataclasses import dataclass, replace
@@ -13,20 +16,17 @@ from kaitaistruct import KaitaiStream, KaitaiStruct
 from . import access
 from .errors import PARSE_ERRORS, Qcow2Error, from_parse
 from .findings import Findings
+from .limits import (MAX_BACKING_NAME, MAX_BITMAP_DATA, MAX_BITMAP_DIRECTORY, MAX_BITMAP_TABLE,
+                     MAX_BITMAPS, MAX_FILE)
 from .generated.qcow2 import Qcow2
+from .names import HEADER_FIELD_IDS, INCOMPATIBLE, KNOWN_INCOMPATIBLE_BITS
+from .records import BitmapTableEntry, Geometry
 
 if TYPE_CHECKING:
     from .tables import BitmapTable
 
 MAGIC = 0x514649FB
-MAX_BACKING_NAME = 1023
-MAX_BITMAPS = 65535
-MAX_BITMAP_DIRECTORY = 1024 * MAX_BITMAPS
-MAX_BITMAP_TABLE = 0x8000000  # entries
-MAX_BITMAP_DATA = 512 << 20  # bytes of data clusters one bitmap table may point at
 FEATURE_NAME_BYTES = 48  # one feature name table entry
-KNOWN_INCOMPATIBLE_BITS = 0b11111  # dirty, corrupt, data file, compression, extended L2
-INCOMPATIBLE = 0  # feature type of the incompatible bits
 TYPED_LENGTHS = {"bitmaps": 24, "full_disk_encryption": 16}  # extension data lengths
 
 ExtensionType = Qcow2.HeaderExtensionType
@@ -34,6 +34,7 @@ ClusterType = Qcow2.ClusterType
 CryptMethod = Qcow2.CryptMethod
 LUKS = int(CryptMethod.luks)
 BitmapTableEntryKind = Qcow2.BitmapTableEntryKind
+BitmapType = Qcow2.BitmapType
 
 
 def u64(halves: KaitaiStruct) -> int:
@@ -81,6 +82,13 @@ def enum_name(value: Any) -> Optional[str]:
     return getattr(value, "name", None)
 
 
+# the Header fields read as they are, every version having them (magic aside)
+_VERSION_2_FIELDS = ("version", "backing_file_offset", "backing_file_size", "cluster_bits",
+                     "size", "crypt_method", "l1_size", "l1_table_offset",
+                     "refcount_table_offset", "refcount_table_clusters", "nb_snapshots",
+                     "snapshot_offset")
+
+
 @dataclass(frozen=True)
 class Header:
     """Header fields under the names of the qcow2 specification.
@@ -114,18 +122,7 @@ class Header:
     def from_parsed(cls, h: Any) -> "Header":
         v3 = h.version >= 3
         return cls(
-            version=h.version,
-            backing_file_offset=h.ofs_backing_file_name,
-            backing_file_size=h.len_backing_file_name,
-            cluster_bits=h.cluster_bits,
-            size=h.size,
-            crypt_method=int(h.crypt_method),
-            l1_size=h.num_l1_entries,
-            l1_table_offset=h.ofs_l1_table,
-            refcount_table_offset=h.ofs_refcount_table,
-            refcount_table_clusters=h.num_refcount_table_clusters,
-            nb_snapshots=h.num_snapshots,
-            snapshot_offset=h.ofs_snapshot_table,
+            **{name: int(getattr(h, HEADER_FIELD_IDS[name])) for name in _VERSION_2_FIELDS},
             incompatible_features=u64(h.incompatible_features) if v3 else 0,
             compatible_features=u64(h.compatible_features) if v3 else 0,
             autoclear_features=u64(h.autoclear_features) if v3 else 0,
@@ -168,13 +165,6 @@ class FeatureName:
 
 
 @dataclass(frozen=True)
-class BitmapTableEntry:
-    kind: str
-    offset: int
-    reserved: int
-
-
-@dataclass(frozen=True)
 class Bitmap:
     """A bitmap directory entry with its table classified."""
 
@@ -202,7 +192,7 @@ class ZeroPadded(io.RawIOBase):
     (sized by a field not yet checked) is an EOFError, not an allocation.
     """
 
-    SIZE = 1 << 63
+    SIZE = MAX_FILE
     MAX_ZEROS = 64 << 20  # the largest structure QEMU reads at once: a bitmap directory
 
     def __init__(self, fd: int, file_size: int) -> None:
@@ -250,11 +240,33 @@ def read_padded(fd: int, file_size: int, offset: int, size: int) -> bytes:
     return data + bytes(size - len(data))
 
 
+def file_runs(fd: int, start: int, end: int) -> Iterator[Tuple[int, int, bool]]:
+    """(start, end, is_data) runs of a file region, from SEEK_DATA/SEEK_HOLE."""
+    pos = start
+    while pos < end:
+        try:
+            data = os.lseek(fd, pos, os.SEEK_DATA)
+        except OSError as exc:
+            if exc.errno != errno.ENXIO:
+                raise
+            data = end
+        if data > pos:
+            yield pos, min(data, end), False
+            pos = min(data, end)
+            continue
+        hole = os.lseek(fd, pos, os.SEEK_HOLE)
+        if hole <= pos:  # a device tells no holes (/dev/null answers 0): data to the end
+            hole = end
+        yield pos, min(hole, end), True
+        pos = min(hole, end)
+
+
 class Image:
     """A qcow2 image opened read-only (or read-write for editors).
 
     Read as QEMU reads it: zeros past the end of the file. What does not lie in the
-    file (a structure cut short by a truncation, say) is noted in findings.
+    file (a structure cut short by a truncation, say) is noted in findings. The
+    geometry and the extensions are read once.
     Read-only, it is opened as access.open_input opens a file in the given role,
     with qemu's shared read lock unless lock is off.
     """
@@ -319,12 +331,38 @@ class Image:
         if h.backing_file_offset:
             self.past_end("backing file name", h.backing_file_offset, h.backing_file_size)
 
-    def read(self, offset: int, size: int) -> bytes:
-        """size bytes of the file at offset, zeros past its end (as QEMU reads it)."""
+    def read(self, offset: int, size: int, what: Optional[str] = None) -> bytes:
+        """size bytes of the file at offset, zeros past its end (as QEMU reads it);
+        with what (the structure read), a finding when it runs past the end."""
+        if what is not None:
+            self.past_end(what, offset, size)
         try:
             return read_padded(self._file.fileno(), self.file_size, offset, size)
         except ValueError as exc:
             raise Qcow2Error("file", offset, str(exc)) from None
+
+    def read_stored(self, offset: int, size: int) -> bytes:
+        """The bytes the file holds at offset, up to size: short at its end."""
+        return os.pread(self._file.fileno(), size, offset)
+
+    def fileno(self) -> int:
+        """The file's descriptor, for bulk guest data reads (preadv); metadata is
+        read with read()."""
+        return self._file.fileno()
+
+    def stat(self) -> os.stat_result:
+        """The open file's status (its identity, its blocks)."""
+        return os.fstat(self._file.fileno())
+
+    @property
+    def allocated(self) -> int:
+        """Bytes the file occupies on disk, as qemu reports it."""
+        return self.stat().st_blocks * 512
+
+    def data_runs(self, start: int, end: int) -> Iterator[Tuple[int, int, bool]]:
+        """(start, end, is_data) runs of [start, end) of the file: its holes read as
+        zeros and take no space."""
+        return file_runs(self._file.fileno(), start, end)
 
     def past_end(self, structure: str, offset: int, size: int) -> bool:
         """Note a finding when the structure runs past the end of the file; whether it does."""
@@ -334,9 +372,14 @@ class Image:
     def cluster_size(self) -> int:
         return self.qcow2.cluster_size
 
-    @property
+    @functools.cached_property
+    def geometry(self) -> Geometry:
+        """The numbers that shape the image's tables."""
+        return Geometry.of(self)
+
+    @functools.cached_property
     def extensions(self) -> List[Extension]:
-        """Header extensions in file order, the end marker left out."""
+        """Header extensions in file order, the end marker left out (read once)."""
         area = getattr(self.qcow2, "header_extensions", None)  # absent: no room for any
         if area is None:
             return []
@@ -522,11 +565,3 @@ def open_image(path: Union[str, Path], writable: bool = False,
     writable is set."""
     return Image(path, writable, role)
 
-
-def probe_format(path: str, role: str = access.IMAGE) -> str:
-    """qcow2 or raw, by the magic, as qemu probes a backing file without a format."""
-    fd = access.open_input(path, role, lock=False)
-    try:
-        return "qcow2" if os.pread(fd, 4, 0) == MAGIC.to_bytes(4, "big") else "raw"
-    finally:
-        os.close(fd)

@@ -17,25 +17,18 @@ import struct
 from typing import Any, Dict, List, Optional
 
 from .errors import Qcow2Error
-from . import access, printable
+from . import access, chain, printable
 from .qemu_version import CHILD_NODES, LUKS_DETACHED_HEADER, NEWEST, QemuVersion
 from .findings import Finding
-from .image import Image, enum_name, open_image, probe_format, refuse_as_qemu, text
+from .names import BITMAP_FLAGS, FEATURE_BITS
+from .image import Image, enum_name, open_image, refuse_as_qemu, text
 from .qemu_style import (INDENT, SECTOR, InOrder, c_string, disk_size, dump_tree, size_to_str,
                          to_json)
 from .snapshots import listing_header, listing_line, qemu_snapshot_info, read_snapshots
 
 COMPAT = {2: "0.10", 3: "1.1"}
 EXTRAS = "qcow2kit"
-# The bits the specification defines, under qcow2.ksy's names (its has_unknown_bits
-# instances mark every other bit).
-SPEC_BITS = {
-    "incompatible": ("dirty", "corrupt", "external_data_file", "compression_type",
-                     "extended_l2"),
-    "compatible": ("lazy_refcounts",),
-    "autoclear": ("bitmaps", "data_file_raw"),
-}
-BITMAP_FLAGS = ((1, "in-use"), (2, "auto"))
+QEMU_BITMAP_FLAGS = BITMAP_FLAGS[:2]  # the flags qemu's Qcow2BitmapInfoFlags names
 # Linux's FS_IOC_FSGETXATTR: _IOR('X', 31, struct fsxattr), the 28-byte struct whose
 # second u32 is the extent size hint qemu reports for a file (XFS sets one)
 FS_IOC_FSGETXATTR = 0x801C581F
@@ -44,30 +37,19 @@ FSXATTR = struct.Struct("=IIIII8x")
 
 # --- the qcow2 image ----------------------------------------------------------------
 
-def _allocated(path: str) -> int:
-    """Bytes the file occupies on disk, as qemu reports it."""
-    return os.stat(path).st_blocks * 512
-
-
 def _feature_masks(image: Image) -> Dict[str, int]:
     h = image.header
     return {"incompatible": h.incompatible_features, "compatible": h.compatible_features,
             "autoclear": h.autoclear_features}
 
 
-def _last_string(image: Image, kind: str) -> Optional[str]:
-    """The value of the last string extension of that kind (qemu keeps the last)."""
-    found = [e for e in image.extensions if e.kind == kind]
-    return c_string(text(found[-1].parsed.value)) if found else None
-
-
 def _backing(image: Image, filename: str) -> Dict[str, Any]:
-    backing = c_string(image.backing_file or "")
+    backing = chain.backing_name(image)
     if not backing:
         return {}
     out = {"backing-filename": backing,
            "full-backing-filename": access.full_backing_filename(filename, backing)}
-    backing_format = _last_string(image, "backing_file_format")
+    backing_format = chain.backing_format(image)
     if backing_format:
         out["backing-filename-format"] = backing_format
     return out
@@ -126,7 +108,7 @@ def _bitmaps(image: Image) -> List[Dict[str, Any]]:
     if not consistent or image.extension("bitmaps") is None:
         return []
     return [{"name": c_string(b.name), "granularity": 1 << b.granularity_bits,
-             "flags": [name for bit, name in BITMAP_FLAGS if b.flags & bit]}
+             "flags": [name for bit, name in enumerate(QEMU_BITMAP_FLAGS) if b.flags >> bit & 1]}
             for b in image.bitmap_directory()]
 
 
@@ -134,7 +116,7 @@ def _v3_features(image: Image) -> Dict[str, Any]:
     """The version 3 members before refcount-bits, in qemu's order."""
     q, features = image.qcow2, image.qcow2.header
     out: Dict[str, Any] = {}
-    data_file = _last_string(image, "external_data_file")
+    data_file = chain.data_file_name(image)
     if data_file is not None:
         out["data-file"] = data_file
     if q.has_external_data_file:
@@ -165,7 +147,7 @@ def format_data(image: Image, qemu: QemuVersion = NEWEST) -> Dict[str, Any]:
 
 
 def _spec_name(kind: str, bit: int) -> Optional[str]:
-    names = SPEC_BITS[kind]
+    names = FEATURE_BITS[kind]
     return names[bit] if bit < len(names) else None
 
 
@@ -241,7 +223,7 @@ def qcow2_info(image: Image, filename: str, with_extras: bool = True,
     dirty = h.version >= 3 and bool(image.qcow2.header.incompatible_features.dirty)
     info: Dict[str, Any] = {
         "filename": filename, "format": "qcow2", "dirty-flag": dirty,
-        "actual-size": _allocated(str(image.path)),
+        "actual-size": image.allocated,
         "virtual-size": disk_size(h.size),
         "cluster-size": image.cluster_size}
     if h.crypt_method:
@@ -274,47 +256,28 @@ def raw_info(path: str, role: str = access.IMAGE,
     return info
 
 
-def image_info(filename: str, with_extras: bool = True, role: str = access.IMAGE,
+def image_info(filename: str, with_extras: bool = True,
                qemu: QemuVersion = NEWEST) -> Dict[str, Any]:
     """qemu's ImageInfo for the qcow2 image named filename, plus the extras."""
-    path = access.file_path(filename)
-    with open_image(path, role=role) as image:
-        return qcow2_info(image, path, with_extras, qemu)
+    return backing_chain(filename, with_extras, qemu, follow=False)[0]
 
 
-def _backing_info(path: str, fmt: Optional[str], with_extras: bool,
-                  qemu: QemuVersion) -> Dict[str, Any]:
-    fmt = fmt or probe_format(path, access.BACKING)
-    if fmt == "raw":
-        return raw_info(path, access.BACKING, qemu)
-    if fmt != "qcow2":
-        raise Qcow2Error("backing chain", None,
-                         f"{path!r}: the {fmt} format is not supported")
-    return image_info(path, with_extras, access.BACKING, qemu)
-
-
-def backing_chain(filename: str, with_extras: bool = True,
-                  qemu: QemuVersion = NEWEST) -> List[Dict[str, Any]]:
+def backing_chain(filename: str, with_extras: bool = True, qemu: QemuVersion = NEWEST,
+                  follow: bool = True) -> List[Dict[str, Any]]:
     """ImageInfo of the image and of each backing file in turn, as qemu-img info
-    --backing-chain follows them (qcow2 and raw backing files), under the chain
-    policy of access (which vets the external data files too)."""
-    chain = [image_info(filename, with_extras, qemu=qemu)]
-    seen = {filename}
-    while True:
-        info = chain[-1]
-        data_file = info.get("format-specific", {}).get("data", {}).get("data-file")
-        if data_file:
-            access.data_file(info["filename"], data_file)
-        below = access.backing_file(info["filename"], info.get("backing-filename"),
-                                    info.get("backing-filename-format"), len(chain) - 1)
-        if below is None:
-            return chain
-        path, fmt = below
-        if path in seen:
-            raise Qcow2Error("backing chain", None,
-                             f"backing file {path!r} creates an infinite loop")
-        seen.add(path)
-        chain.append(_backing_info(path, fmt, with_extras, qemu))
+    --backing-chain of release qemu follows them (qcow2 and raw backing files), under
+    the chain policy of access (which vets the external data files too)."""
+    files = chain.Chain(filename)
+    link: Optional[chain.Link] = files.top
+    infos = []
+    while link is not None:
+        if link.format == "raw":
+            infos.append(raw_info(link.path, link.role, qemu))
+            break
+        with open_image(link.path, role=link.role) as image:
+            infos.append(qcow2_info(image, link.path, with_extras, qemu))
+            link = files.below(image, link) if follow else None
+    return infos
 
 
 # --- rendering -------------------------------------------------------------------------

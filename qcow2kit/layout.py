@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import importlib
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, List, NamedTuple, Tuple
@@ -30,7 +29,8 @@ from .image import Image
 from .owners import OwnerTable
 from .progress import Progress
 from .qemu_style import size_to_str
-from .references import ACTIVE, Context, Kind, StoredRefcounts, walk_length
+from .references import ACTIVE, Context, Kind, walk_length
+from .tables import StoredRefcounts
 
 MAX_CELLS = 68 << 10  # 64 Ki and a margin: a 1 TiB image and its metadata keep 16 MiB cells
 CHUNK = 1 << 20  # clusters classified at a time
@@ -107,7 +107,7 @@ def classify(image: Image, progress: bool = False) -> Layout:
     with Progress("layout", walk_length(ctx)) if progress else \
             contextlib.nullcontext() as bar:
         table = OwnerTable(ctx, bar)
-    stored = StoredRefcounts(ctx, 0)  # read a chunk at a time
+    stored = StoredRefcounts(ctx.image, ctx.reftable, 0)  # read a chunk at a time
     per_cell = cells_for(n)
     ranks = np.array([_OF_KIND[Kind(k)] for k in range(len(Kind))], dtype=np.uint8)
     row_rank = ranks[table.kind]
@@ -123,7 +123,7 @@ def classify(image: Image, progress: bool = False) -> Layout:
         major, other = _cells(category, per_cell)
         cells.append(major)
         minor.append(other)
-    allocated = os.fstat(image._file.fileno()).st_blocks * 512
+    allocated = image.allocated
     return Layout(image.path.name, image.header.size, ctx.file_size, allocated, ctx.cs, n,
                   per_cell, np.concatenate(cells), np.concatenate(minor), counts)
 

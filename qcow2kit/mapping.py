@@ -9,7 +9,6 @@ release asked for (from 8.2 on, an extent also says whether it is compressed).
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, replace
@@ -19,16 +18,14 @@ from typing import Dict, Iterable, Iterator, List, NamedTuple, Optional, Tuple, 
 import numpy as np
 
 from .errors import Qcow2Error
-from . import access
-from .image import Image, open_image, probe_format, text
+from . import access, chain
+from .image import Image, file_runs, open_image
 from .output import FileId, file_id
 from .progress import Progress
 from .qemu_style import disk_size
 from .qemu_version import MAP_COMPRESSED, NEWEST, QemuVersion
 from .snapshots import Snapshot, read_snapshots
 from . import tables
-
-SUBCLUSTERS = 32
 
 
 @dataclass(frozen=True)
@@ -68,27 +65,6 @@ class Layer(ABC):
         """The extents of [start, end), this layer's and, below it, its backing's."""
 
 
-def file_runs(fd: int, start: int, end: int) -> Iterator[tuple]:
-    """(start, end, is_data) runs of a file region, from SEEK_DATA/SEEK_HOLE."""
-    pos = start
-    while pos < end:
-        try:
-            data = os.lseek(fd, pos, os.SEEK_DATA)
-        except OSError as exc:
-            if exc.errno != errno.ENXIO:
-                raise
-            data = end
-        if data > pos:
-            yield pos, min(data, end), False
-            pos = min(data, end)
-            continue
-        hole = os.lseek(fd, pos, os.SEEK_HOLE)
-        if hole <= pos:  # a device tells no holes (/dev/null answers 0): data to the end
-            hole = end
-        yield pos, min(hole, end), True
-        pos = min(hole, end)
-
-
 class RawLayer(Layer):
     """A raw image: data where the file has data, zeros in its holes."""
 
@@ -102,16 +78,19 @@ class RawLayer(Layer):
             yield Extent(a, b - a, depth, True, not is_data, is_data, a, self.filename)
 
 
-# status of a (sub)cluster: (present, zero, data, has offset, reads from below)
+# status of a (sub)cluster, by the spec's subcluster_type (invalid ones are refused):
+# (present, zero, data, has offset, reads from below)
 _STATUS = {
-    "normal": (True, False, True, True, False),
-    "zero_alloc": (True, True, False, True, False),
-    "zero_plain": (True, True, False, False, False),
-    "compressed": (True, False, True, False, False),
+    "unallocated_plain": (False, False, False, False, True),
     "unallocated_alloc": (False, False, False, True, True),
-    "unallocated": (False, False, False, False, True),
+    "zero_plain": (True, True, False, False, False),
+    "zero_alloc": (True, True, False, True, False),
+    "normal": (True, False, True, True, False),
+    "compressed": (True, False, True, False, False),
 }
-_KINDS = list(_STATUS)
+_KINDS = [t.name for t in sorted(tables.SubclusterType)]
+HAS_OFFSET = np.array([t.name in _STATUS and _STATUS[t.name][3]
+                       for t in sorted(tables.SubclusterType)])
 
 
 class Run(NamedTuple):
@@ -124,10 +103,8 @@ class Run(NamedTuple):
     offset: int
     entries: np.ndarray
 
-KIND = {name: np.uint8(i) for i, name in enumerate(_KINDS)}
+
 NO_ENTRIES = np.zeros(0, dtype=np.uint64)
-_FROM_CLUSTER_TYPE = np.array([KIND["unallocated"], KIND["zero_plain"], KIND["zero_alloc"],
-                               KIND["normal"], KIND["compressed"]], dtype=np.uint8)
 
 
 class Qcow2Layer(Layer):
@@ -138,7 +115,7 @@ class Qcow2Layer(Layer):
                  size: Optional[int] = None,
                  l1_where: Optional[Tuple[str, int]] = None) -> None:
         self.image = image
-        self.geometry = tables.Geometry.of(image)
+        self.geometry = image.geometry
         self.size = disk_size(image.header.size) if size is None else size
         self.filename = filename
         self.backing = backing
@@ -148,9 +125,9 @@ class Qcow2Layer(Layer):
         self.l1 = tables.l1_table(image) if l1 is None else l1
         self._check_l1_covers(*(l1_where or ("L1 table", image.header.l1_table_offset)))
         self.mapped = np.flatnonzero(self.l1 & tables.OFFSET_MASK)  # L1 entries with an L2 table
-        self.unit = self.geometry.cluster_size // (SUBCLUSTERS if self.geometry.extended_l2 else 1)
+        self.unit = self.geometry.cluster_size // (tables.SUBCLUSTERS if self.geometry.extended_l2
+                                                   else 1)
         self.preallocated = self._metadata_preallocated()
-        self.fd = image._file.fileno()
 
     def _check_l1_covers(self, what: str, offset: int) -> None:
         """QEMU's "L1 table is too small": the L1 table must map the whole disk."""
@@ -164,51 +141,33 @@ class Qcow2Layer(Layer):
         """QEMU's test: many more refcounted clusters than the file has blocks."""
         if self.geometry.external_data_file:
             return False
-        real = os.fstat(self.image._file.fileno()).st_blocks * 512 // self.geometry.cluster_size
+        real = self.image.allocated // self.geometry.cluster_size
         threshold = max(real * 10 // 9, real + 2)
         counts = tables.refcounts(self.image, self.geometry)
         return int(np.count_nonzero(counts)) >= threshold
 
     # --- per L2 table ------------------------------------------------------------
 
-    def _table(self, l1_index: int):
-        """Kinds, host offsets and raw L2 entries of every unit (subcluster or cluster)
-        the L2 table of an allocated L1 entry maps."""
+    def _table(self, l1_index: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Kinds (subcluster types), host offsets and raw L2 entries of every unit
+        (subcluster or cluster) the L2 table of an allocated L1 entry maps."""
         g = self.geometry
         table = next(tables.l2_tables(self.image, self.l1[l1_index:l1_index + 1], g))
-        types = _FROM_CLUSTER_TYPE[tables.cluster_types(table.entries, g)]
+        types = tables.subcluster_types(tables.cluster_types(table.entries, g), table.bitmaps)
         host = tables.host_offsets(table.entries)
         if not g.extended_l2:
-            return types, host, table.entries
-        kinds, offsets = self._subclusters(types, host, table, l1_index)
-        return kinds, offsets, np.repeat(table.entries, SUBCLUSTERS)
-
-    def _subclusters(self, types: np.ndarray, host: np.ndarray, table: tables.L2Table,
-                     l1_index: int):
-        bitmaps = table.bitmaps
-        assert bitmaps is not None  # extended L2 entries
-        bits = np.arange(SUBCLUSTERS, dtype=np.uint64)
-        alloc = ((bitmaps[:, None] >> bits) & np.uint64(1)).astype(bool)
-        zero = ((bitmaps[:, None] >> (bits + np.uint64(32))) & np.uint64(1)).astype(bool)
-        cluster = np.repeat(types, SUBCLUSTERS).reshape(-1, SUBCLUSTERS)
-        normal = cluster == KIND["normal"]
-        invalid = (normal & (bitmaps & (bitmaps >> np.uint64(32)) != 0)[:, None]) | \
-            ((cluster == KIND["unallocated"]) & ((bitmaps & np.uint64(0xFFFFFFFF)) != 0)[:, None])
+            return types.reshape(-1), host, table.entries
         # qemu reads only the entries that map the disk
-        disk = -(-(self.size - l1_index * len(types) * self.geometry.cluster_size) //
-                 self.geometry.cluster_size)
-        if invalid[:disk].any():
-            index = int(np.flatnonzero(invalid[:disk].any(axis=1))[0])
+        disk = -(-(self.size - l1_index * len(types) * g.cluster_size) // g.cluster_size)
+        invalid = (types[:disk] == tables.INVALID_SUBCLUSTER).any(axis=1)
+        if invalid.any():
+            index = int(np.flatnonzero(invalid)[0])
             raise Qcow2Error(f"L2 table (L1 entry {l1_index}) entry {index}",
                              table.offset + 16 * index, "invalid subcluster bitmap")
-        kinds = np.select(
-            [cluster == KIND["compressed"], normal & zero, normal & alloc, normal,
-             (cluster == KIND["unallocated"]) & zero],
-            [KIND["compressed"], KIND["zero_alloc"], KIND["normal"], KIND["unallocated_alloc"],
-             KIND["zero_plain"]], KIND["unallocated"]).astype(np.uint8).reshape(-1)
-        within = np.tile(bits * np.uint64(self.unit), len(types))
-        offsets = np.repeat(host, SUBCLUSTERS) + within
-        return kinds, offsets
+        within = np.tile(np.arange(tables.SUBCLUSTERS, dtype=np.uint64) * np.uint64(self.unit),
+                         len(types))
+        offsets = np.repeat(host, tables.SUBCLUSTERS) + within
+        return types.reshape(-1), offsets, np.repeat(table.entries, tables.SUBCLUSTERS)
 
     # --- extents -------------------------------------------------------------------
 
@@ -224,7 +183,7 @@ class Qcow2Layer(Layer):
             mapped = self._next_mapped(l1_index)
             if mapped != l1_index:  # up to the next L2 table, nothing is allocated
                 stop = end if mapped is None else min(end, mapped * span)
-                yield Run("unallocated", pos, stop, 0, NO_ENTRIES)
+                yield Run("unallocated_plain", pos, stop, 0, NO_ENTRIES)
                 pos = stop
                 continue
             stop = min(end, base + span)
@@ -244,7 +203,7 @@ class Qcow2Layer(Layer):
         unit = np.uint64(self.unit)
         contiguous = np.ones(len(kinds), dtype=bool)
         contiguous[1:] = offsets[1:] == offsets[:-1] + unit
-        has_offset = np.isin(kinds, [KIND["normal"], KIND["zero_alloc"], KIND["unallocated_alloc"]])
+        has_offset = HAS_OFFSET[kinds]
         breaks = np.flatnonzero((kinds[1:] != kinds[:-1]) | (has_offset[1:] & ~contiguous[1:])) + 1
         bounds = np.concatenate(([0], breaks, [len(kinds)]))
         for a, b in zip(bounds[:-1], bounds[1:]):
@@ -269,7 +228,7 @@ class Qcow2Layer(Layer):
         filename = self.data_filename if has_offset else None
         at = offset if has_offset else None
         if kind == "normal" and self.preallocated and has_offset:
-            for a, b, is_data in file_runs(self.fd, offset, offset + end - start):
+            for a, b, is_data in self.image.data_runs(offset, offset + end - start):
                 yield Extent(start + a - offset, b - a, depth, True, not is_data, True, a, filename)
             return
         yield Extent(start, end - start, depth, present, zero, data, at, filename,
@@ -302,8 +261,9 @@ def chain_inputs(top: Layer) -> Dict[FileId, str]:
     found: Dict[FileId, str] = {}
     for layer in chain_layers(top):
         role = "the image" if layer is top else "the backing file"
-        fd = layer.fd if isinstance(layer, Qcow2Layer) else _raw(layer).file.fileno()
-        found.setdefault(file_id(os.fstat(fd)), f"{role} {layer.filename}")
+        st = (layer.image.stat() if isinstance(layer, Qcow2Layer)
+              else os.fstat(_raw(layer).file.fileno()))
+        found.setdefault(file_id(st), f"{role} {layer.filename}")
         if isinstance(layer, Qcow2Layer) and layer.data_file:
             with contextlib.suppress(OSError):
                 found.setdefault(file_id(os.stat(layer.data_filename)),
@@ -340,51 +300,36 @@ def select_snapshot(image: Image, key: str) -> Snapshot:
                      f"no snapshot with the id or name {key!r}")
 
 
-def c_string(name: Optional[str]) -> Optional[str]:
-    """A name as QEMU reads it from the image, a C string: up to its first NUL (an
-    empty backing file name is no backing file)."""
-    return None if name is None else name.split("\0", 1)[0]
-
-
 def open_chain(path: Union[str, Path], snapshot: Optional[str] = None,
-               max_depth: int = 64) -> Layer:
+               max_depth: int = chain.MAX_DEPTH) -> Layer:
     """The image at path (or one of its snapshots) with its backing chain opened as
-    QEMU resolves it, under the chain policy of access (overrides, safe mode).
+    chain resolves it, under the chain policy of access (overrides, safe mode).
 
     Backing names are relative to the directory of the image naming them; external
     data file names, as in QEMU, to the current directory.
     """
-    return _open_layer(str(path), "qcow2", 0, max_depth, snapshot)
+    files = chain.Chain(str(path), max_depth)
+    return _open_layer(files, files.top, snapshot)
 
 
-def _open_layer(filename: str, fmt: Optional[str], depth: int, max_depth: int,
+def _open_layer(files: chain.Chain, link: chain.Link,
                 snapshot: Optional[str] = None) -> Layer:
-    if depth > max_depth:
-        raise Qcow2Error("backing chain", None, "too deep (a loop?)")
-    role = access.IMAGE if depth == 0 else access.BACKING
-    fmt = fmt or probe_format(filename, role)
-    if fmt == "raw":
-        return RawLayer(filename, role)
-    if fmt != "qcow2":
-        raise Qcow2Error("backing file format", None, f"{fmt!r} images are not supported")
-    image = open_image(filename, role=role)
+    if link.format == "raw":
+        return RawLayer(link.path, link.role)
+    image = open_image(link.path, role=link.role)
     try:
-        return _qcow2_layer(image, filename, depth, max_depth, snapshot)
+        return _qcow2_layer(files, image, link, snapshot)
     except BaseException:
         image.close()
         raise
 
 
-def _qcow2_layer(image: Image, filename: str, depth: int, max_depth: int,
+def _qcow2_layer(files: chain.Chain, image: Image, link: chain.Link,
                  snapshot: Optional[str]) -> Qcow2Layer:
-    fmt_ext = image.extension("backing_file_format")
-    fmt = c_string(text(fmt_ext.data)) if fmt_ext else None
-    below = access.backing_file(filename, c_string(image.backing_file), fmt, depth)
-    data_ext = image.extension("external_data_file")
-    data_file = c_string(text(data_ext.data)) if data_ext else None
-    if data_file:
-        access.data_file(filename, data_file)
-    backing = None if below is None else _open_layer(*below, depth + 1, max_depth)
+    below = files.below(image, link)
+    data_file = chain.data_file_name(image) or None
+    backing = None if below is None else _open_layer(files, below)
+    filename = link.path
     if snapshot is None:
         return Qcow2Layer(image, filename, backing, data_file)
     snap = select_snapshot(image, snapshot)

@@ -22,10 +22,10 @@ from typing import Dict, List, NamedTuple, Optional, Tuple, Union
 
 import numpy as np
 
-from . import access, compression
+from . import access, chain, compression
 from .errors import Qcow2Error
 from .image import Image
-from .mapping import Qcow2Layer, c_string, chain_inputs, chain_layers, close_chain, open_chain
+from .mapping import Qcow2Layer, chain_inputs, chain_layers, close_chain, open_chain
 from .output import FileId, Output, OutputError, file_id, open_file
 from .owners import OwnerTable
 from .references import Context, Kind
@@ -175,18 +175,17 @@ def archive_compressor(name: Union[str, Path]) -> Optional[str]:
 
 
 def _inputs(image: Image) -> Dict[FileId, str]:
-    return {file_id(os.fstat(image._file.fileno())): f"the image {image.path}"}
+    return {file_id(image.stat()): f"the image {image.path}"}
 
 
 def _fill(image: Image, out: Output, found: Layout,
           scrub: List[Tuple[NameSpan, bytes]]) -> None:
     """The copy's bytes into out: metadata ranges, compressed clusters of zeros, then
     the neutral names."""
-    src = image._file.fileno()
     for start, end in found.metadata:
         for at in range(start, end, CHUNK):
             want = min(CHUNK, end - at)
-            data = os.pread(src, want, at)
+            data = image.read_stored(at, want)
             if len(data) != want:
                 raise Qcow2Error("image", at, "the file shrank while it was copied")
             out.write(at, data)
@@ -300,7 +299,7 @@ def chain_copy(path: Union[str, Path], out: Union[str, Path], scrub_names: bool 
                 _hole_file(data, os.stat(layer.data_filename).st_size, inputs)
                 done.append((str(data), None))
             if layer.backing is not None:
-                stored = neutral.get("backing file") or c_string(layer.image.backing_file)
+                stored = neutral.get("backing file") or chain.backing_name(layer.image)
                 dest = _beside(dest, stored or "", "backing file")
         return done
     finally:

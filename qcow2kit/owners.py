@@ -14,8 +14,8 @@ from typing import Iterator, List, Optional, Tuple
 import numpy as np
 
 from .progress import Progress
-from .references import (REFT_OFFSET, REFT_RESERVED, Context, Kind, L1Ref, L2Entries, Owner,
-                         walk)
+from .references import Context, Kind, L1Ref, Owner, walk
+from .tables import REFT_OFFSET, REFT_RESERVED, L2Entries
 
 U64_MAX = 2**64 - 1
 _FLUSH = 8192  # rows kept as Python values before they become arrays
@@ -75,7 +75,7 @@ class _Collector:
             self.region(owner, offset, self.ctx.cs)
 
     def l2_table(self, ref: L1Ref, data: bytes, active: bool) -> None:
-        table = L2Entries(data, self.ctx)
+        table = L2Entries(data, self.ctx.geometry)
         parts = [part for part in (self._data(table), self._compressed(table))
                  if part is not None]
         if not parts:

@@ -15,30 +15,22 @@ before anything is allocated.
 from __future__ import annotations
 
 import functools
-import os
 from enum import IntEnum
-from typing import Any, List, NamedTuple, Optional, Protocol, Tuple
+from typing import List, NamedTuple, Optional, Protocol
 
 import numpy as np
 
 from . import tables
 from .errors import Qcow2Error
 from .image import Bitmap, BitmapTableEntry, Image
+from .limits import MAX_L1_ENTRIES, MAX_REFTABLE_BYTES
+from .names import AUTOCLEAR_BITMAPS
 from .progress import Progress
 from .qemu_style import SECTOR, byte_width, c_string, disk_size
 from .snapshots import ENTRY_FIXED_BYTES, Snapshot, read_snapshots
+from .tables import L1_RESERVED, OFFSET
 
-COPIED = 1 << 63
-OFFSET = 0x00FFFFFFFFFFFE00  # L1 entry, standard L2 entry: bits 9..55
-L1_RESERVED = 0x7F000000000001FF
-L2_RESERVED = 0x3F000000000001FE
-REFT_OFFSET = 0xFFFFFFFFFFFFFE00
-REFT_RESERVED = 0x1FF
-ALL_ALLOC = 0xFFFFFFFF  # extended L2 bitmap: allocated subclusters
-AUTOCLEAR_BITMAPS = 1
-MAX_L1_ENTRIES = tables.MAX_L1_BYTES // 8
 ACTIVE = -1  # the source of the active L1 table's references
-MAX_READ_END = (1 << 63) - (1 << 30)  # qemu's BDRV_MAX_LENGTH: no read ends past it
 
 
 def c_hex(value: int) -> str:
@@ -100,14 +92,13 @@ class Context:
 
     def __init__(self, image: Image) -> None:
         self.image = image
-        self.geometry = g = tables.Geometry.of(image)
+        self.geometry = g = image.geometry
         self.bits = g.cluster_bits
         self.cs = g.cluster_size
         self.file_size = g.file_size
         # the file's length as qemu sees it (bdrv_getlength): in whole 512-byte sectors
         self.qemu_file_size = disk_size(g.file_size + SECTOR - 1)
         self.entry_size = 16 if g.extended_l2 else 8
-        self._fd = image._file.fileno()
         self._check_tables()
         self.snapshots = read_snapshots(image)
         self.snapshot_table_size = _snapshot_table_size(self.snapshots,
@@ -117,9 +108,9 @@ class Context:
                                      h.refcount_table_clusters * self.cs // 8)
 
     def read(self, offset: int, size: int) -> bytes:
-        """size bytes at offset, zeros past the end of the file."""
-        data = os.pread(self._fd, size, offset) if offset < self.file_size else b""
-        return data + bytes(size - len(data))
+        """size bytes at offset, zeros past the end of the file (and beyond 2^63,
+        where qemu's checks never read)."""
+        return self.image.read(offset, size) if offset < self.file_size else bytes(size)
 
     def entries(self, offset: int, count: int) -> np.ndarray:
         """Up to count big-endian 64-bit entries at offset: those inside the file (qemu
@@ -133,10 +124,10 @@ class Context:
         if h.l1_size > MAX_L1_ENTRIES:
             raise Qcow2Error("L1 table", h.l1_table_offset, f"{h.l1_size} entries exceed "
                              f"QEMU's limit of {MAX_L1_ENTRIES}")
-        if h.refcount_table_clusters * self.cs > tables.MAX_REFTABLE_BYTES:
+        if h.refcount_table_clusters * self.cs > MAX_REFTABLE_BYTES:
             raise Qcow2Error("refcount table", h.refcount_table_offset,
                              f"{h.refcount_table_clusters} clusters exceed QEMU's limit of "
-                             f"{tables.MAX_REFTABLE_BYTES} bytes")
+                             f"{MAX_REFTABLE_BYTES} bytes")
         for what, offset in (("L1 table", h.l1_table_offset),
                              ("refcount table", h.refcount_table_offset)):
             if offset % self.cs:
@@ -179,140 +170,6 @@ class Context:
 _FIXED_NAMES = {Kind.HEADER: "header", Kind.SNAPSHOT_TABLE: "snapshot table",
                 Kind.REFCOUNT_TABLE: "refcount table", Kind.ENCRYPTION: "encryption header",
                 Kind.BITMAP_DIRECTORY: "bitmap directory"}
-
-
-class StoredRefcounts:
-    """The stored refcounts, as qemu's qcow2_get_refcount reads them: 0 beyond the
-    refcount table or in an unallocated block; a block whose offset is not cluster
-    aligned, or that ends past qemu's largest offset, cannot be read. values holds the
-    first count clusters' refcounts; get() reads any other cluster's block when asked."""
-
-    def __init__(self, ctx: Context, count: int) -> None:
-        g = ctx.geometry
-        self.ctx = ctx
-        self.per_block = g.refcount_block_entries
-        self.offsets = (ctx.reftable & tables.REFTABLE_OFFSET_MASK).tolist()
-        self.values = np.zeros(count, dtype=tables.refcount_dtype(g.refcount_order))
-        self.unreadable: List[int] = []  # refcount table indices
-        for index, offset in enumerate(self.offsets[:-(-count // self.per_block)]):
-            if offset and not self.readable(offset):
-                self.unreadable.append(index)
-            elif offset:
-                first = index * self.per_block
-                n = min(self.per_block, count - first)
-                self.values[first:first + n] = self._block(offset)[:n]
-
-    def readable(self, offset: int) -> bool:
-        """Whether qemu can read a refcount block at offset."""
-        return not offset % self.ctx.cs and offset + self.ctx.cs <= MAX_READ_END
-
-    def _block(self, offset: int) -> np.ndarray:
-        data = self.ctx.read(offset, self.ctx.cs)
-        return tables.decode_refcount_block(data, self.ctx.geometry.refcount_order)
-
-    def span(self, first: int, last: int) -> np.ndarray:
-        """The refcounts of clusters first..last-1, read block by block (0 where a
-        block cannot be read)."""
-        out = np.zeros(last - first, dtype=self.values.dtype)
-        per_block = self.per_block
-        for index in range(first // per_block, min(-(-last // per_block), len(self.offsets))):
-            offset = self.offsets[index]
-            if offset and self.readable(offset):
-                a, b = max(first, index * per_block), min(last, (index + 1) * per_block)
-                block = self._block(offset)
-                out[a - first:b - first] = block[a - index * per_block:b - index * per_block]
-        return out
-
-    def get(self, cluster: int) -> Optional[int]:
-        """One cluster's refcount; None when its block cannot be read."""
-        index = cluster // self.per_block
-        offset = self.offsets[index] if index < len(self.offsets) else 0
-        if not offset:
-            return 0
-        if not self.readable(offset):
-            return None
-        if cluster < len(self.values):
-            return int(self.values[cluster])
-        return int(self._block(offset)[cluster - index * self.per_block])
-
-    def lookup(self, clusters: np.ndarray) -> Tuple[np.ndarray, Optional[np.ndarray]]:
-        """Refcounts of many clusters, and which of them could be read (None: all)."""
-        inside = clusters < len(self.values)
-        if not self.unreadable and inside.all():
-            return self.values[clusters], None
-        values = np.zeros(clusters.size, dtype=np.uint64)
-        values[inside] = self.values[clusters[inside]]
-        readable = ~np.isin(clusters // self.per_block, self.unreadable)
-        for i in np.flatnonzero(~inside):
-            value = self.get(int(clusters[i]))
-            readable[i] = value is not None
-            values[i] = value or 0
-        return values, readable
-
-
-class L2Entries:
-    """One L2 table decoded whole, its entries classified as qemu classifies them."""
-
-    def __init__(self, data: bytes, ctx: Context) -> None:
-        g = ctx.geometry
-        self.ctx = ctx
-        raw = np.frombuffer(data, dtype=">u8").astype(np.uint64)
-        self.entries = e = raw[0::2] if g.extended_l2 else raw
-        self.bitmaps = raw[1::2] if g.extended_l2 else None
-        self.compressed = (e & tables.COMPRESSED) != 0
-        self.any_compressed = bool(self.compressed.any())
-        self.offsets = e & tables.OFFSET_MASK
-        hosted = self.offsets != 0
-        if g.external_data_file:
-            zero = ((e & tables.ZERO) != 0) & (not g.extended_l2)
-            hosted |= ~zero & ((e & tables.COPIED) != 0)
-        if self.any_compressed:
-            hosted &= ~self.compressed
-        self.hosted = hosted  # normal and zero_alloc clusters
-        everything = bool(hosted.all())  # as in fully allocated tables: no copies
-        self.hosted_entries = e if everything else e[hosted]
-        self.hosted_offsets = self.offsets if everything else self.offsets[hosted]
-        self.hosted_clusters = (self.hosted_offsets >> np.uint64(ctx.bits)).view(np.intp)
-        self.c_offsets: Any  # arrays, None without compressed entries
-        self.c_lengths: Any
-        self.c_offsets, self.c_lengths = tables.compressed_extents(
-            e[self.compressed], g) if self.any_compressed else (None, None)
-
-    def counted_compressed(self) -> np.ndarray:
-        """Which compressed entries qemu counts: none with an external data file, and
-        none with a subcluster bitmap (both are corruptions)."""
-        if self.ctx.geometry.external_data_file:
-            return np.zeros(self.c_offsets.size, dtype=bool)
-        if self.bitmaps is None:
-            return np.ones(self.c_offsets.size, dtype=bool)
-        return self.bitmaps[self.compressed] == 0
-
-    def references(self) -> Tuple[np.ndarray, np.ndarray]:
-        """(entry index, cluster) of every cluster the table's entries reference."""
-        positions, clusters = [], []
-        if not self.ctx.geometry.external_data_file:
-            hosted = np.flatnonzero(self.hosted)
-            straddling = (self.hosted_offsets % np.uint64(self.ctx.cs)) != 0
-            positions += [hosted, hosted[straddling]]
-            clusters += [self.hosted_clusters, self.hosted_clusters[straddling] + 1]
-        if self.any_compressed:
-            where = np.flatnonzero(self.compressed)
-            bits = np.uint64(self.ctx.bits)
-            first = (self.c_offsets >> bits).astype(np.intp)
-            last = ((self.c_offsets + self.c_lengths - np.uint64(1)) >> bits).astype(np.intp)
-            for k in range(int((last - first).max()) + 1):
-                spans = first + k <= last
-                positions.append(where[spans])
-                clusters.append(first[spans] + k)
-        if not clusters:
-            return np.zeros(0, dtype=np.intp), np.zeros(0, dtype=np.intp)
-        return np.concatenate(positions), np.concatenate(clusters)
-
-    def clusters(self) -> np.ndarray:
-        """The clusters of references(), without their entry indexes."""
-        if self.any_compressed or self.ctx.geometry.external_data_file:
-            return self.references()[1]
-        return self.hosted_clusters
 
 
 class L1Ref(NamedTuple):

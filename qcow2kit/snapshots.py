@@ -18,14 +18,12 @@ from . import printable
 from .errors import PARSE_ERRORS, Qcow2Error, describe, locate
 from .generated.qcow2 import Qcow2
 from .image import Image, text
+from .limits import MAX_SNAPSHOT_EXTRA_DATA, MAX_SNAPSHOT_TABLE_BYTES, MAX_SNAPSHOTS
 from .qemu_style import InOrder, c_string, ljust, size_to_str, to_json
 from .qemu_version import NEWEST, SNAPSHOT_COLUMNS, QemuVersion
 
-MAX_SNAPSHOTS = 65536  # QEMU's limits
-MAX_TABLE_BYTES = 64 << 20
-MAX_EXTRA_DATA = 1024
 ENTRY_FIXED_BYTES = 40
-MAX_ENTRY_BYTES = ENTRY_FIXED_BYTES + MAX_EXTRA_DATA + 2 * 0xFFFF + 7
+MAX_ENTRY_BYTES = ENTRY_FIXED_BYTES + MAX_SNAPSHOT_EXTRA_DATA + 2 * 0xFFFF + 7
 ID_BUFFER = 128  # qemu copies IDs and names into buffers of these sizes
 NAME_BUFFER = 256
 NS = 1_000_000_000
@@ -75,10 +73,10 @@ def _check_table(image: Image) -> None:
 
 def _check_extra_data(entry: Any, index: int, offset: int) -> None:
     size = getattr(entry, "len_extra_data", 0)
-    if size > MAX_EXTRA_DATA:
+    if size > MAX_SNAPSHOT_EXTRA_DATA:
         field = offset + entry._debug["len_extra_data"]["start"]
         raise Qcow2Error(f"snapshots[{index}].extra_data_size", field,
-                         f"{size} bytes exceed QEMU's limit of {MAX_EXTRA_DATA}")
+                         f"{size} bytes exceed QEMU's limit of {MAX_SNAPSHOT_EXTRA_DATA}")
 
 
 def _parse_entry(image: Image, index: int, offset: int) -> Tuple[Any, int]:
@@ -121,10 +119,10 @@ def read_snapshots(image: Image) -> List[Snapshot]:
         entry, size = _parse_entry(image, index, offset)
         out.append(_snapshot(index, offset, entry))
         offset += size
-        if offset - start > MAX_TABLE_BYTES:
+        if offset - start > MAX_SNAPSHOT_TABLE_BYTES:
             raise Qcow2Error(f"snapshots[{index}]", out[-1].offset,
                              f"the snapshot table exceeds QEMU's limit of "
-                             f"{MAX_TABLE_BYTES >> 20} MiB")
+                             f"{MAX_SNAPSHOT_TABLE_BYTES >> 20} MiB")
     return out
 
 

@@ -1,73 +1,64 @@
-"""Bulk decoding of the big tables (L1, L2, refcounts, bitmap tables) with numpy.
+"""The decoded-table layer: every entry mask, and the big tables decoded in bulk with
+numpy (L1; L2 standard, extended and compressed; refcount tables and blocks of every
+width; bitmap tables) with the cluster and subcluster rules.
 
 The generated parser reads a table entry by entry (about 2 s per million entries);
-whole-image work reads each table with one pread and decodes it with array
-operations instead. Geometry (offsets, sizes, widths) comes from the generated
+whole-image work reads each table with one read through Image and decodes it with
+array operations instead. Geometry (offsets, sizes, widths) comes from the generated
 parser; the bit layout of an entry is the spec's, and tests/test_tables.py holds
-every decoded value equal to the generated parser's on real images.
+every decoded value, subcluster types included, equal to the generated parser's on
+real images.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Dict, Iterator, NamedTuple, Optional, Sequence, Union
+from typing import (TYPE_CHECKING, Any, Dict, Iterator, List, NamedTuple, Optional, Sequence,
+                    Tuple, Union)
 
 import numpy as np
 
 from .errors import Qcow2Error
-from .image import BitmapTableEntry, BitmapTableEntryKind, ClusterType, Image
+from .generated.qcow2 import Qcow2
+from .limits import MAX_L1_BYTES, MAX_READ_END, MAX_REFTABLE_BYTES
+from .records import BitmapTableEntry, Geometry
 
-OFFSET_MASK = np.uint64(0x00FFFFFFFFFFFE00)  # bits 9..55: L1, L2 and bitmap table offsets
-REFTABLE_OFFSET_MASK = np.uint64(0xFFFFFFFFFFFFFE00)  # bits 9..63
-COPIED = np.uint64(1 << 63)
-COMPRESSED = np.uint64(1 << 62)
-ZERO = np.uint64(1)
-L1_RESERVED_MASK = np.uint64(0x7F000000000001FF)
-L2_STANDARD_RESERVED_MASK = np.uint64(0x3F000000000001FE)
-SUBCLUSTERS = 32
-MAX_L1_BYTES = 32 << 20  # QEMU's limits
-MAX_REFTABLE_BYTES = 8 << 20
+if TYPE_CHECKING:
+    from .image import Image
+
+ClusterType = Qcow2.ClusterType
+SubclusterType = Qcow2.SubclusterType
+BitmapTableEntryKind = Qcow2.BitmapTableEntryKind
+
+# Every entry bit and mask (qcow2.txt "Cluster mapping", "Refcounts", "Bitmap table"),
+# written once: as Python ints for one entry, as np.uint64 (the *_MASK and bit names
+# below) for arrays of them.
+OFFSET = 0x00FFFFFFFFFFFE00  # bits 9..55: L1, standard L2 and bitmap table entry offsets
+REFT_OFFSET = 0xFFFFFFFFFFFFFE00  # refcount table entry: bits 9..63
+REFT_RESERVED = 0x1FF
+L1_RESERVED = 0x7F000000000001FF
+L2_RESERVED = 0x3F000000000001FE  # standard cluster descriptor
+COPIED = 1 << 63  # L1 and L2 entries: refcount exactly one
+COMPRESSED = 1 << 62  # L2 entry: a compressed cluster
+ZERO = 1  # standard L2 entry: reads as zeros
+SUBCLUSTERS = 32  # per cluster, with extended L2 entries
+ALL_ALLOC = (1 << SUBCLUSTERS) - 1  # extended L2 bitmap: the allocation half
+ALL_ZERO = ALL_ALLOC << SUBCLUSTERS  # extended L2 bitmap: the "reads as zeros" half
+BITMAP_RESERVED = 0xFF000000000001FE  # bitmap table entry: bits 1..8 and 56..63
+BITMAP_ALL_ONES = 1  # bitmap table entry without data: every bit set
+
+OFFSET_MASK = np.uint64(OFFSET)
+REFTABLE_OFFSET_MASK = np.uint64(REFT_OFFSET)
+COPIED_BIT = np.uint64(COPIED)
+COMPRESSED_BIT = np.uint64(COMPRESSED)
+ZERO_BIT = np.uint64(ZERO)
+ALL_ALLOC_MASK = np.uint64(ALL_ALLOC)
+BITMAP_RESERVED_MASK = np.uint64(BITMAP_RESERVED)
+BITMAP_ALL_ONES_BIT = np.uint64(BITMAP_ALL_ONES)
 
 UNALLOCATED = np.uint8(ClusterType.unallocated)
 ZERO_PLAIN = np.uint8(ClusterType.zero_plain)
 ZERO_ALLOC = np.uint8(ClusterType.zero_alloc)
 NORMAL = np.uint8(ClusterType.normal)
 COMPRESSED_TYPE = np.uint8(ClusterType.compressed)
-
-
-@dataclass(frozen=True)
-class Geometry:
-    """The numbers that shape an image's tables, from the generated parser."""
-
-    cluster_bits: int
-    cluster_size: int
-    extended_l2: bool
-    l2_entries: int
-    refcount_order: int
-    refcount_block_entries: int
-    compressed_offset_bits: int
-    external_data_file: bool
-    file_size: int
-
-    @classmethod
-    def of(cls, image: Image) -> "Geometry":
-        q = image.qcow2
-        return cls(
-            cluster_bits=q.header.cluster_bits, cluster_size=q.cluster_size,
-            extended_l2=bool(q.is_extended_l2), l2_entries=q.num_l2_entries,
-            refcount_order=q.header.refcount_order_effective,
-            refcount_block_entries=q.num_refcount_block_entries,
-            compressed_offset_bits=q.compressed_offset_bits,
-            external_data_file=bool(q.has_external_data_file), file_size=image.file_size)
-
-    @property
-    def file_clusters(self) -> int:
-        return -(-self.file_size // self.cluster_size)
-
-
-def read_table(image: Image, offset: int, size: int, what: str) -> bytes:
-    """size bytes at offset; zeros past the end of the file, which is a finding."""
-    image.past_end(what, offset, size)
-    return image.read(offset, size)
 
 
 def u64_array(data: bytes, count: Optional[int] = None) -> np.ndarray:
@@ -84,7 +75,7 @@ def l1_table(image: Image, offset: Optional[int] = None, size: Optional[int] = N
     if size * 8 > MAX_L1_BYTES:
         raise Qcow2Error(what, offset, f"{size} entries exceed QEMU's limit of "
                          f"{MAX_L1_BYTES // 8}")
-    return u64_array(read_table(image, offset, size * 8, what))
+    return u64_array(image.read(offset, size * 8, what))
 
 
 class L2Table(NamedTuple):
@@ -96,27 +87,62 @@ class L2Table(NamedTuple):
     bitmaps: Optional[np.ndarray]
 
 
+def l2_words(data: bytes, geometry: Geometry) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+    """An L2 table's cluster descriptors and, with extended L2 entries, their
+    subcluster bitmaps (else None)."""
+    raw = u64_array(data)
+    return (raw[0::2], raw[1::2]) if geometry.extended_l2 else (raw, None)
+
+
 def l2_tables(image: Image, l1: np.ndarray, geometry: Geometry) -> Iterator[L2Table]:
     """Every L2 table an L1 table points at, in L1 order."""
     for index in np.flatnonzero(l1 & OFFSET_MASK):
         offset = int(l1[index] & OFFSET_MASK)
-        data = read_table(image, offset, geometry.cluster_size, f"L2 table (L1 entry {index})")
-        raw = u64_array(data)
-        if geometry.extended_l2:
-            yield L2Table(int(index), offset, raw[0::2], raw[1::2])
-        else:
-            yield L2Table(int(index), offset, raw, None)
+        data = image.read(offset, geometry.cluster_size, f"L2 table (L1 entry {index})")
+        yield L2Table(int(index), offset, *l2_words(data, geometry))
 
 
 def cluster_types(entries: np.ndarray, geometry: Geometry) -> np.ndarray:
     """How each guest cluster reads (the spec's cluster_type), as QEMU classifies it."""
     offset = entries & OFFSET_MASK
-    compressed = (entries & COMPRESSED) != 0
-    zero = ((entries & ZERO) != 0) & ~compressed & (not geometry.extended_l2)
-    allocated = (offset != 0) | (geometry.external_data_file & ((entries & COPIED) != 0))
+    compressed = (entries & COMPRESSED_BIT) != 0
+    zero = ((entries & ZERO_BIT) != 0) & ~compressed & (not geometry.extended_l2)
+    allocated = (offset != 0) | (geometry.external_data_file & ((entries & COPIED_BIT) != 0))
     return np.select(
         [compressed, zero & (offset != 0), zero, allocated],
         [COMPRESSED_TYPE, ZERO_ALLOC, ZERO_PLAIN, NORMAL], UNALLOCATED).astype(np.uint8)
+
+
+INVALID_SUBCLUSTER = np.uint8(SubclusterType.invalid)
+_STANDARD_SUBCLUSTER = np.array([SubclusterType.unallocated_plain, SubclusterType.zero_plain,
+                                 SubclusterType.zero_alloc, SubclusterType.normal,
+                                 SubclusterType.compressed], dtype=np.uint8)  # by ClusterType
+
+
+def subcluster_types(types: np.ndarray, bitmaps: Optional[np.ndarray]) -> np.ndarray:
+    """The spec's subcluster_type of every subcluster, one row per L2 entry, from the
+    entries' cluster types (cluster_types) and, with extended L2 entries, their
+    subcluster bitmaps (without them, one subcluster: the whole cluster).
+
+    As QEMU classifies them: in an allocated cluster a subcluster reads as zeros, data,
+    or is allocated but unwritten; in an unallocated one it reads as zeros or from
+    below; a bitmap that says both zeros and data, or data without a host cluster, is
+    invalid; a compressed cluster is compressed throughout.
+    """
+    if bitmaps is None:
+        return _STANDARD_SUBCLUSTER[types][:, None]
+    bits = np.arange(SUBCLUSTERS, dtype=np.uint64)
+    alloc = ((bitmaps[:, None] >> bits) & np.uint64(1)).astype(bool)
+    zero = ((bitmaps[:, None] >> (bits + np.uint64(SUBCLUSTERS))) & np.uint64(1)).astype(bool)
+    normal = (types == NORMAL)[:, None]
+    compressed = (types == COMPRESSED_TYPE)[:, None]
+    invalid = (normal & ((bitmaps & (bitmaps >> np.uint64(SUBCLUSTERS))) != 0)[:, None]) | \
+        (~normal & ~compressed & ((bitmaps & ALL_ALLOC_MASK) != 0)[:, None])
+    return np.select(
+        [compressed, invalid, normal & zero, normal & alloc, normal, zero],
+        [SubclusterType.compressed, SubclusterType.invalid, SubclusterType.zero_alloc,
+         SubclusterType.normal, SubclusterType.unallocated_alloc, SubclusterType.zero_plain],
+        SubclusterType.unallocated_plain).astype(np.uint8)
 
 
 def host_offsets(entries: np.ndarray) -> np.ndarray:
@@ -128,8 +154,71 @@ def compressed_extents(entries: np.ndarray, geometry: Geometry):
     """(host offset, length in bytes up to the end of the last sector) of compressed entries."""
     x = np.uint64(geometry.compressed_offset_bits)
     offset = entries & ((np.uint64(1) << x) - np.uint64(1))
-    sectors = ((entries & ~(COPIED | COMPRESSED)) >> x) + np.uint64(1)
+    sectors = ((entries & ~(COPIED_BIT | COMPRESSED_BIT)) >> x) + np.uint64(1)
     return offset, sectors * np.uint64(512) - (offset & np.uint64(511))
+
+
+class L2Entries:
+    """One L2 table decoded whole, its entries classified as qemu classifies them."""
+
+    def __init__(self, data: bytes, geometry: Geometry) -> None:
+        self.geometry = g = geometry
+        self.entries, self.bitmaps = l2_words(data, g)
+        e = self.entries
+        self.compressed = (e & COMPRESSED_BIT) != 0
+        self.any_compressed = bool(self.compressed.any())
+        self.offsets = e & OFFSET_MASK
+        hosted = self.offsets != 0
+        if g.external_data_file:
+            zero = ((e & ZERO_BIT) != 0) & (not g.extended_l2)
+            hosted |= ~zero & ((e & COPIED_BIT) != 0)
+        if self.any_compressed:
+            hosted &= ~self.compressed
+        self.hosted = hosted  # normal and zero_alloc clusters
+        everything = bool(hosted.all())  # as in fully allocated tables: no copies
+        self.hosted_entries = e if everything else e[hosted]
+        self.hosted_offsets = self.offsets if everything else self.offsets[hosted]
+        self.hosted_clusters = (self.hosted_offsets >> np.uint64(g.cluster_bits)).view(np.intp)
+        self.c_offsets: Any  # arrays, None without compressed entries
+        self.c_lengths: Any
+        self.c_offsets, self.c_lengths = compressed_extents(
+            e[self.compressed], g) if self.any_compressed else (None, None)
+
+    def counted_compressed(self) -> np.ndarray:
+        """Which compressed entries qemu counts: none with an external data file, and
+        none with a subcluster bitmap (both are corruptions)."""
+        if self.geometry.external_data_file:
+            return np.zeros(self.c_offsets.size, dtype=bool)
+        if self.bitmaps is None:
+            return np.ones(self.c_offsets.size, dtype=bool)
+        return self.bitmaps[self.compressed] == 0
+
+    def references(self) -> Tuple[np.ndarray, np.ndarray]:
+        """(entry index, cluster) of every cluster the table's entries reference."""
+        positions, clusters = [], []
+        if not self.geometry.external_data_file:
+            hosted = np.flatnonzero(self.hosted)
+            straddling = (self.hosted_offsets % np.uint64(self.geometry.cluster_size)) != 0
+            positions += [hosted, hosted[straddling]]
+            clusters += [self.hosted_clusters, self.hosted_clusters[straddling] + 1]
+        if self.any_compressed:
+            where = np.flatnonzero(self.compressed)
+            bits = np.uint64(self.geometry.cluster_bits)
+            first = (self.c_offsets >> bits).astype(np.intp)
+            last = ((self.c_offsets + self.c_lengths - np.uint64(1)) >> bits).astype(np.intp)
+            for k in range(int((last - first).max()) + 1):
+                spans = first + k <= last
+                positions.append(where[spans])
+                clusters.append(first[spans] + k)
+        if not clusters:
+            return np.zeros(0, dtype=np.intp), np.zeros(0, dtype=np.intp)
+        return np.concatenate(positions), np.concatenate(clusters)
+
+    def clusters(self) -> np.ndarray:
+        """The clusters of references(), without their entry indexes."""
+        if self.any_compressed or self.geometry.external_data_file:
+            return self.references()[1]
+        return self.hosted_clusters
 
 
 def refcount_table(image: Image) -> np.ndarray:
@@ -139,7 +228,7 @@ def refcount_table(image: Image) -> np.ndarray:
     if size > MAX_REFTABLE_BYTES:
         raise Qcow2Error("refcount table", h.refcount_table_offset,
                          f"{size} bytes exceed QEMU's limit of {MAX_REFTABLE_BYTES}")
-    return u64_array(read_table(image, h.refcount_table_offset, size, "refcount table"))
+    return u64_array(image.read(h.refcount_table_offset, size, "refcount table"))
 
 
 _WIDE: Dict[int, np.dtype] = {3: np.dtype(">u1"), 4: np.dtype(">u2"), 5: np.dtype(">u4"), 6: np.dtype(">u8")}
@@ -171,16 +260,83 @@ def refcounts(image: Image, geometry: Geometry, count: Optional[int] = None) -> 
         if first >= count:
             break
         offset = int(table[index] & REFTABLE_OFFSET_MASK)
-        data = read_table(image, offset, geometry.cluster_size, f"refcount block {index}")
+        data = image.read(offset, geometry.cluster_size, f"refcount block {index}")
         block = decode_refcount_block(data, geometry.refcount_order)
         n = min(per_block, count - first)
         out[first:first + n] = block[:n]
     return out
 
 
-BITMAP_OFFSET = np.uint64(0x00FFFFFFFFFFFE00)  # bitmap table entry bits 9..55
-BITMAP_RESERVED = np.uint64(0xFF000000000001FE)  # bits 1..8 and 56..63
-BITMAP_ALL_ONES = np.uint64(1)
+class StoredRefcounts:
+    """The stored refcounts, as qemu's qcow2_get_refcount reads them: 0 beyond the
+    refcount table or in an unallocated block; a block whose offset is not cluster
+    aligned, or that ends past qemu's largest offset, cannot be read. values holds the
+    first count clusters' refcounts; get() reads any other cluster's block when asked."""
+
+    def __init__(self, image: Image, reftable: np.ndarray, count: int) -> None:
+        g = image.geometry
+        self.image = image
+        self.cluster_size = g.cluster_size
+        self.order = g.refcount_order
+        self.per_block = g.refcount_block_entries
+        self.offsets = (reftable & REFTABLE_OFFSET_MASK).tolist()
+        self.values = np.zeros(count, dtype=refcount_dtype(g.refcount_order))
+        self.unreadable: List[int] = []  # refcount table indices
+        for index, offset in enumerate(self.offsets[:-(-count // self.per_block)]):
+            if offset and not self.readable(offset):
+                self.unreadable.append(index)
+            elif offset:
+                first = index * self.per_block
+                n = min(self.per_block, count - first)
+                self.values[first:first + n] = self._block(offset)[:n]
+
+    def readable(self, offset: int) -> bool:
+        """Whether qemu can read a refcount block at offset."""
+        return not offset % self.cluster_size and offset + self.cluster_size <= MAX_READ_END
+
+    def _block(self, offset: int) -> np.ndarray:
+        return decode_refcount_block(self.image.read(offset, self.cluster_size), self.order)
+
+    def span(self, first: int, last: int) -> np.ndarray:
+        """The refcounts of clusters first..last-1, read block by block (0 where a
+        block cannot be read)."""
+        out = np.zeros(last - first, dtype=self.values.dtype)
+        per_block = self.per_block
+        for index in range(first // per_block, min(-(-last // per_block), len(self.offsets))):
+            offset = self.offsets[index]
+            if offset and self.readable(offset):
+                a, b = max(first, index * per_block), min(last, (index + 1) * per_block)
+                block = self._block(offset)
+                out[a - first:b - first] = block[a - index * per_block:b - index * per_block]
+        return out
+
+    def get(self, cluster: int) -> Optional[int]:
+        """One cluster's refcount; None when its block cannot be read."""
+        index = cluster // self.per_block
+        offset = self.offsets[index] if index < len(self.offsets) else 0
+        if not offset:
+            return 0
+        if not self.readable(offset):
+            return None
+        if cluster < len(self.values):
+            return int(self.values[cluster])
+        return int(self._block(offset)[cluster - index * self.per_block])
+
+    def lookup(self, clusters: np.ndarray) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+        """Refcounts of many clusters, and which of them could be read (None: all)."""
+        inside = clusters < len(self.values)
+        if not self.unreadable and inside.all():
+            return self.values[clusters], None
+        values = np.zeros(clusters.size, dtype=np.uint64)
+        values[inside] = self.values[clusters[inside]]
+        readable = ~np.isin(clusters // self.per_block, self.unreadable)
+        for i in np.flatnonzero(~inside):
+            value = self.get(int(clusters[i]))
+            readable[i] = value is not None
+            values[i] = value or 0
+        return values, readable
+
+
 BITMAP_KINDS = [k.name.replace("_", "-") for k in sorted(BitmapTableEntryKind,
                                                          key=lambda k: k.value)]
 
@@ -199,9 +355,9 @@ class BitmapTable(Sequence[BitmapTableEntry]):
     @classmethod
     def decode(cls, data: bytes) -> "BitmapTable":
         raw = np.frombuffer(data, dtype=">u8").astype(np.uint64)
-        offsets = raw & BITMAP_OFFSET
-        kinds = (offsets != 0).astype(np.uint8) * 2 + (raw & BITMAP_ALL_ONES != 0)
-        return cls(kinds, offsets, raw & BITMAP_RESERVED)
+        offsets = raw & OFFSET_MASK
+        kinds = (offsets != 0).astype(np.uint8) * 2 + (raw & BITMAP_ALL_ONES_BIT != 0)
+        return cls(kinds, offsets, raw & BITMAP_RESERVED_MASK)
 
     def __len__(self) -> int:
         return len(self.kinds)

@@ -9,9 +9,7 @@ header cluster is taken apart with the generated parser's field positions.
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
-import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -23,12 +21,11 @@ from .errors import Qcow2Error
 from .image import ClusterType, ExtensionType, Image
 from .owners import OwnerTable
 from .progress import Progress
-from .references import (ACTIVE, OFFSET, REFT_OFFSET, Context, Kind, Owner, StoredRefcounts,
-                         snapshot_label, walk_length)
+from .references import ACTIVE, Context, Kind, Owner, snapshot_label, walk_length
 from .snapshots import entry_field
+from .tables import ALL_ALLOC, OFFSET, REFT_OFFSET, SUBCLUSTERS, ZERO, StoredRefcounts
 
 MAX_OFFSET = 2**64 - 1
-SUBCLUSTERS = 32
 
 IN_USE, FREE, LEAKED, CORRUPT = "in-use", "free", "leaked", "corrupt"
 UNREADABLE, BEYOND_EOF = "unreadable-refcount", "beyond-end-of-file"
@@ -127,8 +124,8 @@ def _l2_entry_text(raw: np.ndarray, ctx: Context) -> str:
         text = "zeros" if kind == ClusterType.zero_plain else "unallocated"
     if len(raw) > 1 and kind != ClusterType.compressed:
         bitmap = int(raw[1])
-        text += (f"; subclusters allocated {bitmap & 0xFFFFFFFF:#010x}, "
-                 f"zero {bitmap >> 32:#010x}")
+        text += (f"; subclusters allocated {bitmap & ALL_ALLOC:#010x}, "
+                 f"zero {bitmap >> SUBCLUSTERS:#010x}")
     return text
 
 
@@ -138,10 +135,10 @@ def _reads_as(raw: np.ndarray, within: int, ctx: Context) -> Tuple[str, Optional
     unallocated subcluster: from the backing file); and its subcluster, with extended
     L2 entries."""
     if len(raw) == 1:
-        return ("zeros" if int(raw[0]) & 1 else "data"), None
+        return ("zeros" if int(raw[0]) & ZERO else "data"), None
     sub = within // (ctx.cs // SUBCLUSTERS)
     bitmap = int(raw[1])
-    if bitmap >> (32 + sub) & 1:
+    if bitmap >> (SUBCLUSTERS + sub) & 1:
         return "zeros", sub
     return ("data" if bitmap >> sub & 1 else "unallocated"), sub
 
@@ -156,12 +153,7 @@ def _how(reads: str, sub: Optional[int]) -> str:
 
 def _in_hole(image: Image, offset: int) -> bool:
     """Whether a byte inside the file is in a hole (reads as zeros, takes no space)."""
-    try:
-        return os.lseek(image._file.fileno(), offset, os.SEEK_DATA) > offset
-    except OSError as exc:
-        if exc.errno == errno.ENXIO:  # no data from offset to the end of the file
-            return True
-        raise
+    return not next(image.data_runs(offset, offset + 1))[2]
 
 
 def _header_part(image: Image, offset: int) -> Tuple[str, str, Dict[str, Any]]:
@@ -213,7 +205,7 @@ class _Explainer:
         with Progress("whatis", walk_length(ctx)) if progress else \
                 contextlib.nullcontext() as bar:
             self.table = OwnerTable(ctx, bar)
-        self.stored = StoredRefcounts(ctx, 0)
+        self.stored = StoredRefcounts(ctx.image, ctx.reftable, 0)
         self.l2_span = ctx.geometry.l2_entries * ctx.cs  # guest bytes an L1 entry maps
 
     def _entries(self, offset: int, count: int) -> np.ndarray:

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import imagekit
+import subclusters
 from qcow2kit import Qcow2Error, open_image
 from qcow2kit import tables
 from qcow2kit.image import u64
@@ -32,10 +33,11 @@ def _check_l1_and_l2(image, l1_raw: np.ndarray, parsed_l1, geometry) -> int:
         types = tables.cluster_types(table.entries, geometry)
         offsets = tables.host_offsets(table.entries)
         c_off, c_len = tables.compressed_extents(table.entries, geometry)
+        subs = tables.subcluster_types(types, table.bitmaps)
         for i, entry in enumerate(parsed):
             assert int(table.entries[i]) == u64(entry)
             assert types[i] == entry.cluster_type, (table.l1_index, i)
-            assert bool(table.entries[i] & tables.COPIED) == entry.copied
+            assert bool(table.entries[i] & tables.COPIED_BIT) == entry.copied
             if entry.compressed:
                 assert (int(c_off[i]), int(c_len[i])) == \
                     (entry.ofs_compressed_data, entry.len_compressed_data)
@@ -45,6 +47,8 @@ def _check_l1_and_l2(image, l1_raw: np.ndarray, parsed_l1, geometry) -> int:
                 bitmap = int(table.bitmaps[i])
                 assert (bitmap >> 32, bitmap & 0xFFFFFFFF) == \
                     (entry.subcluster_zero, entry.subcluster_alloc)
+            assert subs[i].tolist() == [s.subcluster_type for s in entry.subclusters], \
+                (table.l1_index, i)
         seen += len(parsed)
     return seen
 
@@ -81,6 +85,23 @@ def test_refcounts_equal_generated_parser(images: Dict[str, Path], kind: str) ->
                 expected[index * per_block:(index + 1) * per_block] = [int(v) for v in values]
         assert np.array_equal(stored.astype(np.uint64), expected)
         assert stored.dtype == tables.refcount_dtype(geometry.refcount_order)
+
+
+@pytest.fixture(scope="module")
+def subcluster_states(tmp_path_factory: pytest.TempPathFactory) -> Dict[str, Path]:
+    return subclusters.build(tmp_path_factory.mktemp("subclusters"))
+
+
+@pytest.mark.parametrize("name", ["states", "backed", "crafted", "invalid"])
+def test_subcluster_rules_equal_generated_parser(subcluster_states: Dict[str, Path],
+                                                 name: str) -> None:
+    """Every subcluster state qemu writes, and the invalid ones it refuses: the bulk
+    subcluster types are the spec's, entry for entry."""
+    with open_image(subcluster_states[name]) as image:
+        geometry = tables.Geometry.of(image)
+        seen = _check_l1_and_l2(image, tables.l1_table(image), entries(image.qcow2.l1_table),
+                                geometry)
+    assert seen == geometry.l2_entries
 
 
 def test_table_past_the_end_of_the_file_reads_zeros(image_copy) -> None:

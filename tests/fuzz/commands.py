@@ -14,7 +14,7 @@ import click
 
 from qcow2kit import exits
 from qcow2kit.cli import main as cli
-from qcow2kit.edit import FEATURE_GROUPS, HEADER_FIELD_IDS
+from qcow2kit.names import FEATURE_GROUPS, HEADER_FIELD_IDS
 from qcow2kit.image import ExtensionType
 
 # How a command's arguments are made: (random source, image name, output path).
