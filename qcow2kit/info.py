@@ -173,7 +173,7 @@ def extras(image: Image) -> Dict[str, Any]:
     """What qemu-img info does not say (the file's length: before 8.0), the findings
     of what was read last."""
     return InOrder([("version", image.header.version),
-                    ("file-length", os.fstat(image._file.fileno()).st_size),
+                    ("file-length", image.stat().st_size),
                     ("feature-bits", feature_bits(image)),
                     ("extensions", extension_list(image)),
                     ("findings", [InOrder(structure=f.structure, offset=f.offset,
@@ -233,7 +233,7 @@ def qcow2_info(image: Image, filename: str, with_extras: bool = True,
     if snapshots:
         info["snapshots"] = [qemu_snapshot_info(s) for s in snapshots]
     info["format-specific"] = {"type": "qcow2", "data": format_data(image, qemu)}
-    _children(info, image._file.fileno(), qemu)
+    _children(info, image.fileno(), qemu)
     if with_extras:
         info[EXTRAS] = extras(image)
     return info
