@@ -4,9 +4,10 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import struct
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, BinaryIO, Iterator, List, Optional, Sequence, Tuple, Union
 
 from kaitaistruct import KaitaiStream, KaitaiStruct
 
@@ -15,8 +16,6 @@ from .errors import PARSE_ERRORS, Qcow2Error, from_parse
 from .findings import Findings
 from .generated.qcow2 import Qcow2
 
-if TYPE_CHECKING:
-    from .tables import BitmapTable
 
 MAGIC = 0x514649FB
 MAX_BACKING_NAME = 1023
@@ -28,6 +27,12 @@ FEATURE_NAME_BYTES = 48  # one feature name table entry
 KNOWN_INCOMPATIBLE_BITS = 0b11111  # dirty, corrupt, data file, compression, extended L2
 INCOMPATIBLE = 0  # feature type of the incompatible bits
 TYPED_LENGTHS = {"bitmaps": 24, "full_disk_encryption": 16}  # extension data lengths
+BITMAP_OFFSET = 0x00FFFFFFFFFFFE00  # bitmap table entry bits 9..55
+BITMAP_RESERVED = 0xFF000000000001FE  # bits 1..8 and 56..63
+BITMAP_ALL_ONES = 1
+# Tables of up to this many entries are decoded without numpy (which costs more to
+# import than such a table costs to decode entry by entry).
+SMALL_TABLE_ENTRIES = 4096
 
 ExtensionType = Qcow2.HeaderExtensionType
 ClusterType = Qcow2.ClusterType
@@ -172,6 +177,23 @@ class BitmapTableEntry:
     kind: str
     offset: int
     reserved: int
+
+
+BITMAP_KINDS = [k.name.replace("_", "-") for k in sorted(BitmapTableEntryKind,
+                                                         key=lambda k: k.value)]
+
+
+def bitmap_kind(raw: int) -> int:
+    """The spec's bitmap_table_entry.kind of a raw entry: 0 all-zeroes, 1 all-ones,
+    2 serialized, 3 invalid (an offset with bit 0 set)."""
+    return 2 * ((raw & BITMAP_OFFSET) != 0) + (raw & BITMAP_ALL_ONES)
+
+
+def bitmap_entries(data: bytes) -> List[BitmapTableEntry]:
+    """A small bitmap table's big-endian entries, each classified, decoded without numpy."""
+    return [BitmapTableEntry(BITMAP_KINDS[bitmap_kind(raw)], raw & BITMAP_OFFSET,
+                             raw & BITMAP_RESERVED)
+            for (raw,) in struct.iter_unpack(">Q", data)]
 
 
 @dataclass(frozen=True)
@@ -442,7 +464,7 @@ class Image:
             name_offset=base + e._debug["name"]["start"])
             for start, e, base in self._bitmap_entries()]
 
-    def bitmap_table(self, index: int) -> BitmapTable:
+    def bitmap_table(self, index: int) -> Sequence[BitmapTableEntry]:
         """The table of directory entry index, every entry classified.
 
         A table beyond QEMU's limits (2^27 entries, 512 MiB of bitmap data) is refused
@@ -458,8 +480,11 @@ class Image:
                              f"{count} entries exceed QEMU's limits ({MAX_BITMAP_TABLE} "
                              f"entries, {MAX_BITMAP_DATA >> 20} MiB of bitmap data)")
         self.past_end(f"bitmap {text(e.name)!r} table", e.ofs_bitmap_table, 8 * count)
-        from .tables import BitmapTable  # numpy: loaded for images with bitmaps only
-        return BitmapTable.decode(self.read(e.ofs_bitmap_table, 8 * count))
+        data = self.read(e.ofs_bitmap_table, 8 * count)
+        if count <= SMALL_TABLE_ENTRIES:
+            return bitmap_entries(data)
+        from .tables import BitmapTable  # numpy: for big tables only
+        return BitmapTable.decode(data)
 
     @property
     def bitmaps(self) -> List[Bitmap]:

@@ -15,8 +15,6 @@ import os
 import stat
 from typing import Dict, Iterator, Tuple
 
-import numpy as np
-
 from .locking import ImageLocked, lock_for_writing
 
 SPARSE_BLOCK = 4096  # qemu-img convert's default minimum hole (-S 4k)
@@ -114,6 +112,8 @@ def nonzero_blocks(view: memoryview, offset: int) -> Iterator[Tuple[int, int]]:
     """The [start, end) ranges of view, on the SPARSE_BLOCK grid of the output (view
     lands at offset), made of blocks that are not all zeros; runs of such blocks
     joined."""
+    import numpy as np  # here, not at the top: the commands that write no output start without it
+
     n = len(view)
     if n == 0:
         return

@@ -14,7 +14,8 @@ from typing import Any, Iterator, NamedTuple, Optional, Sequence, Union
 import numpy as np
 
 from .errors import Qcow2Error
-from .image import BitmapTableEntry, BitmapTableEntryKind, ClusterType, Image
+from . import image as _image
+from .image import BitmapTableEntry, ClusterType, Image
 
 OFFSET_MASK = np.uint64(0x00FFFFFFFFFFFE00)  # bits 9..55: L1, L2 and bitmap table offsets
 REFTABLE_OFFSET_MASK = np.uint64(0xFFFFFFFFFFFFFE00)  # bits 9..63
@@ -178,16 +179,15 @@ def refcounts(image: Image, geometry: Geometry, count: Optional[int] = None) -> 
     return out
 
 
-BITMAP_OFFSET = np.uint64(0x00FFFFFFFFFFFE00)  # bitmap table entry bits 9..55
-BITMAP_RESERVED = np.uint64(0xFF000000000001FE)  # bits 1..8 and 56..63
-BITMAP_ALL_ONES = np.uint64(1)
-BITMAP_KINDS = [k.name.replace("_", "-") for k in sorted(BitmapTableEntryKind,
-                                                         key=lambda k: k.value)]
+BITMAP_OFFSET = np.uint64(_image.BITMAP_OFFSET)
+BITMAP_RESERVED = np.uint64(_image.BITMAP_RESERVED)
+BITMAP_ALL_ONES = np.uint64(_image.BITMAP_ALL_ONES)
+BITMAP_KINDS = _image.BITMAP_KINDS
 
 
 class BitmapTable(Sequence[BitmapTableEntry]):
-    """A bitmap table, every entry classified as the spec's bitmap_table_entry.kind
-    does (0 all-zeroes, 1 all-ones, 2 serialized, 3 invalid: an offset with bit 0).
+    """A big bitmap table, every entry classified as image.bitmap_kind does (small
+    ones are image.bitmap_entries lists).
 
     Decoded in bulk and held in arrays (a table can have a million entries); entries
     become BitmapTableEntry objects when they are read.
