@@ -2,14 +2,15 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import os
 import sys
 from pathlib import Path
-from typing import Any, Callable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, List, NoReturn, Optional, Sequence, Tuple
 
 import click
 
-from . import __version__, access, edit, exits, printable
+from . import __version__, access, edit, exits, fleet, printable
 from .dump import render
 from .errors import Qcow2Error
 from .findings import Finding
@@ -44,10 +45,43 @@ def reports_errors(func: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-def _fail(exc: BaseException, message: str, status: int) -> None:
+class Failed(SystemExit):
+    """A command failed, its line already on stderr: the exit status, and the message."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(status)
+        self.message = message
+
+
+def _fail(exc: BaseException, message: str, status: int) -> NoReturn:
     for line in [message, *getattr(exc, "__notes__", [])]:  # escaped: names from images
         click.echo(f"qcow2kit: {printable.escape(line)}", err=True)
-    sys.exit(status)
+    raise Failed(status, message)
+
+
+OneImage = Callable[..., fleet.Outcome]  # (image=, out=): out takes the stdout text
+
+
+def each_image(images: Sequence[str], as_json: bool, one: OneImage) -> None:
+    """Run one (wrapped in reports_errors) on each image, then exit with the worst
+    status. One image prints what it prints alone; several as fleet.py says."""
+    if len(images) == 1:
+        sys.exit(one(image=images[0], out=_echo_text).status)
+    statuses = []
+    for n, image in enumerate(images):
+        if not as_json:
+            click.echo(fleet.header(image, n == 0))
+        pieces: List[str] = []
+        try:
+            outcome = one(image=image, out=pieces.append if as_json else _echo_text)
+        except Failed as exc:
+            if exc.code not in (exits.BAD_IMAGE,):
+                raise  # interrupted, or the output failed: the run ends
+            outcome = fleet.Outcome(exc.code, exc.message)
+        if as_json:
+            _echo_text(fleet.json_line(image, outcome, "".join(pieces)) + "\n")
+        statuses.append(outcome.status)
+    sys.exit(fleet.worst(statuses))
 
 
 FORCE_SHARE = click.option(
@@ -116,6 +150,19 @@ def _warn_findings(image: str, findings: Sequence[Finding]) -> None:
 
 
 IMAGE = click.argument("image", type=click.Path(dir_okay=True, path_type=str))
+IMAGES = click.argument("images", nargs=-1, required=True, metavar="IMAGE...",
+                        type=click.Path(dir_okay=True, path_type=str))
+
+
+def several_images(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Say in the command's help how it prints several images (fleet.py)."""
+    func.__doc__ = (inspect.cleandoc(func.__doc__ or "") + "\n\n"
+                    "Several images: in text, a line `==> IMAGE <==` before each one's "
+                    "output; with --json, one line per image (JSON lines): {\"image\": "
+                    "IMAGE, \"status\": S, \"result\": what it prints alone}, with "
+                    "\"error\": MESSAGE when it fails. The exit status is the worst "
+                    "image's (1, then 2, then 3, then 0).")
+    return func
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]},
@@ -238,13 +285,13 @@ def bitmaps_command(image: str, as_json: bool, name: Optional[str]) -> None:
 
 
 @main.command("map")
-@IMAGE
+@IMAGES
 @click.option("--json", "as_json", is_flag=True,
               help="qemu-img map --output=json: every extent with its status.")
 @GUEST_FORCE
 @reads_images(chain=True)
-@reports_errors
-def map_command(image: str, as_json: bool, force: bool) -> None:
+@several_images
+def map_command(images: Tuple[str, ...], as_json: bool, force: bool) -> None:
     """Where each guest range is stored, through the backing chain, as qemu-img map.
 
     Without --json: the ranges that hold data, with the file and offset they are
@@ -252,13 +299,17 @@ def map_command(image: str, as_json: bool, force: bool) -> None:
     """
     from . import mapping
 
-    _guest_data_readable(image, force)
-    extents = mapping.image_map(image)
-    if as_json:
-        click.echo(mapping.render_json(extents), nl=False)
-        return
-    for line in mapping.render_human(extents):
-        click.echo(line)
+    @reports_errors
+    def one(image: str, out: Callable[[str], None]) -> fleet.Outcome:
+        _guest_data_readable(image, force)
+        extents = mapping.image_map(image)
+        if as_json:
+            out(mapping.render_json(extents))
+        else:
+            for line in mapping.render_human(extents):
+                click.echo(line)
+        return fleet.Outcome(exits.OK)
+    each_image(images, as_json, one)
 
 
 def takes_secrets(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -370,7 +421,7 @@ def _echo_text(text: str) -> None:
 
 
 @main.command("info")
-@IMAGE
+@IMAGES
 @click.option("--json", "as_json", is_flag=True, help="JSON, as qemu-img info --output=json.")
 @click.option("--backing-chain", is_flag=True,
               help="The image, then each backing file in turn (qcow2 and raw).")
@@ -380,9 +431,10 @@ def _echo_text(text: str) -> None:
               help="Say which LUKS key slot the secret (given as for convert) opens.")
 @takes_secrets
 @reads_images(chain=True)
-@reports_errors
-def info_command(image: str, as_json: bool, backing_chain: bool, qemu_only: bool,
-                 check_secret: bool, secrets: Any, key_slot: Optional[int]) -> None:
+@several_images
+def info_command(images: Tuple[str, ...], as_json: bool, backing_chain: bool,
+                 qemu_only: bool, check_secret: bool, secrets: Any,
+                 key_slot: Optional[int]) -> None:
     """What qemu-img info says about the image, then what it does not.
 
     Same fields, values, order and layout as qemu-img info (--output=json with
@@ -398,17 +450,22 @@ def info_command(image: str, as_json: bool, backing_chain: bool, qemu_only: bool
     if check_secret and qemu_only:
         raise click.UsageError("--check-secret adds to qemu-img's output: not with --qemu")
     extras = not qemu_only
-    if backing_chain:
-        infos = image_info.backing_chain(image, extras)
-    else:
-        infos = [image_info.image_info(image, extras)]
-    if check_secret:
-        with open_image(image) as img:
-            image_info.check_secret(infos[0], img, secrets(image), key_slot)
-    if as_json:
-        _echo_text(image_info.render_json(infos, chain=backing_chain))
-    else:
-        _echo_text(image_info.render_text(infos))
+
+    @reports_errors
+    def one(image: str, out: Callable[[str], None]) -> fleet.Outcome:
+        if backing_chain:
+            infos = image_info.backing_chain(image, extras)
+        else:
+            infos = [image_info.image_info(image, extras)]
+        if check_secret:
+            with open_image(image) as img:
+                image_info.check_secret(infos[0], img, secrets(image), key_slot)
+        if as_json:
+            out(image_info.render_json(infos, chain=backing_chain))
+        else:
+            out(image_info.render_text(infos))
+        return fleet.Outcome(exits.OK)
+    each_image(images, as_json, one)
 
 
 @main.command("snapshots")
@@ -436,13 +493,13 @@ def snapshots_command(image: str, as_json: bool) -> None:
 
 
 @main.command("check")
-@IMAGE
+@IMAGES
 @click.option("--json", "as_json", is_flag=True, help="JSON, as qemu-img check --output=json.")
 @click.option("--explain", is_flag=True,
               help="After each finding: the structure at fault, its offset and what is wrong.")
 @reads_images()
-@reports_errors
-def check_command(image: str, as_json: bool, explain: bool) -> None:
+@several_images
+def check_command(images: Tuple[str, ...], as_json: bool, explain: bool) -> None:
     """Check refcounts and copied flags as read-only qemu-img check does.
 
     The same findings and messages (on stderr), report (on stdout) or JSON, and exit
@@ -453,16 +510,19 @@ def check_command(image: str, as_json: bool, explain: bool) -> None:
     """
     from . import check as image_check
 
-    with open_image(image) as img:
-        result = image_check.check_image(img, explain=explain, progress=True)
-    for line in image_check.stderr_lines(result, explain):
-        click.echo(line, err=True)
-    _echo_text(image_check.render_json(result, image) if as_json
-               else image_check.render_text(result))
-    failure = image_check.failure_line(result)
-    if failure is not None:
-        click.echo(f"qcow2kit: {failure}", err=True)
-    sys.exit(result.exit_code)
+    @reports_errors
+    def one(image: str, out: Callable[[str], None]) -> fleet.Outcome:
+        with open_image(image) as img:
+            result = image_check.check_image(img, explain=explain, progress=True)
+        for line in image_check.stderr_lines(result, explain):
+            click.echo(line, err=True)
+        out(image_check.render_json(result, image) if as_json
+            else image_check.render_text(result))
+        failure = image_check.failure_line(result)
+        if failure is not None:
+            click.echo(f"qcow2kit: {failure}", err=True)
+        return fleet.Outcome(result.exit_code, failure)
+    each_image(images, as_json, one)
 
 
 @main.command("whatis", context_settings={"ignore_unknown_options": True})
