@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import itertools
 import os
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Dict, Iterator, List, NamedTuple, Optional, Tuple, Union
 
@@ -29,9 +29,9 @@ from . import tables
 SUBCLUSTERS = 32
 
 
-@dataclass(frozen=True)
-class Extent:
-    """A guest range with one status, as qemu-img map reports it."""
+class Extent(NamedTuple):
+    """A guest range with one status, as qemu-img map reports it (a named tuple: a
+    fragmented image has hundreds of thousands)."""
 
     start: int
     length: int
@@ -106,6 +106,13 @@ _STATUS = {
     "unallocated": (False, False, False, False, True),
 }
 _KINDS = list(_STATUS)
+# A layer with nothing below: each status as a code, present*8 + zero*4 + data*2 +
+# has offset (none in an encrypted layer), and the code of each kind.
+_CODE_STATUS = {p * 8 + z * 4 + d * 2 + o: (bool(p), bool(z), bool(d), bool(o))
+                for p in (0, 1) for z in (0, 1) for d in (0, 1) for o in (0, 1)}
+_STATUS_CODES = {encrypted: np.array(
+    [p * 8 + (z or below) * 4 + d * 2 + (o and not encrypted)
+     for p, z, d, o, below in _STATUS.values()], dtype=np.uint8) for encrypted in (False, True)}
 
 
 class Run(NamedTuple):
@@ -119,6 +126,8 @@ class Run(NamedTuple):
     entries: np.ndarray
 
 KIND = {name: np.uint8(i) for i, name in enumerate(_KINDS)}
+_HAS_OFFSET = np.array([name in ("normal", "zero_alloc", "unallocated_alloc")
+                        for name in _KINDS])  # by kind: runs break where offsets jump
 NO_ENTRIES = np.zeros(0, dtype=np.uint64)
 _FROM_CLUSTER_TYPE = np.array([KIND["unallocated"], KIND["zero_plain"], KIND["zero_alloc"],
                                KIND["normal"], KIND["compressed"]], dtype=np.uint8)
@@ -207,6 +216,16 @@ class Qcow2Layer(Layer):
 
     def runs(self, start: int, end: int) -> Iterator[Run]:
         """This layer's own runs of [start, end): units of one kind, contiguous in the file."""
+        for pos, stop, table in self._tables(start, end):
+            if table is None:
+                yield Run("unallocated", pos, stop, 0, NO_ENTRIES)
+            else:
+                yield from self._split(*table, pos, stop)
+
+    def _tables(self, start: int, end: int) -> Iterator[Tuple[int, int, Optional[tuple]]]:
+        """[pos, stop) ranges of [start, end) within one L2 table each, with the kinds,
+        offsets and entries of the units from pos's on and the first one's guest
+        offset; None for a range no L2 table maps."""
         g = self.geometry
         span = g.l2_entries * g.cluster_size
         end = min(end, self.size)
@@ -217,14 +236,14 @@ class Qcow2Layer(Layer):
             mapped = self._next_mapped(l1_index)
             if mapped != l1_index:  # up to the next L2 table, nothing is allocated
                 stop = end if mapped is None else min(end, mapped * span)
-                yield Run("unallocated", pos, stop, 0, NO_ENTRIES)
+                yield pos, stop, None
                 pos = stop
                 continue
             stop = min(end, base + span)
             kinds, offsets, entries = self._table(l1_index)
             first, last = (pos - base) // self.unit, -(-(stop - base) // self.unit)
-            yield from self._split(kinds[first:last], offsets[first:last], entries[first:last],
-                                   base + first * self.unit, pos, stop)
+            yield pos, stop, (kinds[first:last], offsets[first:last], entries[first:last],
+                              base + first * self.unit)
             pos = stop
 
     def _next_mapped(self, l1_index: int) -> Optional[int]:
@@ -234,38 +253,80 @@ class Qcow2Layer(Layer):
 
     def _split(self, kinds: np.ndarray, offsets: np.ndarray, entries: np.ndarray,
                first_start: int, start: int, end: int) -> Iterator[Run]:
-        unit = np.uint64(self.unit)
-        contiguous = np.ones(len(kinds), dtype=bool)
-        contiguous[1:] = offsets[1:] == offsets[:-1] + unit
-        has_offset = np.isin(kinds, [KIND["normal"], KIND["zero_alloc"], KIND["unallocated_alloc"]])
-        breaks = np.flatnonzero((kinds[1:] != kinds[:-1]) | (has_offset[1:] & ~contiguous[1:])) + 1
-        bounds = np.concatenate(([0], breaks, [len(kinds)]))
-        for a, b in zip(bounds[:-1], bounds[1:]):
-            run_start = max(start, first_start + int(a) * self.unit)
-            run_end = min(end, first_start + int(b) * self.unit)
-            offset = int(offsets[a]) + (run_start - first_start - int(a) * self.unit)
-            yield Run(_KINDS[kinds[a]], run_start, run_end, offset, entries[a:b])
+        unit = self.unit
+        contiguous = offsets[1:] == offsets[:-1] + np.uint64(unit)
+        has_offset = _HAS_OFFSET[kinds[1:]]
+        breaks = np.flatnonzero((kinds[1:] != kinds[:-1]) | (has_offset & ~contiguous)) + 1
+        firsts = [0, *breaks.tolist()]
+        # per run, plain ints: numpy scalars cost a microsecond each
+        for a, b, kind, offset in zip(firsts, [*firsts[1:], len(kinds)],
+                                      kinds[firsts].tolist(), offsets[firsts].tolist()):
+            first = first_start + a * unit
+            run_start = start if start > first else first
+            run_end = min(end, first_start + b * unit)
+            yield Run(_KINDS[kind], run_start, run_end, offset + run_start - first,
+                      entries[a:b])
 
     def extents(self, start: int, end: int, depth: int) -> Iterator[Extent]:
-        for run in self.runs(start, end):
-            yield from self._status(run.kind, run.start, run.end, run.offset, depth)
+        if self.backing is None and not self.preallocated:
+            yield from self._own_extents(start, end, depth)
+            return
+        below = self.backing is not None
+        for kind, run_start, run_end, offset, _ in self.runs(start, end):
+            if (below and _STATUS[kind][4]) or (kind == "normal" and self.preallocated):
+                yield from self._status(kind, run_start, run_end, offset, depth)
+            else:
+                yield self._extent(kind, run_start, run_end, offset, depth)
+
+    def _own_extents(self, start: int, end: int, depth: int) -> Iterator[Extent]:
+        """The extents of a layer that nothing shows through (no backing file, no
+        preallocated file), found per L2 table with array operations: units are
+        grouped by their status (_extent's), and by contiguous offsets where it has
+        them, so that each group is the extent qemu-img map merges them into."""
+        codes_of = _STATUS_CODES[self.encrypted]
+        unit = self.unit
+        for pos, stop, table in self._tables(start, end):
+            if table is None:
+                yield self._extent("unallocated", pos, stop, 0, depth)
+                continue
+            kinds, offsets, _, first_start = table
+            codes = codes_of[kinds]
+            jump = offsets[1:] != offsets[:-1] + np.uint64(unit)
+            breaks = np.flatnonzero((codes[1:] != codes[:-1]) | (jump & (codes[1:] & 1 == 1))) + 1
+            firsts = [0, *breaks.tolist()]
+            for a, b, code, offset in zip(firsts, [*firsts[1:], len(kinds)],
+                                          codes[firsts].tolist(), offsets[firsts].tolist()):
+                first = first_start + a * unit
+                run_start = pos if pos > first else first
+                run_end = min(stop, first_start + b * unit)
+                present, zero, data, has_offset = _CODE_STATUS[code]
+                if has_offset:
+                    yield Extent(run_start, run_end - run_start, depth, present, zero, data,
+                                 offset + run_start - first, self.data_filename)
+                else:
+                    yield Extent(run_start, run_end - run_start, depth, present, zero, data,
+                                 None, None)
 
     def _status(self, kind: str, start: int, end: int, offset: int,
                 depth: int) -> Iterator[Extent]:
-        present, zero, data, has_offset, below = _STATUS[kind]
-        has_offset = has_offset and not self.encrypted
-        if below and self.backing is not None:
+        """The extents of a run that reads from below or from a preallocated file."""
+        if _STATUS[kind][4] and self.backing is not None:
             yield from self._backing(start, end, depth)
             return
-        if below:  # nothing below: reads as zeros
-            zero = True
-        filename = self.data_filename if has_offset else None
-        at = offset if has_offset else None
-        if kind == "normal" and self.preallocated and has_offset:
+        if kind == "normal" and self.preallocated and not self.encrypted:
+            filename = self.data_filename
             for a, b, is_data in file_runs(self.fd, offset, offset + end - start):
                 yield Extent(start + a - offset, b - a, depth, True, not is_data, True, a, filename)
             return
-        yield Extent(start, end - start, depth, present, zero, data, at, filename)
+        yield self._extent(kind, start, end, offset, depth)
+
+    def _extent(self, kind: str, start: int, end: int, offset: int, depth: int) -> Extent:
+        """A run's extent when nothing below it and no file hole shows through."""
+        present, zero, data, has_offset, below = _STATUS[kind]
+        if has_offset and not self.encrypted:
+            return Extent(start, end - start, depth, present, zero or below, data, offset,
+                          self.data_filename)
+        return Extent(start, end - start, depth, present, zero or below, data, None, None)
 
     def _backing(self, start: int, end: int, depth: int) -> Iterator[Extent]:
         below = self.backing
@@ -388,7 +449,7 @@ def image_map(path: Union[str, Path]) -> Iterator[Extent]:
         for extent in top.extents(0, top.size, 0):
             progress.advance(extent.length)
             if current is not None and current.mergeable(extent):
-                current = replace(current, length=current.length + extent.length)
+                current = current._replace(length=current.length + extent.length)
                 continue
             if current is not None:
                 yield current
@@ -407,12 +468,15 @@ def render_json(extents: Iterator[Extent]) -> str:
     return "[" + ",\n".join(lines or [_json_line(EMPTY_DISK)]) + "]\n"
 
 
+_JSON_BOOL = ("false", "true")
+
+
 def _json_line(e: Extent) -> str:
-    line = (f'{{ "start": {e.start}, "length": {e.length}, "depth": {e.depth}, '
-            f'"present": {str(e.present).lower()}, "zero": {str(e.zero).lower()}, '
-            f'"data": {str(e.data).lower()}')
-    if e.offset is not None:
-        line += f', "offset": {e.offset}'
+    start, length, depth, present, zero, data, offset, _ = e
+    line = ('{ "start": %d, "length": %d, "depth": %d, "present": %s, "zero": %s, "data": %s'
+            % (start, length, depth, _JSON_BOOL[present], _JSON_BOOL[zero], _JSON_BOOL[data]))
+    if offset is not None:
+        return line + ', "offset": %d}' % offset
     return line + "}"
 
 
@@ -429,9 +493,9 @@ def render_human(extents: Iterator[Extent]) -> Iterator[str]:
     """
     yield f"{'Offset':<16}{'Length':<16}{'Mapped to':<16}File"
     current: Optional[Extent] = None
-    for nxt in [*extents, None]:
+    for nxt in itertools.chain(extents, [None]):
         if current is not None and nxt is not None and current.mergeable(nxt):
-            current = replace(current, length=current.length + nxt.length)
+            current = current._replace(length=current.length + nxt.length)
             continue
         if current is not None:
             if current.data and current.offset is None:
@@ -440,6 +504,6 @@ def render_human(extents: Iterator[Extent]) -> Iterator[str]:
             if current.data and not current.zero:
                 yield (f"{_c_hex(current.start):<16}{_c_hex(current.length):<16}"
                        f"{_c_hex(current.offset):<16}{current.filename or ''}")
-            if nxt is not None and (not nxt.data or nxt.zero):
-                nxt = replace(nxt, data=False, zero=True)
+            if nxt is not None and (not nxt.data or nxt.zero) and (nxt.data or not nxt.zero):
+                nxt = nxt._replace(data=False, zero=True)  # not already so
         current = nxt
