@@ -4,7 +4,7 @@ VENV := .venv
 VPY := $(VENV)/bin/python
 KSC := node tools/ksc.js
 
-.PHONY: all targets check-generated check-ks-version diagram check-diagram deps install install-test demo test fuzz mutate crypto-matrix clean
+.PHONY: all targets check-generated check-ks-version diagram check-diagram deps install install-test demo test fuzz mutate crypto-matrix bench clean
 
 all: generated/qcow2.py
 
@@ -73,6 +73,11 @@ $(VENV)/.installed-test: $(VENV)/.installed
 install: $(VENV)/.installed
 
 install-test: $(VENV)/.installed-test
+
+# Issue 22's table: every job side by side with its peer (qemu-img; qemu's qcow2.py
+# when QCOW2PY names it), as ratios from one run. Makes ~8 GB of images in a temp dir.
+bench: install
+	$(VPY) bench/run.py
 
 demo: install
 	$(VENV)/bin/qcow2kit dump samples/sample.qcow2
