@@ -76,8 +76,9 @@ install-test: $(VENV)/.installed-test
 
 # Issue 22's table: every job side by side with its peer (qemu-img; qemu's qcow2.py
 # when QCOW2PY names it), as ratios from one run. Makes ~8 GB of images in a temp dir.
+# BENCH_ARGS="--instructions --runs 7" adds instruction counts (valgrind) and more runs.
 bench: install
-	$(VPY) bench/run.py
+	$(VPY) bench/run.py $(BENCH_ARGS)
 
 demo: install
 	$(VENV)/bin/qcow2kit dump samples/sample.qcow2

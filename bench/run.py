@@ -7,9 +7,12 @@ Each job runs --runs times, qcow2kit and its peer in turn (so both meet the same
 the table gives the median wall time of each, their ratio, the ratio of their median
 CPU time (user + system: less sensitive to a loaded machine than wall time), the
 peak memory of each (the largest ru_maxrss of the process and its children) and
-whether the issue's goal holds. Before the timed runs each command runs once, so that
+whether the issue's goal holds. With --instructions, the start-up jobs (the Python
+rows) also get the ratio of the instructions both execute, counted by valgrind's
+callgrind: a measure the machine's load does not change. Before the timed runs each command runs once, so that
 the page cache and Python's bytecode caches are warm (PYTHONDONTWRITEBYTECODE is
-dropped from the children's environment).
+dropped from the children's environment). Commands run under GNU time (/usr/bin/time),
+which reports their CPU time and peak memory.
 
 The peer is qemu-img, or for the qcow2.py drop-in qemu's own qcow2.py (with its
 qcow2_format.py beside it, from a qemu source tree: tests/qemu-iotests/; not part of
@@ -44,6 +47,7 @@ OURS = str(Path(PY).with_name("qcow2kit"))
 FLOOR = [PY, "-c", "import click, kaitaistruct, qcow2kit.generated.qcow2"]
 ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
 MIB = 1 << 20
+TIME = "/usr/bin/time"  # GNU time
 PYTHON_STARTUP_MIB = 15  # the goal on memory sets Python's own start-up aside
 
 
@@ -55,15 +59,19 @@ class Sample(NamedTuple):
 
 
 def run(args: Sequence[str], cwd: Path) -> Sample:
-    """One run: wall time, CPU time and peak RSS (with children) and stdout."""
+    """One run: wall time, CPU time and peak RSS (of the command and its children) and
+    stdout. GNU time reports the peak: a child forked from this (big) process would
+    count this process's memory in its own ru_maxrss."""
+    report = cwd / "time.txt"
     start = time.perf_counter()
-    proc = subprocess.Popen(list(args), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                            env=ENV, cwd=cwd)
+    proc = subprocess.Popen([TIME, "-f", "%M %U %S", "-o", str(report), *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=ENV, cwd=cwd)
     out = proc.stdout.read()
-    _, _, usage = os.wait4(proc.pid, 0)
+    proc.wait()
     proc.stdout.close()
-    return Sample(time.perf_counter() - start, usage.ru_utime + usage.ru_stime,
-                  usage.ru_maxrss / 1024, out)
+    wall = time.perf_counter() - start
+    peak_kib, user, system = report.read_text().split()[-3:]
+    return Sample(wall, float(user) + float(system), int(peak_kib) / 1024, out)
 
 
 class Row(NamedTuple):
@@ -75,6 +83,7 @@ class Row(NamedTuple):
     same: Optional[Callable[[bytes, bytes], bool]] = None  # stdouts agree
     files: Optional[Sequence[Path]] = None  # or: the output files (ours, peer's) agree
     big: bool = False  # run --big-runs times
+    startup: bool = False  # a start-up job: instructions counted with --instructions
 
 
 def ratio_at_most(limit: float) -> Callable[[float, float], bool]:
@@ -85,7 +94,14 @@ def at_most_ms(limit: float) -> Callable[[float, float], bool]:
     return lambda ours, peer: ours * 1000 <= limit
 
 
-def measure(row: Row, runs: int, cwd: Path) -> str:
+def instructions(args: Sequence[str], cwd: Path) -> int:
+    """The instructions a command executes (valgrind's callgrind, children not traced)."""
+    proc = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
+                           *args], capture_output=True, text=True, env=ENV, cwd=cwd)
+    return int(proc.stderr.split("Collected : ")[1].split()[0])
+
+
+def measure(row: Row, runs: int, cwd: Path, count: bool = False) -> str:
     commands = {"ours": row.ours, "peer": row.peer}
     sides = [side for side in ("peer", "ours") if commands[side] is not None]
     first = {side: run(commands[side], cwd).out for side in sides}  # warm-up
@@ -105,7 +121,7 @@ def measure(row: Row, runs: int, cwd: Path) -> str:
     cpu = statistics.median(s.cpu for s in ours)
     peak = max(s.peak_mib for s in ours)
     if row.peer is None:
-        return (f"| {row.job} | {wall * 1000:.0f} ms | peer missing | | | {peak:.0f} | | "
+        return (f"| {row.job} | {wall * 1000:.0f} ms | peer missing | | | {peak:.0f} | | | "
                 f"{row.goal} | ? | |")
     peer = samples["peer"]
     p_wall = statistics.median(s.wall for s in peer)
@@ -113,9 +129,15 @@ def measure(row: Row, runs: int, cwd: Path) -> str:
     p_peak = max(s.peak_mib for s in peer)
     holds = row.holds(wall, p_wall)
     memory = peak <= p_peak + PYTHON_STARTUP_MIB
+    counted = ""
+    if count and row.startup:
+        ours_ir, peer_ir = instructions(row.ours, cwd), instructions(row.peer, cwd)
+        counted = f"{ours_ir / peer_ir:.3f}x ({ours_ir / 1e6:.0f}M / {peer_ir / 1e6:.0f}M)"
+        holds = row.holds(ours_ir, peer_ir)
     return (f"| {row.job} | {_ms(wall)} | {_ms(p_wall)} | {wall / p_wall:.2f}x | "
             f"{cpu / max(p_cpu, 1e-3):.2f}x | {peak:.0f} / {p_peak:.0f} | "
-            f"{'yes' if memory else 'no'} | {row.goal} | {'yes' if holds else 'no'} | {same} |")
+            f"{counted} | {'yes' if memory else 'no'} | {row.goal} | {'yes' if holds else 'no'} | "
+            f"{same} |")
 
 
 def _remove(files: Optional[Sequence[Path]]) -> None:
@@ -254,10 +276,11 @@ def rows(work: Path, qcow2py: Optional[List[str]]) -> List[Row]:
         table.append(Row(f"compat {' '.join(mode)} vs qcow2.py, same interpreter",
                          compat + [small, *mode], None if qcow2py is None else
                          qcow2py + [small, *mode], "<= 1.0x", ratio_at_most(1.0),
-                         same=lambda a, b: a == b))
+                         same=lambda a, b: a == b, startup=True))
     for command in (["dump"], ["info"], ["snapshots"]):
         table.append(Row(f"qcow2kit {command[0]} (small image) vs the floor",
-                         [OURS, *command, small], FLOOR, "<= 1.15x", ratio_at_most(1.15)))
+                         [OURS, *command, small], FLOOR, "<= 1.15x", ratio_at_most(1.15),
+                         startup=True))
     table += [
         Row("check, 1 GiB zlib image vs qemu-img check", [OURS, "check", "--json", zlib_image],
             ["qemu-img", "check", "--output=json", zlib_image], "<= 60 ms", at_most_ms(60),
@@ -298,6 +321,9 @@ def main() -> None:
                         help="qemu's tests/qemu-iotests/qcow2.py (qcow2_format.py beside it)")
     parser.add_argument("--workdir", help="where the temporary folder of images goes")
     parser.add_argument("--only", help="only the jobs whose name contains this")
+    parser.add_argument("--instructions", action="store_true",
+                        help="also count the start-up jobs' instructions (valgrind); the "
+                             "goal is then judged on that count")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(dir=args.workdir, prefix="qcow2kit-bench-") as tmp:
         work = Path(tmp)
@@ -308,12 +334,13 @@ def main() -> None:
               f"1 TiB and 1000 images), {os.cpu_count()} CPUs, load average {load:.1f} at "
               "the start\n")
         print("| job | qcow2kit | peer | ratio | CPU ratio | peak MiB ours / peer | "
-              "memory ok | goal | holds | same output |")
-        print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+              "instructions ratio | memory ok | goal | holds | same output |")
+        print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
         for row in table:
             if args.only and args.only not in row.job:
                 continue
-            print(measure(row, args.big_runs if row.big else args.runs, work), flush=True)
+            print(measure(row, args.big_runs if row.big else args.runs, work,
+                          args.instructions), flush=True)
 
 
 if __name__ == "__main__":

@@ -10,8 +10,7 @@ from typing import Any, Callable, List, NoReturn, Optional, Sequence, Tuple
 
 import click
 
-from . import __version__, access, edit, exits, fleet, printable
-from .dump import render
+from . import __version__, access, exits, fleet, printable
 from .errors import Qcow2Error
 from .findings import Finding
 from .image import QemuRefuses, Unsupported, open_image, unsupported_features
@@ -189,6 +188,8 @@ def dump(image: str, exts_only: bool, as_json: bool) -> None:
     The bitmaps extension includes its directory and each bitmap table with every
     entry classified as all-zeroes, all-ones, serialized or invalid.
     """
+    from .dump import render
+
     with open_image(image) as img:
         click.echo(render(img, exts_only=exts_only, as_json=as_json), nl=False)
 
@@ -210,6 +211,8 @@ def _report(warnings: List[str]) -> None:
 @reports_errors
 def set_header(image: str, field: str, value: str, force: bool) -> None:
     """Set header FIELD (a name as dump prints it) to VALUE (any int() base: 0x.., 0o..)."""
+    from . import edit
+
     _report(edit.set_header_field(image, field, edit.parse_int(value, "number"), force))
 
 
@@ -221,6 +224,8 @@ def set_header(image: str, field: str, value: str, force: bool) -> None:
 @reports_errors
 def set_feature_bit(image: str, group: str, bit: str, force: bool) -> None:
     """Set bit BIT (0..63) of a feature bitmask."""
+    from . import edit
+
     _report(edit.set_feature_bit(image, group, edit.parse_int(bit, "bit number"), force))
 
 
@@ -236,6 +241,8 @@ def set_feature_bit(image: str, group: str, bit: str, force: bool) -> None:
 def add_header_ext(image: str, magic: str, data: Optional[str], from_stdin: bool,
                    data_file: Optional[str], force: bool) -> None:
     """Append a header extension of type MAGIC with DATA (or --stdin, --data-file)."""
+    from . import edit
+
     sources = [data is not None, from_stdin, data_file is not None]
     if sources.count(True) != 1:
         raise edit.EditError("give the data once: as DATA, --stdin or --data-file")
@@ -255,6 +262,8 @@ def add_header_ext(image: str, magic: str, data: Optional[str], from_stdin: bool
 @reports_errors
 def del_header_ext(image: str, magic: str, force: bool) -> None:
     """Remove every header extension of type MAGIC (exit 1 when there is none)."""
+    from . import edit
+
     _report(edit.delete_extension(image, edit.parse_int(magic, "magic number"), force))
 
 
@@ -319,11 +328,11 @@ def takes_secrets(func: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(func)
     def wrapper(*args: Any, objects: Tuple[str, ...] = (), key_secret: Optional[str] = None,
                 password_file: Optional[str] = None, **kwargs: Any) -> Any:
-        from . import secret
-
         found: List[bytes] = []
 
         def secrets(filename: str) -> bytes:
+            from . import secret
+
             if not found:
                 found.append(secret.resolve(objects, key_secret, password_file, filename,
                                             access.warn))

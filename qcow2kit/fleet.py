@@ -12,7 +12,6 @@ worst status of its images.
 """
 from __future__ import annotations
 
-import json
 from typing import Any, Dict, Iterable, NamedTuple, Optional
 
 # Statuses from best to worst: clean, leaks only (check), corruptions (check), the
@@ -39,6 +38,8 @@ def header(image: str, first: bool) -> str:
 
 def json_line(image: str, outcome: Outcome, document: str) -> str:
     """One image's line: its document (JSON text, compacted onto the line), its error."""
+    import json  # here: a single image's run needs none
+
     line: Dict[str, Any] = {"image": image, "status": outcome.status}
     if document:
         line["result"] = json.loads(document)
