@@ -314,9 +314,17 @@ def map_command(images: Tuple[str, ...], as_json: bool, force: bool) -> None:
         extents = mapping.image_map(image)
         if as_json:
             out(mapping.render_json(extents))
-        else:
+            return fleet.Outcome(exits.OK)
+        lines: List[str] = []  # echoed in blocks: one write per line costs a system call
+        try:
             for line in mapping.render_human(extents):
-                click.echo(line)
+                lines.append(line)
+                if len(lines) == 4096:
+                    click.echo("\n".join(lines))
+                    lines.clear()
+        finally:  # the lines before a failure are printed (as qemu-img prints them)
+            if lines:
+                click.echo("\n".join(lines))
         return fleet.Outcome(exits.OK)
     each_image(images, as_json, one)
 
