@@ -24,8 +24,9 @@ from .progress import Progress
 from . import tables
 
 COPY_CHUNK = 64 << 20
-BATCH_BYTES = 1 << 20  # decompressed bytes per job of the thread pool
-AHEAD_BYTES = 16 << 20  # data decompressed ahead of the writer, at most (about)
+BATCH_BYTES = 4 << 20  # decompressed bytes per job of the thread pool
+AHEAD_BYTES = 16 << 20  # data decompressed ahead of the writer: about the larger of
+# this and two jobs per core
 DECRYPT_CHUNK = 4 << 20  # guest bytes decrypted at a time
 SECTOR = 512
 PathLike = Union[str, Path]
@@ -110,7 +111,8 @@ class Chain:
                 assert decryptor is not None
                 self.decryptors[id(layer)] = decryptor
             layer = layer.backing if isinstance(layer, Qcow2Layer) else None
-        self.ahead = max(2 * self.pool.workers, AHEAD_BYTES // max(biggest, 1))
+        per_job = max(1, BATCH_BYTES // max(biggest, 1))
+        self.ahead = max(2 * self.pool.workers * per_job, AHEAD_BYTES // max(biggest, 1))
 
     def close(self) -> None:
         self.pool.close()
@@ -140,8 +142,7 @@ class Chain:
 
     def pieces(self, layer: Layer, start: int, end: int) -> Iterator[Piece]:
         """What guest bytes [start, end) of layer (and below it) read as, in order;
-        compressed clusters are decompressed ahead on every core (at most about
-        AHEAD_BYTES of data held)."""
+        compressed clusters are decompressed ahead on every core (see AHEAD_BYTES)."""
         return ahead.in_order(self._pieces(layer, start, end), self.ahead)
 
     def _pieces(self, layer: Layer, start: int, end: int
