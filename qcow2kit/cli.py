@@ -16,6 +16,10 @@ from .findings import Finding
 from .image import QemuRefuses, Unsupported, open_image, unsupported_features
 from .output import OutputError, ReaderGone
 
+# numpy's BLAS, which qcow2kit never calls, starts a thread per core when numpy is
+# imported; the command asks it to start none (before any command imports numpy).
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
 # Commands import the modules built on numpy when they run, so that the others
 # (dump, the edits, info, snapshots) start as fast as qcow2.py does.
 

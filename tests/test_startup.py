@@ -73,3 +73,21 @@ def test_compat_edit_imports_neither_click_nor_numpy(image_copy) -> None:
 def test_the_report_sees_numpy() -> None:
     """The detection itself."""
     assert "numpy" in imported([sys.executable, "-c", "import kaitaistruct, numpy"])
+
+
+def _threads_after(code: str) -> int:
+    """The threads of a fresh interpreter after code (BLAS left to its default)."""
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    proc = subprocess.run([sys.executable, "-c", code + "\nimport os\n"
+                           "print(len(os.listdir('/proc/self/task')))"],
+                          env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    return int(proc.stdout)
+
+
+def test_the_command_starts_no_blas_threads() -> None:
+    """numpy's BLAS starts a thread per core at import (CPU time for nothing: qcow2kit
+    never calls it); the command's numpy starts none."""
+    assert _threads_after("import qcow2kit.cli, numpy") == 1
+    if (os.cpu_count() or 1) > 1:  # the thing avoided, where there is more than one core
+        assert _threads_after("import numpy") > 1
