@@ -110,6 +110,7 @@ _KINDS = list(_STATUS)
 # has offset (none in an encrypted layer), and the code of each kind.
 _CODE_STATUS = {p * 8 + z * 4 + d * 2 + o: (bool(p), bool(z), bool(d), bool(o))
                 for p in (0, 1) for z in (0, 1) for d in (0, 1) for o in (0, 1)}
+_NO_OFFSET = (None, None)  # an extent's offset and file name when it has no offset
 _STATUS_CODES = {encrypted: np.array(
     [p * 8 + (z or below) * 4 + d * 2 + (o and not encrypted)
      for p, z, d, o, below in _STATUS.values()], dtype=np.uint8) for encrypted in (False, True)}
@@ -293,19 +294,18 @@ class Qcow2Layer(Layer):
             codes = codes_of[kinds]
             jump = offsets[1:] != offsets[:-1] + np.uint64(unit)
             breaks = np.flatnonzero((codes[1:] != codes[:-1]) | (jump & (codes[1:] & 1 == 1))) + 1
-            firsts = [0, *breaks.tolist()]
-            for a, b, code, offset in zip(firsts, [*firsts[1:], len(kinds)],
-                                          codes[firsts].tolist(), offsets[firsts].tolist()):
-                first = first_start + a * unit
-                run_start = pos if pos > first else first
-                run_end = min(stop, first_start + b * unit)
+            firsts = np.concatenate(([0], breaks))
+            ends = np.concatenate((breaks, [len(kinds)])) * unit  # from first_start
+            starts = firsts * unit
+            starts[0] = pos - first_start  # the first and last groups cut to [pos, stop)
+            ends[-1] = stop - first_start
+            with_offset = (offsets[firsts] + (starts - firsts * unit).astype(np.uint64)).tolist()
+            filename = self.data_filename
+            for start, end, code, offset in zip(starts.tolist(), ends.tolist(),
+                                                codes[firsts].tolist(), with_offset):
                 present, zero, data, has_offset = _CODE_STATUS[code]
-                if has_offset:
-                    yield Extent(run_start, run_end - run_start, depth, present, zero, data,
-                                 offset + run_start - first, self.data_filename)
-                else:
-                    yield Extent(run_start, run_end - run_start, depth, present, zero, data,
-                                 None, None)
+                yield Extent(first_start + start, end - start, depth, present, zero, data,
+                             *((offset, filename) if has_offset else _NO_OFFSET))
 
     def _status(self, kind: str, start: int, end: int, offset: int,
                 depth: int) -> Iterator[Extent]:
