@@ -4,7 +4,7 @@ VENV := .venv
 VPY := $(VENV)/bin/python
 KSC := node tools/ksc.js
 
-.PHONY: all typecheck targets check-generated check-ks-version diagram check-diagram deps qemu10 install install-test demo test fuzz mutate crypto-matrix clean
+.PHONY: all typecheck targets check-generated check-ks-version diagram check-diagram deps qemu10 install install-test demo test fuzz mutate crypto-matrix bench clean
 
 all: generated/qcow2.py generated/fields.py
 
@@ -84,6 +84,12 @@ $(VENV)/.installed-test: $(VENV)/.installed
 install: $(VENV)/.installed
 
 install-test: $(VENV)/.installed-test
+
+# Issue 22's table: every job side by side with its peer (qemu-img; qemu's qcow2.py
+# when QCOW2PY names it), as ratios from one run. Makes ~8 GB of images in a temp dir.
+# BENCH_ARGS="--instructions --runs 7" adds instruction counts (valgrind) and more runs.
+bench: install
+	$(VPY) bench/run.py $(BENCH_ARGS)
 
 demo: install
 	$(VENV)/bin/qcow2kit dump samples/sample.qcow2

@@ -2,20 +2,24 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import os
 import sys
 from pathlib import Path
-from typing import Any, Callable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, List, NoReturn, Optional, Sequence, Tuple
 
 import click
 
-from . import __version__, access, api, edit, exits, printable, qemu_version
-from .dump import render
+from . import __version__, access, api, exits, fleet, names, printable, qemu_version
 from .errors import Qcow2Error
 from .findings import Finding
 from .image import QemuRefuses, open_image
 from .options import IMAGE_FORMAT, Number, QemuSize, image_format, output_format
 from .output import OutputError, ReaderGone
+
+# numpy's BLAS, which qcow2kit never calls, starts a thread per core when numpy is
+# imported; the command asks it to start none (before any command imports numpy).
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 # Commands import the modules built on numpy when they run, so that the others
 # (dump, the edits, info, snapshots) start as fast as qcow2.py does.
@@ -45,10 +49,43 @@ def reports_errors(func: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-def _fail(exc: BaseException, message: str, status: int) -> None:
+class Failed(SystemExit):
+    """A command failed, its line already on stderr: the exit status, and the message."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(status)
+        self.message = message
+
+
+def _fail(exc: BaseException, message: str, status: int) -> NoReturn:
     for line in [message, *getattr(exc, "__notes__", [])]:  # escaped: names from images
         click.echo(f"qcow2kit: {printable.escape(line)}", err=True)
-    sys.exit(status)
+    raise Failed(status, message)
+
+
+OneImage = Callable[..., fleet.Outcome]  # (image=, out=): out takes the stdout text
+
+
+def each_image(images: Sequence[str], as_json: bool, one: OneImage) -> None:
+    """Run one (wrapped in reports_errors) on each image, then exit with the worst
+    status. One image prints what it prints alone; several as fleet.py says."""
+    if len(images) == 1:
+        sys.exit(one(image=images[0], out=_echo_text).status)
+    statuses = []
+    for n, image in enumerate(images):
+        if not as_json:
+            click.echo(fleet.header(image, n == 0))
+        pieces: List[str] = []
+        try:
+            outcome = one(image=image, out=pieces.append if as_json else _echo_text)
+        except Failed as exc:
+            if exc.code not in (exits.BAD_IMAGE,):
+                raise  # interrupted, or the output failed: the run ends
+            outcome = fleet.Outcome(exc.code, exc.message)
+        if as_json:
+            _echo_text(fleet.json_line(image, outcome, "".join(pieces)) + "\n")
+        statuses.append(outcome.status)
+    sys.exit(fleet.worst(statuses))
 
 
 FORCE_SHARE = click.option(
@@ -109,6 +146,19 @@ QEMU_VERSION = click.option(
     show_envvar=True,
     help="Print what qemu-img of this release prints (default: the release of the "
          "qemu-img on PATH, else the newest).")
+IMAGES = click.argument("images", nargs=-1, required=True, metavar="IMAGE...",
+                        type=click.Path(dir_okay=True, path_type=str))
+
+
+def several_images(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Say in the command's help how it prints several images (fleet.py)."""
+    func.__doc__ = (inspect.cleandoc(func.__doc__ or "") + "\n\n"
+                    "Several images: in text, a line `==> IMAGE <==` before each one's "
+                    "output; with --json, one line per image (JSON lines): {\"image\": "
+                    "IMAGE, \"status\": S, \"result\": what it prints alone}, with "
+                    "\"error\": MESSAGE when it fails. The exit status is the worst "
+                    "image's (1, then 2, then 3, then 0).")
+    return func
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]},
@@ -135,6 +185,8 @@ def dump(image: str, exts_only: bool, as_json: bool) -> None:
     The bitmaps extension includes its directory and each bitmap table with every
     entry classified as all-zeroes, all-ones, serialized or invalid.
     """
+    from .dump import render
+
     with open_image(image) as img:
         click.echo(render(img, exts_only=exts_only, as_json=as_json), nl=False)
 
@@ -158,6 +210,8 @@ def _report(warnings: List[str]) -> None:
 def set_header(image: str, field: str, value: int, force: bool) -> None:
     """Set header FIELD (its qcow2.ksy id, its qcow2.txt name or the name dump prints)
     to VALUE (any int() base: 0x.., 0o..). An unknown FIELD: exit 2, the fields listed."""
+    from . import edit
+
     try:
         warnings = edit.set_header_field(image, field, value, force)
     except edit.UnknownField as exc:
@@ -168,12 +222,14 @@ def set_header(image: str, field: str, value: int, force: bool) -> None:
 @main.command("set-feature-bit")
 @IMAGE
 @IMAGE_FORMAT
-@click.argument("group", type=click.Choice(edit.FEATURE_GROUPS))
+@click.argument("group", type=click.Choice(names.FEATURE_GROUPS))
 @click.argument("bit", type=Number())
 @FORCE
 @reports_errors
 def set_feature_bit(image: str, group: str, bit: int, force: bool) -> None:
     """Set bit BIT (0..63) of a feature bitmask."""
+    from . import edit
+
     _report(edit.set_feature_bit(image, group, bit, force))
 
 
@@ -190,6 +246,8 @@ def set_feature_bit(image: str, group: str, bit: int, force: bool) -> None:
 def add_header_ext(image: str, magic: int, data: Optional[str], from_stdin: bool,
                    data_file: Optional[str], force: bool) -> None:
     """Append a header extension of type MAGIC with DATA (or --stdin, --data-file)."""
+    from . import edit
+
     sources = [data is not None, from_stdin, data_file is not None]
     if sources.count(True) != 1:
         raise click.UsageError("give the data once: as DATA, --stdin or --data-file")
@@ -211,6 +269,8 @@ def add_header_ext(image: str, magic: int, data: Optional[str], from_stdin: bool
 @reports_errors
 def del_header_ext(image: str, magic: int, force: bool) -> None:
     """Remove every header extension of type MAGIC (exit 1 when there is none)."""
+    from . import edit
+
     _report(edit.delete_extension(image, magic, force))
 
 
@@ -332,7 +392,7 @@ def bitmaps_command(image: str, as_json: bool, name: Optional[str]) -> None:
 
 
 @main.command("map")
-@IMAGE
+@IMAGES
 @IMAGE_FORMAT
 @output_format("qemu-img map --output=json: every extent with its status.")
 @click.option("--start-offset", type=QemuSize(), default=0, metavar="OFFSET",
@@ -342,9 +402,9 @@ def bitmaps_command(image: str, as_json: bool, name: Optional[str]) -> None:
 @GUEST_FORCE
 @QEMU_VERSION
 @reads_images(chain=True)
-@reports_errors
-def map_command(image: str, as_json: bool, start_offset: int, max_length: Optional[int],
-                force: bool, qemu_release: Optional[str]) -> None:
+@several_images
+def map_command(images: Tuple[str, ...], as_json: bool, start_offset: int,
+                max_length: Optional[int], force: bool, qemu_release: Optional[str]) -> None:
     """Where each guest range is stored, through the backing chain, as qemu-img map.
 
     Without --json: the ranges that hold data, with the file and offset they are
@@ -354,13 +414,26 @@ def map_command(image: str, as_json: bool, start_offset: int, max_length: Option
     from . import mapping
 
     release = qemu_version.select(qemu_release)
-    with api.open(image, force=force) as img:
-        extents = img.map(start_offset, max_length, release)
-    if as_json:
-        click.echo(mapping.render_json(extents, start_offset, release), nl=False)
-        return
-    for line in mapping.render_human(extents, release):
-        click.echo(line)
+
+    @reports_errors
+    def one(image: str, out: Callable[[str], None]) -> fleet.Outcome:
+        with api.open(image, force=force) as img:
+            extents = img.map(start_offset, max_length, release)
+        if as_json:
+            out(mapping.render_json(extents, start_offset, release))
+            return fleet.Outcome(exits.OK)
+        lines: List[str] = []  # echoed in blocks: one write per line costs a system call
+        try:
+            for line in mapping.render_human(extents, release):
+                lines.append(line)
+                if len(lines) == 4096:
+                    click.echo("\n".join(lines))
+                    lines.clear()
+        finally:  # the lines before a failure are printed (as qemu-img prints them)
+            if lines:
+                click.echo("\n".join(lines))
+        return fleet.Outcome(exits.OK)
+    each_image(images, as_json, one)
 
 
 def takes_secrets(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -445,7 +518,7 @@ def _echo_text(text: str) -> None:
 
 
 @main.command("info")
-@IMAGE
+@IMAGES
 @IMAGE_FORMAT
 @output_format("JSON, as qemu-img info --output=json.")
 @click.option("--backing-chain", is_flag=True,
@@ -457,9 +530,9 @@ def _echo_text(text: str) -> None:
 @QEMU_VERSION
 @takes_secrets
 @reads_images(chain=True)
-@reports_errors
-def info_command(image: str, as_json: bool, backing_chain: bool, qemu_only: bool,
-                 check_secret: bool, qemu_release: Optional[str], secrets: Any,
+@several_images
+def info_command(images: Tuple[str, ...], as_json: bool, backing_chain: bool,
+                 qemu_only: bool, check_secret: bool, qemu_release: Optional[str], secrets: Any,
                  key_slot: Optional[int]) -> None:
     """What qemu-img info says about the image, then what it does not.
 
@@ -477,17 +550,22 @@ def info_command(image: str, as_json: bool, backing_chain: bool, qemu_only: bool
         raise click.UsageError("--check-secret adds to qemu-img's output: not with --qemu")
     extras = not qemu_only
     release = qemu_version.select(qemu_release)
-    if backing_chain:
-        infos = image_info.backing_chain(image, extras, release)
-    else:
-        infos = [image_info.image_info(image, extras, qemu=release)]
-    if check_secret:
-        with open_image(image) as img:
-            image_info.check_secret(infos[0], img, secrets(image), key_slot)
-    if as_json:
-        _echo_text(image_info.render_json(infos, chain=backing_chain))
-    else:
-        _echo_text(image_info.render_text(infos, release))
+
+    @reports_errors
+    def one(image: str, out: Callable[[str], None]) -> fleet.Outcome:
+        if backing_chain:
+            infos = image_info.backing_chain(image, extras, release)
+        else:
+            infos = [image_info.image_info(image, extras, qemu=release)]
+        if check_secret:
+            with open_image(image) as img:
+                image_info.check_secret(infos[0], img, secrets(image), key_slot)
+        if as_json:
+            out(image_info.render_json(infos, chain=backing_chain))
+        else:
+            out(image_info.render_text(infos, release))
+        return fleet.Outcome(exits.OK)
+    each_image(images, as_json, one)
 
 
 @main.command("snapshots")
@@ -516,15 +594,15 @@ def snapshots_command(image: str, as_json: bool, qemu_release: Optional[str]) ->
 
 
 @main.command("check")
-@IMAGE
+@IMAGES
 @IMAGE_FORMAT
 @output_format("JSON, as qemu-img check --output=json.")
 @click.option("--explain", is_flag=True,
               help="After each finding: the structure at fault, its offset and what is wrong.")
 @QEMU_VERSION
 @reads_images()
-@reports_errors
-def check_command(image: str, as_json: bool, explain: bool,
+@several_images
+def check_command(images: Tuple[str, ...], as_json: bool, explain: bool,
                   qemu_release: Optional[str]) -> None:
     """Check refcounts and copied flags as read-only qemu-img check does.
 
@@ -541,16 +619,19 @@ def check_command(image: str, as_json: bool, explain: bool,
 
     del qemu_release  # the same output in every release
 
-    with api.open(image) as img:
-        result = img.check(explain=explain, progress=True)
-    for line in image_check.stderr_lines(result, explain):
-        click.echo(line, err=True)
-    _echo_text(image_check.render_json(result, image, explain) if as_json
-               else image_check.render_text(result))
-    failure = image_check.failure_line(result)
-    if failure is not None:
-        click.echo(f"qcow2kit: {failure}", err=True)
-    sys.exit(result.exit_code)
+    @reports_errors
+    def one(image: str, out: Callable[[str], None]) -> fleet.Outcome:
+        with api.open(image) as img:
+            result = img.check(explain=explain, progress=True)
+        for line in image_check.stderr_lines(result, explain):
+            click.echo(line, err=True)
+        out(image_check.render_json(result, image, explain) if as_json
+            else image_check.render_text(result))
+        failure = image_check.failure_line(result)
+        if failure is not None:
+            click.echo(f"qcow2kit: {failure}", err=True)
+        return fleet.Outcome(result.exit_code, failure)
+    each_image(images, as_json, one)
 
 
 @main.command("whatis", context_settings={"ignore_unknown_options": True})

@@ -308,9 +308,8 @@ def refcount_changes(a: Image, b: Image) -> List[Change]:
 
 # --- snapshots and bitmaps ------------------------------------------------------------
 
-_SNAPSHOT_FIELDS = [f.name for f in dataclasses.fields(Snapshot)
-                    if f.name not in ("index", "offset", "id", "name_offset",
-                                         "name_size")]
+_SNAPSHOT_FIELDS = [name for name in Snapshot._fields
+                    if name not in ("index", "offset", "id", "name_offset", "name_size")]
 
 
 def snapshot_changes(a: Image, b: Image) -> List[Change]:

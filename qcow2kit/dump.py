@@ -7,7 +7,6 @@ then the extensions; `dump-header-exts` is only the extensions.
 from __future__ import annotations
 
 import io
-import json
 import string
 import struct
 from typing import Any, Callable, Dict, List, NamedTuple, Tuple
@@ -229,6 +228,8 @@ def extensions_json(image: Image) -> List[Dict[str, Any]]:
 def _json(value: Any) -> str:
     """json.dumps(value, indent=4), written piece by piece: the pieces of a million-entry
     bitmap table would take a gigabyte as one list."""
+    import json  # here: the text dump (and qcow2.py's drop-in) starts without it
+
     out = io.StringIO()
     for chunk in json.JSONEncoder(indent=4).iterencode(value):
         out.write(chunk)
@@ -240,7 +241,7 @@ def render(image: Image, exts_only: bool = False, as_json: bool = False) -> str:
     parts: List[str] = []
     if not exts_only:
         if as_json:
-            parts += [json.dumps(header_values(image.header), indent=4), ""]
+            parts += [_json(header_values(image.header)), ""]
         else:
             parts += header_text(image) + [""]
     if as_json:

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import io
 import os
+from concurrent.futures import Future
 from pathlib import Path
-from typing import Dict, Iterator, NamedTuple, Optional, Union
+from typing import Callable, Dict, Iterator, List, NamedTuple, Optional, Tuple, Union
 
 import numpy as np
 
-from . import access, compression
+from . import access, ahead, compression
 from .crypto import Decryptor, open_decryptor
 from .errors import Qcow2Error
 from .output import FileId, Output, open_file, open_stream
@@ -24,6 +25,9 @@ from .secret import Secrets
 from . import tables
 
 COPY_CHUNK = 64 << 20
+BATCH_BYTES = 4 << 20  # decompressed bytes per job of the thread pool
+AHEAD_BYTES = 16 << 20  # data decompressed ahead of the writer: about the larger of
+# this and two jobs per core
 DECRYPT_CHUNK = 4 << 20  # guest bytes decrypted at a time
 SECTOR = 512
 PathLike = Union[str, Path]
@@ -44,22 +48,30 @@ class Piece(NamedTuple):
 
 
 class _Decompressor:
-    """Compressed clusters of one image, decompressed as QEMU does, the last one
-    cached."""
+    """Compressed clusters of one image, read and decompressed as QEMU does, in
+    batches on the chain's thread pool; the last cluster's job is kept for the next
+    read of the same cluster."""
 
-    def __init__(self, layer: Qcow2Layer) -> None:
-        self.layer = layer
+    def __init__(self, layer: Qcow2Layer, pool: ahead.Pool) -> None:
         self.geometry = layer.geometry
         self.image = layer.image
         self.compression_type = layer.image.header.compression_type
-        self.cached: Optional[tuple] = None
+        self.pool = pool
+        self.last: Optional[Tuple[int, Future[List[bytes]], int]] = None  # entry, job, index
         compression.check_available(self.compression_type)
 
-    def cluster(self, entry: int) -> bytes:
-        if self.cached is not None and self.cached[0] == entry:
-            return self.cached[1]
-        offset, length = (int(x[0]) for x in tables.compressed_extents(
-            np.array([entry], dtype=np.uint64), self.geometry))
+    def submit(self, entries: List[int]) -> Future[List[bytes]]:
+        """A job that decompresses the clusters of these L2 entries, in order."""
+        offsets, lengths = tables.compressed_extents(np.array(entries, dtype=np.uint64),
+                                                     self.geometry)
+        job = self.pool.submit(self._clusters, offsets.tolist(), lengths.tolist())
+        self.last = (entries[-1], job, len(entries) - 1)
+        return job
+
+    def _clusters(self, offsets: List[int], lengths: List[int]) -> List[bytes]:
+        return [self._cluster(offset, length) for offset, length in zip(offsets, lengths)]
+
+    def _cluster(self, offset: int, length: int) -> bytes:
         raw = self.image.read_stored(offset, length)
         size = self.geometry.cluster_size
         try:
@@ -69,7 +81,6 @@ class _Decompressor:
         if len(data) != size:
             raise Qcow2Error("compressed cluster", offset,
                              f"decompresses to {len(data)} bytes, not a whole cluster ({size})")
-        self.cached = (entry, data)
         return data
 
 
@@ -84,8 +95,12 @@ class Chain:
         self.data_fds: Dict[int, int] = {}
         self.decompressors: Dict[int, _Decompressor] = {}
         self.decryptors: Dict[int, Decryptor] = {}
+        self.pool = ahead.Pool()
+        biggest = DECRYPT_CHUNK if secrets is not None else 0  # the largest piece of data
         layer: Optional[Layer] = top
         while layer is not None:
+            if isinstance(layer, Qcow2Layer):
+                biggest = max(biggest, layer.geometry.cluster_size)
             if isinstance(layer, Qcow2Layer) and layer.encrypted:
                 if secrets is None:
                     raise Qcow2Error("header.crypt_method", None, "the image is encrypted: "
@@ -94,8 +109,11 @@ class Chain:
                 assert decryptor is not None
                 self.decryptors[id(layer)] = decryptor
             layer = layer.backing if isinstance(layer, Qcow2Layer) else None
+        per_job = max(1, BATCH_BYTES // max(biggest, 1))
+        self.ahead = max(2 * self.pool.workers * per_job, AHEAD_BYTES // max(biggest, 1))
 
     def close(self) -> None:
+        self.pool.close()
         for fd in self.data_fds.values():
             os.close(fd)
         close_chain(self.top)
@@ -121,7 +139,12 @@ class Chain:
         return chain_inputs(self.top)
 
     def pieces(self, layer: Layer, start: int, end: int) -> Iterator[Piece]:
-        """What guest bytes [start, end) of layer (and below it) read as."""
+        """What guest bytes [start, end) of layer (and below it) read as, in order;
+        compressed clusters are decompressed ahead on every core (see AHEAD_BYTES)."""
+        return ahead.in_order(self._pieces(layer, start, end), self.ahead)
+
+    def _pieces(self, layer: Layer, start: int, end: int
+                ) -> Iterator[Union[Piece, ahead.Later]]:
         if isinstance(layer, RawLayer):
             yield from self._raw(layer, start, end)
             return
@@ -163,26 +186,45 @@ class Chain:
         if end > max(start, stop):
             yield Piece(max(start, stop), end - max(start, stop))
 
-    def _backing(self, below: Layer, start: int, end: int) -> Iterator[Piece]:
+    def _backing(self, below: Layer, start: int, end: int
+                 ) -> Iterator[Union[Piece, ahead.Later]]:
         stop = min(end, below.size)
         if start < stop:
-            yield from self.pieces(below, start, stop)
+            yield from self._pieces(below, start, stop)
         if end > max(start, stop):
             yield Piece(max(start, stop), end - max(start, stop))
 
-    def _compressed(self, layer: Qcow2Layer, run: Run) -> Iterator[Piece]:
+    def _compressed(self, layer: Qcow2Layer, run: Run) -> Iterator[ahead.Later]:
+        """A run of compressed clusters, decompressed BATCH_BYTES at a time per job."""
         decompressor = self.decompressors.get(id(layer))
         if decompressor is None:
-            decompressor = self.decompressors[id(layer)] = _Decompressor(layer)
+            decompressor = self.decompressors[id(layer)] = _Decompressor(layer, self.pool)
         size = layer.geometry.cluster_size
         first_unit = run.start - run.start % layer.unit
+        spans = []  # (start, end) of each cluster's part of the run
         pos = run.start
         while pos < run.end:
-            cluster_start = pos - pos % size
-            data = decompressor.cluster(int(run.entries[(pos - first_unit) // layer.unit]))
-            stop = min(run.end, cluster_start + size)
-            yield Piece(pos, stop - pos, data=data[pos - cluster_start:stop - cluster_start])
+            stop = min(run.end, pos - pos % size + size)
+            spans.append((pos, stop))
             pos = stop
+        entries = [int(run.entries[(a - first_unit) // layer.unit]) for a, _ in spans]
+        last = decompressor.last
+        if last is not None and last[0] == entries[0]:  # the cluster read last time
+            yield _later(last[1], last[2], *spans[0], size)
+            spans, entries = spans[1:], entries[1:]
+        per_job = max(1, BATCH_BYTES // size)
+        for first in range(0, len(entries), per_job):
+            job = decompressor.submit(entries[first:first + per_job])
+            for index, (a, b) in enumerate(spans[first:first + per_job]):
+                yield _later(job, index, a, b, size)
+
+
+def _later(job: Future[List[bytes]], index: int, start: int, end: int,
+           size: int) -> ahead.Later:
+    """Guest bytes [start, end) of the index-th cluster a decompression job returns."""
+    lead = start % size
+    return ahead.Later(job, lambda clusters: Piece(start, end - start,
+                                                   data=clusters[index][lead:lead + end - start]))
 
 
 def _fill(piece: Piece, view: memoryview) -> None:
@@ -278,13 +320,15 @@ def cat(path: PathLike, output: int, start: int = 0, length: Optional[int] = Non
 def copy(disk: GuestDisk, out: Output, start: int, length: int,
          label: str = "convert") -> None:
     """Write guest bytes [start, start+length) to out, at their offsets less start."""
-    buffer = memoryview(bytearray(min(COPY_CHUNK, max(length, 1))))
+    buffer: Optional[memoryview] = None  # made when a file range is first copied
     with Progress(label, length) as progress:
         for piece in disk.chain.pieces(disk.chain.top, start, start + length):
             at = piece.start - start
             if piece.data is not None:
                 out.write(at, piece.data)
             elif piece.fd is not None:
+                if buffer is None:
+                    buffer = memoryview(bytearray(min(COPY_CHUNK, length)))
                 _copy_file(piece, out, at, buffer)
             else:
                 out.zeros(at, piece.length)

@@ -9,7 +9,7 @@ import io
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, BinaryIO, Iterator, List, Optional, Sequence, Tuple, Union
 
 from kaitaistruct import KaitaiStream, KaitaiStruct
 
@@ -20,20 +20,21 @@ from .limits import (MAX_BACKING_NAME, MAX_BITMAP_DATA, MAX_BITMAP_DIRECTORY, MA
                      MAX_BITMAPS, MAX_FILE)
 from .generated.qcow2 import Qcow2
 from .names import HEADER_FIELD_IDS, INCOMPATIBLE, KNOWN_INCOMPATIBLE_BITS
+from .bits import bitmap_entries
 from .records import BitmapTableEntry, Geometry
 
-if TYPE_CHECKING:
-    from .tables import BitmapTable
 
 MAGIC = 0x514649FB
 FEATURE_NAME_BYTES = 48  # one feature name table entry
 TYPED_LENGTHS = {"bitmaps": 24, "full_disk_encryption": 16}  # extension data lengths
+# Tables of up to this many entries are decoded without numpy (which costs more to
+# import than such a table costs to decode entry by entry).
+SMALL_TABLE_ENTRIES = 4096
 
 ExtensionType = Qcow2.HeaderExtensionType
 ClusterType = Qcow2.ClusterType
 CryptMethod = Qcow2.CryptMethod
 LUKS = int(CryptMethod.luks)
-BitmapTableEntryKind = Qcow2.BitmapTableEntryKind
 BitmapType = Qcow2.BitmapType
 
 
@@ -485,7 +486,7 @@ class Image:
             name_offset=base + e._debug["name"]["start"])
             for start, e, base in self._bitmap_entries()]
 
-    def bitmap_table(self, index: int) -> BitmapTable:
+    def bitmap_table(self, index: int) -> Sequence[BitmapTableEntry]:
         """The table of directory entry index, every entry classified.
 
         A table beyond QEMU's limits (2^27 entries, 512 MiB of bitmap data) is refused
@@ -501,8 +502,11 @@ class Image:
                              f"{count} entries exceed QEMU's limits ({MAX_BITMAP_TABLE} "
                              f"entries, {MAX_BITMAP_DATA >> 20} MiB of bitmap data)")
         self.past_end(f"bitmap {text(e.name)!r} table", e.ofs_bitmap_table, 8 * count)
-        from .tables import BitmapTable  # numpy: loaded for images with bitmaps only
-        return BitmapTable.decode(self.read(e.ofs_bitmap_table, 8 * count))
+        data = self.read(e.ofs_bitmap_table, 8 * count)
+        if count <= SMALL_TABLE_ENTRIES:
+            return bitmap_entries(data)
+        from .tables import BitmapTable  # numpy: for big tables only
+        return BitmapTable.decode(data)
 
     @property
     def bitmaps(self) -> List[Bitmap]:

@@ -15,11 +15,11 @@ import os
 import stat
 from typing import Dict, Iterator, Tuple, Union
 
-import numpy as np
-
 from .locking import ImageLocked, lock_for_writing
 
 SPARSE_BLOCK = 4096  # qemu-img convert's default minimum hole (-S 4k)
+SMALL_VIEW = 1 << 20  # writes up to this size are scanned for zero blocks without numpy
+_ZEROS = bytes(SPARSE_BLOCK)
 FileId = Tuple[int, int]  # st_dev, st_ino
 _FLAGS = os.O_NOCTTY | os.O_NONBLOCK | os.O_CLOEXEC  # a FIFO without reader: ENXIO
 # qemu's locks are read locks, which need a readable descriptor: files and block
@@ -113,11 +113,16 @@ class Output:
 def nonzero_blocks(view: memoryview, offset: int) -> Iterator[Tuple[int, int]]:
     """The [start, end) ranges of view, on the SPARSE_BLOCK grid of the output (view
     lands at offset), made of blocks that are not all zeros; runs of such blocks
-    joined."""
+    joined. Up to SMALL_VIEW bytes (a cluster) block by block, else with numpy."""
     n = len(view)
     if n == 0:
         return
     head = -offset % SPARSE_BLOCK
+    if n <= SMALL_VIEW:
+        yield from _nonzero_blocks_small(view, head)
+        return
+    import numpy as np  # here, not at the top: the commands that write no output start without it
+
     edges = np.arange(head if head else SPARSE_BLOCK, n, SPARSE_BLOCK)
     starts = np.concatenate(([0], edges))
     ends = np.concatenate((edges, [n]))
@@ -125,6 +130,22 @@ def nonzero_blocks(view: memoryview, offset: int) -> Iterator[Tuple[int, int]]:
     flips = np.flatnonzero(np.diff(np.concatenate(([False], busy, [False])).astype(np.int8)))
     for first, last in zip(flips[::2], flips[1::2]):
         yield int(starts[first]), int(ends[last - 1])
+
+
+def _nonzero_blocks_small(view: memoryview, head: int) -> Iterator[Tuple[int, int]]:
+    """nonzero_blocks of a small view whose first block ends at head (0: a whole one)."""
+    n = len(view)
+    edges = [0, *range(head or SPARSE_BLOCK, n, SPARSE_BLOCK), n]
+    start = None  # of the current run of blocks with data
+    for a, b in zip(edges, edges[1:]):
+        if view[a:b].tobytes() != _ZEROS[:b - a]:
+            if start is None:
+                start = a
+        elif start is not None:
+            yield start, a
+            start = None
+    if start is not None:
+        yield start, n
 
 
 def _refuse_input(name: str, st: os.stat_result, inputs: Dict[FileId, str]) -> None:

@@ -18,6 +18,9 @@ import numpy as np
 
 from .errors import Qcow2Error
 from .generated.qcow2 import Qcow2
+from .bits import (ALL_ALLOC, ALL_ZERO, BITMAP_ALL_ONES, BITMAP_KINDS, BITMAP_RESERVED,
+                   COMPRESSED, COPIED, L1_RESERVED, L2_RESERVED, OFFSET, REFT_OFFSET,
+                   REFT_RESERVED, SUBCLUSTERS, ZERO)
 from .limits import MAX_L1_BYTES, MAX_READ_END, MAX_REFTABLE_BYTES
 from .records import BitmapTableEntry, Geometry
 
@@ -26,24 +29,6 @@ if TYPE_CHECKING:
 
 ClusterType = Qcow2.ClusterType
 SubclusterType = Qcow2.SubclusterType
-BitmapTableEntryKind = Qcow2.BitmapTableEntryKind
-
-# Every entry bit and mask (qcow2.txt "Cluster mapping", "Refcounts", "Bitmap table"),
-# written once: as Python ints for one entry, as np.uint64 (the *_MASK and bit names
-# below) for arrays of them.
-OFFSET = 0x00FFFFFFFFFFFE00  # bits 9..55: L1, standard L2 and bitmap table entry offsets
-REFT_OFFSET = 0xFFFFFFFFFFFFFE00  # refcount table entry: bits 9..63
-REFT_RESERVED = 0x1FF
-L1_RESERVED = 0x7F000000000001FF
-L2_RESERVED = 0x3F000000000001FE  # standard cluster descriptor
-COPIED = 1 << 63  # L1 and L2 entries: refcount exactly one
-COMPRESSED = 1 << 62  # L2 entry: a compressed cluster
-ZERO = 1  # standard L2 entry: reads as zeros
-SUBCLUSTERS = 32  # per cluster, with extended L2 entries
-ALL_ALLOC = (1 << SUBCLUSTERS) - 1  # extended L2 bitmap: the allocation half
-ALL_ZERO = ALL_ALLOC << SUBCLUSTERS  # extended L2 bitmap: the "reads as zeros" half
-BITMAP_RESERVED = 0xFF000000000001FE  # bitmap table entry: bits 1..8 and 56..63
-BITMAP_ALL_ONES = 1  # bitmap table entry without data: every bit set
 
 OFFSET_MASK = np.uint64(OFFSET)
 REFTABLE_OFFSET_MASK = np.uint64(REFT_OFFSET)
@@ -337,13 +322,11 @@ class StoredRefcounts:
         return values, readable
 
 
-BITMAP_KINDS = [k.name.replace("_", "-") for k in sorted(BitmapTableEntryKind,
-                                                         key=lambda k: k.value)]
 
 
 class BitmapTable(Sequence[BitmapTableEntry]):
-    """A bitmap table, every entry classified as the spec's bitmap_table_entry.kind
-    does (0 all-zeroes, 1 all-ones, 2 serialized, 3 invalid: an offset with bit 0).
+    """A big bitmap table, every entry classified as bits.bitmap_kind does (small
+    ones are bits.bitmap_entries lists).
 
     Decoded in bulk and held in arrays (a table can have a million entries); entries
     become BitmapTableEntry objects when they are read.

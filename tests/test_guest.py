@@ -12,11 +12,12 @@ import numpy as np
 import pytest
 
 import imagekit
-from qcow2kit import Qcow2Error, tables
+from qcow2kit import Qcow2Error, ahead, guest, tables
 from qcow2kit.guest import GuestDisk, convert
 from qcow2kit.mapping import select_snapshot
 from qcow2kit import open_image
 from ourcmd import QCOW2KIT
+from test_outputs import holes
 
 READABLE = sorted(k for k in imagekit.KINDS if k not in ("luks", "bitmaps_crafted"))
 WITH_SNAPSHOTS = ["snapshots", "refcount_2", "refcount_64"]
@@ -207,3 +208,62 @@ def test_snapshot_table_at_end_of_file(tmp_path: Path) -> None:
     out = tmp_path / "ours.raw"
     convert(path, out, snapshot="s1")
     assert sha256(out) == sha256(expected)
+
+
+# --- compressed clusters decompressed on a thread pool ----------------------------------
+
+COMPRESSED_KINDS = ["zlib", "zlib_4k", "zstd"]
+
+
+@pytest.mark.parametrize("kind", COMPRESSED_KINDS)
+@pytest.mark.parametrize("workers,batch,ahead_bytes", [(1, 1 << 20, 16 << 20),
+                                                       (4, 1, 1), (3, 3 << 16, 1 << 20)])
+def test_parallel_decompression_equals_qemu(images: Dict[str, Path], raws: Dict[str, Path],
+                                            tmp_path: Path, monkeypatch, kind: str,
+                                            workers: int, batch: int,
+                                            ahead_bytes: int) -> None:
+    """Whatever the number of threads, clusters per job and data held ahead: qemu's
+    bytes, in order, and every 4 KiB block of zeros a hole, none of data."""
+    monkeypatch.setattr(ahead, "cores", lambda: workers)
+    monkeypatch.setattr(guest, "BATCH_BYTES", batch)
+    monkeypatch.setattr(guest, "AHEAD_BYTES", ahead_bytes)
+    out = tmp_path / "out.raw"
+    convert(images[kind], out)
+    assert sha256(out) == sha256(raws[kind])
+    data = raws[kind].read_bytes()
+    assert holes(out) == [not any(data[i:i + 4096]) for i in range(0, len(data), 4096)]
+    with GuestDisk(images[kind]) as disk:
+        assert disk.chain.pool.workers == workers
+        for start in range(0, len(data), 40000):  # reads across and within clusters
+            assert disk.read(40000) == data[start:start + 40000]
+
+
+def test_in_order_holds_at_most_limit_items_ahead() -> None:
+    """Items come out in order, a job's failure at its own place; no more than limit
+    items are taken from the source before the first is handed out."""
+    pool = ahead.Pool(3)
+    taken = []
+
+    def source():
+        for i in range(100):
+            taken.append(i)
+            if i % 7 == 0:
+                yield i
+            else:
+                yield ahead.Later(pool.submit(lambda x: x * 10, i), lambda r: r // 10)
+    try:
+        seen = []
+        for item in ahead.in_order(source(), 5):
+            assert len(taken) - len(seen) <= 6  # the limit, and the one being handed out
+            seen.append(item)
+        assert seen == list(range(100))
+
+        def fails() -> None:
+            raise Qcow2Error("compressed cluster", 0, "does not decompress")
+        items = [1, ahead.Later(pool.submit(fails), lambda r: r), 3]
+        out = ahead.in_order(iter(items), 5)
+        assert next(out) == 1
+        with pytest.raises(Qcow2Error):
+            next(out)
+    finally:
+        pool.close()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
+import random
 import re
 import resource
 import signal
@@ -25,6 +26,7 @@ import imagekit
 from live import served
 from ourcmd import QCOW2KIT, REPO
 from qcow2kit import exits
+from qcow2kit import output as output_module
 
 TIMEOUT = 60
 
@@ -444,3 +446,32 @@ def test_exit_codes_are_documented() -> None:
     codes = [int(m) for m in re.findall(r"^\| (\d+) \|", table, re.M)]
     assert codes == [exits.OK, exits.BAD_IMAGE, exits.USAGE, 3, exits.OUTPUT_FAILED,
                      exits.INTERRUPTED, exits.READER_GONE]
+
+
+@pytest.mark.parametrize("offset", [0, 1, 4095, 4096, 6000])
+def test_zero_blocks_found_alike_small_and_large(monkeypatch, offset: int) -> None:
+    """A write's blocks of zeros on the output's 4 KiB grid, whether the write is
+    scanned block by block (small) or with numpy (large): both give the ranges an
+    independent scan of the grid gives."""
+    rng = random.Random(offset)
+    data = bytearray()
+    for _ in range(40):  # zero and data blocks, runs of each, unaligned pieces
+        data += bytes(rng.choice([1, 100, 4096, 8192, 5000])) if rng.random() < 0.5 else \
+            rng.randbytes(rng.choice([1, 3000, 4096, 9000]))
+    data[rng.randrange(len(data))] = 7  # a lone byte in a zero run
+    edges = sorted({0, len(data), *range(-offset % 4096 or 4096, len(data), 4096)})
+    expected, start = [], None
+    for a, b in zip(edges, edges[1:]):
+        busy = any(data[a:b])
+        if busy and start is None:
+            start = a
+        if not busy and start is not None:
+            expected.append((start, a))
+            start = None
+    if start is not None:
+        expected.append((start, len(data)))
+    view = memoryview(bytes(data))
+    small = list(output_module.nonzero_blocks(view, offset))
+    monkeypatch.setattr(output_module, "SMALL_VIEW", 0)
+    large = list(output_module.nonzero_blocks(view, offset))
+    assert small == large == expected

@@ -12,6 +12,7 @@ import pytest
 import imagekit
 import subclusters
 from qcow2kit import Qcow2Error, open_image
+from qcow2kit import image as image_module
 from qcow2kit import tables
 from qcow2kit.image import u64
 
@@ -124,15 +125,20 @@ def test_oversized_l1_is_refused_before_reading(image_copy) -> None:
     assert "exceed QEMU's limit" in str(err.value)
 
 
-def test_bitmap_tables_equal_generated_parser(image_copy) -> None:
+@pytest.mark.parametrize("decoder", ["struct", "numpy"])
+def test_bitmap_tables_equal_generated_parser(image_copy, monkeypatch, decoder: str) -> None:
     """Every kind and the reserved bits: the crafted image has all-ones and invalid
-    entries; reserved bits are set in one more."""
+    entries; reserved bits are set in one more. Small tables are decoded entry by
+    entry, big ones with numpy: both decoders, each held to the generated parser."""
+    if decoder == "numpy":
+        monkeypatch.setattr(image_module, "SMALL_TABLE_ENTRIES", 0)
     path = image_copy("bitmaps_crafted")
     fine = next(e for e in imagekit.bitmap_directory(path) if e["name"] == "fine")
     imagekit.set_u64(path, fine["table_offset"] + 24, 0xFF00000000000106)
     with open_image(path) as image:
         for index, (_, parsed, _) in enumerate(image._bitmap_entries()):
             table = image.bitmap_table(index)
+            assert isinstance(table, tables.BitmapTable) == (decoder == "numpy")
             assert [(t.kind, t.offset, t.reserved) for t in table] == [
                 (e.kind.name.replace("_", "-"), e.ofs_data,
                  u64(e) & 0xFF000000000001FE) for e in entries(parsed.bitmap_table)]

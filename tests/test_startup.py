@@ -1,0 +1,93 @@
+"""Start-up: the commands that read the first cluster and a few small tables import
+neither numpy nor, for the qcow2.py drop-in, click.
+
+Each command runs as the user runs it (the console script, `python -m
+qcow2kit.compat`) with Python's import profiler on (PYTHONPROFILEIMPORTTIME, as
+`python -X importtime`); the modules it loaded are read from that report.
+"""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Dict, List, Set
+
+import pytest
+
+from ourcmd import COMPAT, QCOW2KIT
+
+# Images with a bitmap table, snapshots, encryption, a backing chain, extended L2.
+KINDS = ["v2", "v3", "bitmaps", "bitmaps_crafted", "snapshots", "luks", "backing_chain",
+         "extended_l2", "data_file", "zstd"]
+IMPORTED = re.compile(r"^import time:\s+\d+ \|\s+\d+ \| ( *)(\S+)$")
+
+
+def imported(args: List[str]) -> Set[str]:
+    """The top-level packages and modules a command imported; it must succeed."""
+    env = dict(os.environ, PYTHONPROFILEIMPORTTIME="1")
+    proc = subprocess.run(args, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    names = {m.group(2).split(".")[0] for m in map(IMPORTED.match, proc.stderr.splitlines())
+             if m}
+    assert "kaitaistruct" in names  # the report was read: the parser's runtime is in it
+    return names
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("command", [["dump"], ["dump", "-j"], ["dump", "--exts-only"],
+                                     ["info"], ["info", "--json"], ["snapshots"],
+                                     ["snapshots", "--json"]])
+def test_header_commands_import_no_numpy(images: Dict[str, Path], kind: str,
+                                         command: List[str]) -> None:
+    assert "numpy" not in imported(QCOW2KIT + command + [str(images[kind])])
+
+
+@pytest.mark.parametrize("edit", [["set-header", "size", "0x800000"],
+                                  ["set-feature-bit", "autoclear", "5"],
+                                  ["add-header-ext", "0x12345678", "data"],
+                                  ["del-header-ext", "0x12345678"]])
+def test_edits_import_no_numpy(image_copy, edit: List[str]) -> None:
+    path = image_copy("bitmaps")
+    if edit[0] == "del-header-ext":
+        subprocess.run(QCOW2KIT + ["add-header-ext", str(path), "0x12345678", "x"], check=True)
+    assert "numpy" not in imported(QCOW2KIT + [edit[0], str(path)] + edit[1:])
+
+
+@pytest.mark.parametrize("kind", ["v3", "bitmaps", "bitmaps_crafted"])
+@pytest.mark.parametrize("mode", [["dump-header"], ["dump-header-exts"], ["dump-header", "-j"],
+                                  ["dump-header-exts", "-j"]])
+def test_compat_imports_neither_click_nor_numpy(images: Dict[str, Path], kind: str,
+                                                mode: List[str]) -> None:
+    names = imported(COMPAT + [str(images[kind])] + mode)
+    assert not {"click", "numpy"} & names
+
+
+def test_compat_edit_imports_neither_click_nor_numpy(image_copy) -> None:
+    path = image_copy("v3")
+    names = imported(COMPAT + [str(path), "set-feature-bit", "autoclear", "5"])
+    assert not {"click", "numpy"} & names
+
+
+def test_the_report_sees_numpy() -> None:
+    """The detection itself."""
+    assert "numpy" in imported([sys.executable, "-c", "import kaitaistruct, numpy"])
+
+
+def _threads_after(code: str) -> int:
+    """The threads of a fresh interpreter after code (BLAS left to its default)."""
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    proc = subprocess.run([sys.executable, "-c", code + "\nimport os\n"
+                           "print(len(os.listdir('/proc/self/task')))"],
+                          env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    return int(proc.stdout)
+
+
+def test_the_command_starts_no_blas_threads() -> None:
+    """numpy's BLAS starts a thread per core at import (CPU time for nothing: qcow2kit
+    never calls it); the command's numpy starts none."""
+    assert _threads_after("import qcow2kit.cli, numpy") == 1
+    if (os.cpu_count() or 1) > 1:  # the thing avoided, where there is more than one core
+        assert _threads_after("import numpy") > 1
