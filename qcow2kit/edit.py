@@ -239,17 +239,23 @@ class FirstCluster:
         return []
 
 
-def _write(path: Path, new: bytes, force: bool) -> None:
+def write_in_place(path: Path, offset: int, old: bytes, new: bytes, force: bool,
+                   what: str, override: str) -> None:
+    """One write of new at offset of the file, under qemu's write lock (unless force;
+    override says how to skip it), only if the file still holds old there: what was
+    read when the edit began. Flushed to disk before it returns."""
     with open(path, "r+b") as f:
+        fd = f.fileno()
         if not force:
             try:
-                lock_for_writing(f.fileno(), "--force edits it anyway")
+                lock_for_writing(fd, override)
             except ImageLocked as exc:
                 raise EditError(exc.problem) from None
-        f.seek(0)
-        f.write(new)
-        f.flush()
-        os.fsync(f.fileno())
+        if os.pread(fd, len(old), offset) != old:
+            raise EditError(f"{what}: the file changed while it was being edited")
+        if os.pwrite(fd, new, offset) != len(new):
+            raise EditError(f"{what}: short write at {offset:#x}")
+        os.fsync(fd)
 
 
 def _unchanged(image: Image, new: bytes) -> bool:
@@ -273,9 +279,10 @@ class Edit:
         self.image: Optional[Image] = None
 
     def __enter__(self) -> "Edit":
-        self.image = Image(self.path, lock=False)  # _write takes the write lock
+        self.image = Image(self.path, lock=False)  # write_in_place takes the write lock
         try:
             self.cluster = FirstCluster(self.image)
+            self.original = self.image.read_stored(0, self.image.cluster_size)
         except BaseException:
             self.image.close()
             raise
@@ -289,7 +296,8 @@ class Edit:
                 self.cluster.verify(new)
                 self.warnings = self.cluster.warnings()
                 if not _unchanged(self.image, new):
-                    _write(self.path, new, self.force)
+                    write_in_place(self.path, 0, self.original[:len(new)], new, self.force,
+                                   "the first cluster", "--force edits it anyway")
         finally:
             self.image.close()
 

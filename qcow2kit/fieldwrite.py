@@ -16,19 +16,17 @@ L2 entry), and the named parts of an entry that the spec computes from its bits
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 from kaitaistruct import KaitaiStream, KaitaiStruct
 
-from .edit import EditError
+from .edit import EditError, write_in_place
 from .errors import PARSE_ERRORS, Qcow2Error, from_parse
 from .fieldpath import TYPES, BadArgument, Node, PathError, Resolver, int_fields, type_id
 from .generated.qcow2 import Qcow2
 from .image import Image, ZeroPadded, enum_name, read_header
-from .locking import ImageLocked, lock_for_writing
 from .names import FEATURE_BITS
 from .tables import (BITMAP_ALL_ONES, COMPRESSED, COPIED, OFFSET_MASK, REFTABLE_OFFSET_MASK,
                      ZERO)
@@ -336,22 +334,6 @@ def _verify_on(image: Image, patched: Patched, path: str, change: Change, intend
             raise EditError(f"setting {path} would also change {', '.join(changed)}")
 
 
-def _write(path: Path, change: Change, force: bool) -> None:
-    """One write of the change under qemu's write lock, if the file still holds the
-    old bytes."""
-    with open(path, "r+b") as f:
-        if not force:
-            try:
-                lock_for_writing(f.fileno(), "--force sets it anyway")
-            except ImageLocked as exc:
-                raise EditError(exc.problem) from None
-        if os.pread(f.fileno(), len(change.old), change.offset) != change.old:
-            raise EditError(f"{change.path}: the file changed while it was being edited")
-        if os.pwrite(f.fileno(), change.new, change.offset) != len(change.new):
-            raise EditError(f"{change.path}: short write at {change.offset:#x}")
-        os.fsync(f.fileno())
-
-
 def set_field(image_path: PathLike, path: str, text: str, dry_run: bool = False,
               force: bool = False) -> Change:
     """Set the field at path to the value text gives; returns the change (written
@@ -366,5 +348,6 @@ def set_field(image_path: PathLike, path: str, text: str, dry_run: bool = False,
                             f"({image.file_size} bytes)")
         verify(image, path, change, value)
     if not dry_run and change.new != change.old:
-        _write(Path(image_path), change, force)
+        write_in_place(Path(image_path), change.offset, change.old, change.new, force,
+                       change.path, "--force sets it anyway")
     return change

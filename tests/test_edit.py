@@ -403,3 +403,29 @@ def test_truncated_image_is_not_extended(image_copy) -> None:
     assert proc.returncode == 1
     assert "a truncated image is not extended by an edit" in proc.stderr
     assert path.read_bytes() == data
+
+
+def test_an_edit_refuses_a_file_changed_under_it(image_copy, monkeypatch) -> None:
+    """set-header and set write only if the first cluster (or the field) still holds
+    what the edit read: a write by someone else in between refuses the edit, and the
+    other writer's bytes stay."""
+    from qcow2kit import edit
+
+    path = image_copy("v3")
+    real = edit.write_in_place
+
+    def meddle(target, offset, old, new, *args):  # another process writes the header
+        with open(target, "r+b") as f:
+            f.seek(offset + 100)
+            f.write(b"\x01")
+        return real(target, offset, old, new, *args)
+
+    monkeypatch.setattr(edit, "write_in_place", meddle)
+    before = imagekit.file_sha256(path)
+    result = CliRunner().invoke(cli, ["set-header", str(path), "size", "0x20000000"])
+    assert result.exit_code == 1
+    assert "the first cluster: the file changed while it was being edited" in result.output
+    with open(path, "rb") as f:
+        f.seek(100)
+        assert f.read(1) == b"\x01"
+    assert imagekit.file_sha256(path) != before
