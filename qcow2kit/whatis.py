@@ -23,7 +23,7 @@ from .owners import OwnerTable
 from .progress import Progress
 from .references import ACTIVE, Context, Kind, Owner, snapshot_label, walk_length
 from .snapshots import entry_field
-from .tables import ALL_ALLOC, OFFSET, REFT_OFFSET, SUBCLUSTERS, ZERO, StoredRefcounts
+from .tables import ALL_ALLOC, OFFSET, REFT_OFFSET, SUBCLUSTERS, StoredRefcounts
 
 MAX_OFFSET = 2**64 - 1
 
@@ -129,25 +129,32 @@ def _l2_entry_text(raw: np.ndarray, ctx: Context) -> str:
     return text
 
 
+# How a subcluster (the whole cluster without extended L2 entries) reads, by the spec's
+# subcluster_type
+_T = tables.SubclusterType
+_READS = {_T.normal: "data", _T.compressed: "data", _T.zero_alloc: "zeros",
+          _T.zero_plain: "zeros", _T.unallocated_alloc: "unallocated",
+          _T.unallocated_plain: "unallocated", _T.invalid: "invalid"}
+_HOW = {"zeros": "reads as zeros", "unallocated": "unallocated",
+        "invalid": "invalid: its bitmap says both data and zeros"}
+
+
 def _reads_as(raw: np.ndarray, within: int, ctx: Context) -> Tuple[str, Optional[int]]:
     """How byte `within` of a data cluster reads through this L2 entry: "data",
-    "zeros" (a preallocated zero cluster or zero subcluster) or "unallocated" (an
-    unallocated subcluster: from the backing file); and its subcluster, with extended
-    L2 entries."""
-    if len(raw) == 1:
-        return ("zeros" if int(raw[0]) & ZERO else "data"), None
-    sub = within // (ctx.cs // SUBCLUSTERS)
-    bitmap = int(raw[1])
-    if bitmap >> (SUBCLUSTERS + sub) & 1:
-        return "zeros", sub
-    return ("data" if bitmap >> sub & 1 else "unallocated"), sub
+    "zeros" (a preallocated zero cluster or zero subcluster), "unallocated" (an
+    unallocated subcluster: from the backing file) or "invalid" (as tables'
+    subcluster rules classify it); and its subcluster, with extended L2 entries."""
+    bitmaps = raw[1:2] if len(raw) > 1 else None
+    types = tables.subcluster_types(tables.cluster_types(raw[:1], ctx.geometry), bitmaps)[0]
+    sub = within // (ctx.cs // SUBCLUSTERS) if bitmaps is not None else None
+    return _READS[_T(int(types[sub or 0]))], sub
 
 
 def _how(reads: str, sub: Optional[int]) -> str:
     """How a state reads a data cluster byte, in words ("" for its data)."""
     if reads == "data":
         return ""
-    what = "reads as zeros" if reads == "zeros" else "unallocated"
+    what = _HOW[reads]
     return f" (subcluster {sub} {what})" if sub is not None else f" ({what})"
 
 
