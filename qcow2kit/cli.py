@@ -10,7 +10,7 @@ from typing import Any, Callable, List, NoReturn, Optional, Sequence, Tuple
 
 import click
 
-from . import __version__, access, api, exits, fleet, names, printable, qemu_version
+from . import __version__, access, exits, fleet, names, printable, qemu_version
 from .errors import Qcow2Error
 from .findings import Finding
 from .image import QemuRefuses, open_image
@@ -417,6 +417,8 @@ def map_command(images: Tuple[str, ...], as_json: bool, start_offset: int,
 
     @reports_errors
     def one(image: str, out: Callable[[str], None]) -> fleet.Outcome:
+        from . import api
+
         with api.open(image, force=force) as img:
             extents = img.map(start_offset, max_length, release)
         if as_json:
@@ -443,10 +445,15 @@ def takes_secrets(func: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(func)
     def wrapper(*args: Any, objects: Tuple[str, ...] = (), key_secret: Optional[str] = None,
                 password_file: Optional[str] = None, **kwargs: Any) -> Any:
-        from . import secret
+        source: List[Callable[[str], bytes]] = []  # secret.py loaded when first asked
 
-        return func(*args, secrets=secret.source(objects, key_secret, password_file,
-                                                 access.warn), **kwargs)
+        def secrets(filename: str) -> bytes:
+            if not source:
+                from . import secret
+
+                source.append(secret.source(objects, key_secret, password_file, access.warn))
+            return source[0](filename)
+        return func(*args, secrets=secrets, **kwargs)
     for option in reversed((
             click.option("--object", "objects", multiple=True,
                          metavar="secret,id=ID,file=FILE|data=TEXT",
@@ -487,6 +494,8 @@ def convert(image: str, output: str, snapshot: Optional[str], force: bool, secre
     Encrypted images (LUKS, legacy AES) are decrypted given their secret: --object
     secret,... as qemu takes it, --password-file, or a prompt on a terminal.
     """
+    from . import api
+
     target = sys.stdout.fileno() if output == "-" else output
     with api.open(image, force=force, secret=secrets, key_slot=key_slot) as img:
         img.convert(target, snapshot)
@@ -508,6 +517,8 @@ def cat(image: str, offset: int, length: Optional[int], snapshot: Optional[str],
         force: bool, secrets: Any, key_slot: Optional[int]) -> None:
     """Copy guest bytes to stdout (an encrypted image's given its secret, as for
     convert)."""
+    from . import api
+
     with api.open(image, force=force, secret=secrets, key_slot=key_slot) as img:
         img.cat(sys.stdout.fileno(), offset, length, snapshot)
 
@@ -621,6 +632,8 @@ def check_command(images: Tuple[str, ...], as_json: bool, explain: bool,
 
     @reports_errors
     def one(image: str, out: Callable[[str], None]) -> fleet.Outcome:
+        from . import api
+
         with api.open(image) as img:
             result = img.check(explain=explain, progress=True)
         for line in image_check.stderr_lines(result, explain):
@@ -670,6 +683,8 @@ def whatis_command(image: str, offsets: List[int], as_json: bool, guest: bool,
 
     if snapshot is not None and not guest:
         raise click.UsageError("--snapshot names a guest disk: with --guest only")
+    from . import api
+
     with api.open(image, force=force) as img:
         if guest:
             places = img.whatis_guest(offsets, snapshot)

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import functools
 import re
-from fractions import Fraction
 from typing import Any, Callable, Optional
 
 import click
 
-from . import api, exits, printable
+from . import exits, printable
 
 F = Callable[..., Any]
 
@@ -62,6 +61,8 @@ class QemuSize(click.ParamType):
         if match is None or ("." in (match["dec"] or "") and not match["unit"]):
             self.fail(f"{value!r} is not a size: use a number with an optional k, M, G, "
                       "T, P or E suffix", param, ctx)
+        from fractions import Fraction  # for sizes such as 1.5M; costs start-up
+
         number = int(match["hex"], 16) if match["hex"] else Fraction(match["dec"])
         size = int(number * 1024 ** _UNITS.index((match["unit"] or "b").lower()))
         if size > INT64_MAX:
@@ -93,6 +94,8 @@ def image_format(status: int = exits.BAD_IMAGE) -> Callable[[F], F]:
     def refuse(ctx: click.Context, param: click.Parameter, value: Optional[str]) -> None:
         if value is None:
             return
+        from . import api
+
         try:
             api.check_format(value)
         except api.FormatRefused as exc:

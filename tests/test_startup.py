@@ -24,15 +24,15 @@ KINDS = ["v2", "v3", "bitmaps", "bitmaps_crafted", "snapshots", "luks", "backing
 IMPORTED = re.compile(r"^import time:\s+\d+ \|\s+\d+ \| ( *)(\S+)$")
 
 
-def imported(args: List[str]) -> Set[str]:
-    """The top-level packages and modules a command imported; it must succeed."""
+def imported(args: List[str], top_level: bool = True) -> Set[str]:
+    """The top-level packages and modules (or, without top_level, every module) a
+    command imported; it must succeed."""
     env = dict(os.environ, PYTHONPROFILEIMPORTTIME="1")
     proc = subprocess.run(args, env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    names = {m.group(2).split(".")[0] for m in map(IMPORTED.match, proc.stderr.splitlines())
-             if m}
+    names = {m.group(2) for m in map(IMPORTED.match, proc.stderr.splitlines()) if m}
     assert "kaitaistruct" in names  # the report was read: the parser's runtime is in it
-    return names
+    return {n.split(".")[0] for n in names} if top_level else names
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -42,6 +42,15 @@ def imported(args: List[str]) -> Set[str]:
 def test_header_commands_import_no_numpy(images: Dict[str, Path], kind: str,
                                          command: List[str]) -> None:
     assert "numpy" not in imported(QCOW2KIT + command + [str(images[kind])])
+
+
+@pytest.mark.parametrize("command", [["dump"], ["info"], ["snapshots"]])
+def test_header_commands_load_only_what_they_use(images: Dict[str, Path],
+                                                 command: List[str]) -> None:
+    """Nor the public API (qcow2kit.open, loaded when first asked for), the secrets,
+    or fractions (for sizes such as 1.5M)."""
+    names = imported(QCOW2KIT + command + [str(images["v3"])], top_level=False)
+    assert not {"qcow2kit.api", "qcow2kit.secret", "fractions"} & names
 
 
 @pytest.mark.parametrize("edit", [["set-header", "size", "0x800000"],
