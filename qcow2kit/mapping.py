@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import os
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Dict, Iterable, Iterator, List, NamedTuple, Optional, Tuple, Union
 
@@ -28,9 +27,9 @@ from .snapshots import Snapshot, read_snapshots
 from . import tables
 
 
-@dataclass(frozen=True)
-class Extent:
-    """A guest range with one status, as qemu-img map reports it."""
+class Extent(NamedTuple):
+    """A guest range with one status, as qemu-img map reports it (a named tuple: a
+    fragmented image has hundreds of thousands)."""
 
     start: int
     length: int
@@ -200,39 +199,50 @@ class Qcow2Layer(Layer):
 
     def _split(self, kinds: np.ndarray, offsets: np.ndarray, entries: np.ndarray,
                first_start: int, start: int, end: int) -> Iterator[Run]:
-        unit = np.uint64(self.unit)
-        contiguous = np.ones(len(kinds), dtype=bool)
-        contiguous[1:] = offsets[1:] == offsets[:-1] + unit
-        has_offset = HAS_OFFSET[kinds]
-        breaks = np.flatnonzero((kinds[1:] != kinds[:-1]) | (has_offset[1:] & ~contiguous[1:])) + 1
-        bounds = np.concatenate(([0], breaks, [len(kinds)]))
-        for a, b in zip(bounds[:-1], bounds[1:]):
-            run_start = max(start, first_start + int(a) * self.unit)
-            run_end = min(end, first_start + int(b) * self.unit)
-            offset = int(offsets[a]) + (run_start - first_start - int(a) * self.unit)
-            yield Run(_KINDS[kinds[a]], run_start, run_end, offset, entries[a:b])
+        unit = self.unit
+        contiguous = offsets[1:] == offsets[:-1] + np.uint64(unit)
+        has_offset = HAS_OFFSET[kinds[1:]]
+        breaks = np.flatnonzero((kinds[1:] != kinds[:-1]) | (has_offset & ~contiguous)) + 1
+        firsts = [0, *breaks.tolist()]
+        # per run, plain ints: a numpy scalar costs a microsecond each
+        for a, b, kind, offset in zip(firsts, [*firsts[1:], len(kinds)],
+                                      kinds[firsts].tolist(), offsets[firsts].tolist()):
+            first = first_start + a * unit
+            run_start = start if start > first else first
+            run_end = min(end, first_start + b * unit)
+            yield Run(_KINDS[kind], run_start, run_end, offset + run_start - first,
+                      entries[a:b])
 
     def extents(self, start: int, end: int, depth: int) -> Iterator[Extent]:
-        for run in self.runs(start, end):
-            yield from self._status(run.kind, run.start, run.end, run.offset, depth)
+        below = self.backing is not None
+        for kind, run_start, run_end, offset, _ in self.runs(start, end):
+            if (below and _STATUS[kind][4]) or (kind == "normal" and self.preallocated):
+                yield from self._status(kind, run_start, run_end, offset, depth)
+            else:  # one extent, made here: a generator per run costs as much again
+                yield self._extent(kind, run_start, run_end, offset, depth)
 
     def _status(self, kind: str, start: int, end: int, offset: int,
                 depth: int) -> Iterator[Extent]:
-        present, zero, data, has_offset, below = _STATUS[kind]
-        has_offset = has_offset and not self.encrypted
-        if below and self.backing is not None:
+        """The extents of a run that reads from below or from a preallocated file."""
+        if _STATUS[kind][4] and self.backing is not None:
             yield from self._backing(start, end, depth)
             return
-        if below:  # nothing below: reads as zeros
-            zero = True
-        filename = self.data_filename if has_offset else None
-        at = offset if has_offset else None
-        if kind == "normal" and self.preallocated and has_offset:
+        if kind == "normal" and self.preallocated and not self.encrypted:
+            filename = self.data_filename
             for a, b, is_data in self.image.data_runs(offset, offset + end - start):
                 yield Extent(start + a - offset, b - a, depth, True, not is_data, True, a, filename)
             return
-        yield Extent(start, end - start, depth, present, zero, data, at, filename,
-                     kind == "compressed")
+        yield self._extent(kind, start, end, offset, depth)
+
+    def _extent(self, kind: str, start: int, end: int, offset: int, depth: int) -> Extent:
+        """A run's extent when nothing below it and no hole of the file shows through
+        (what reads from below, with nothing below, reads as zeros)."""
+        present, zero, data, has_offset, below = _STATUS[kind]
+        if has_offset and not self.encrypted:
+            return Extent(start, end - start, depth, present, zero or below, data, offset,
+                          self.data_filename, kind == "compressed")
+        return Extent(start, end - start, depth, present, zero or below, data, None, None,
+                      kind == "compressed")
 
     def _backing(self, start: int, end: int, depth: int) -> Iterator[Extent]:
         below = self.backing
@@ -353,7 +363,7 @@ def image_map(path: Union[str, Path], start: int = 0, length: Optional[int] = No
         for extent in top.extents(start, end, 0):
             progress.advance(extent.length)
             if current is not None and current.mergeable(extent, by_compressed):
-                current = replace(current, length=current.length + extent.length)
+                current = current._replace(length=current.length + extent.length)
                 continue
             if current is not None:
                 yield current
@@ -371,14 +381,17 @@ def render_json(extents: Iterable[Extent], start: int = 0, qemu: QemuVersion = N
     return "[" + ",\n".join(lines or [_json_line(empty, compressed)]) + "]\n"
 
 
+_JSON_BOOL = ("false", "true")
+
+
 def _json_line(e: Extent, compressed: bool) -> str:
-    line = (f'{{ "start": {e.start}, "length": {e.length}, "depth": {e.depth}, '
-            f'"present": {str(e.present).lower()}, "zero": {str(e.zero).lower()}, '
-            f'"data": {str(e.data).lower()}')
+    line = ('{ "start": %d, "length": %d, "depth": %d, "present": %s, "zero": %s, "data": %s'
+            % (e.start, e.length, e.depth, _JSON_BOOL[e.present], _JSON_BOOL[e.zero],
+               _JSON_BOOL[e.data]))
     if compressed:
-        line += f', "compressed": {str(e.compressed).lower()}'
+        line += ', "compressed": ' + _JSON_BOOL[e.compressed]
     if e.offset is not None:
-        line += f', "offset": {e.offset}'
+        return line + ', "offset": %d}' % e.offset
     return line + "}"
 
 
@@ -399,7 +412,7 @@ def render_human(extents: Iterable[Extent], qemu: QemuVersion = NEWEST) -> Itera
     current: Optional[Extent] = None
     for nxt in [*extents, None]:
         if current is not None and nxt is not None and current.mergeable(nxt, by_compressed):
-            current = replace(current, length=current.length + nxt.length)
+            current = current._replace(length=current.length + nxt.length)
             continue
         if current is not None:
             if current.data and current.offset is None:
@@ -409,5 +422,5 @@ def render_human(extents: Iterable[Extent], qemu: QemuVersion = NEWEST) -> Itera
                 yield (f"{_c_hex(current.start):<16}{_c_hex(current.length):<16}"
                        f"{_c_hex(current.offset or 0):<16}{current.filename or ''}")
             if nxt is not None and (not nxt.data or nxt.zero):
-                nxt = replace(nxt, data=False, zero=True)
+                nxt = nxt._replace(data=False, zero=True)
         current = nxt
