@@ -258,10 +258,6 @@ def write_in_place(path: Path, offset: int, old: bytes, new: bytes, force: bool,
         os.fsync(fd)
 
 
-def _unchanged(image: Image, new: bytes) -> bool:
-    return image.read(0, len(new)) == new
-
-
 class Edit:
     """Open an image, change its first cluster, and write it back safely.
 
@@ -282,7 +278,6 @@ class Edit:
         self.image = Image(self.path, lock=False)  # write_in_place takes the write lock
         try:
             self.cluster = FirstCluster(self.image)
-            self.original = self.image.read_stored(0, self.image.cluster_size)
         except BaseException:
             self.image.close()
             raise
@@ -295,9 +290,10 @@ class Edit:
                 new = self.cluster.layout()
                 self.cluster.verify(new)
                 self.warnings = self.cluster.warnings()
-                if not _unchanged(self.image, new):
-                    write_in_place(self.path, 0, self.original[:len(new)], new, self.force,
-                                   "the first cluster", "--force edits it anyway")
+                old = self.cluster.original[:len(new)]  # in the file: layout() saw to it
+                if new != old:
+                    write_in_place(self.path, 0, old, new, self.force, "the first cluster",
+                                   "--force edits it anyway")
         finally:
             self.image.close()
 

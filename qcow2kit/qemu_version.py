@@ -98,7 +98,7 @@ def parse(text: str) -> QemuVersion:
         raise ValueError(f"{text!r} is not a qemu version (like 10.0)")
     wanted = (int(match.group(1)), int(match.group(2)))
     known = [release for release in RELEASES if release <= wanted]
-    return QemuVersion(*(known[-1] if known else RELEASES[0]))
+    return QemuVersion(*known[-1]) if known else OLDEST
 
 
 def cache_file() -> Path:

@@ -98,8 +98,8 @@ MUTANTS: List[Mutant] = [
     Mutant("extension padding wrong", "qcow2kit/edit.py",
            "bytes(-len(data) % 8)", "bytes(len(data) % 8)", EDIT),
     Mutant("edit silently refused", "qcow2kit/edit.py",
-           "                    write_in_place(self.path, 0, self.original[:len(new)], new,",
-           "                    (lambda *a: None)(self.path, 0, self.original[:len(new)], new,",
+           "                    write_in_place(self.path, 0, old, new, self.force,",
+           "                    (lambda *a: None)(self.path, 0, old, new, self.force,",
            EDIT),
     # whatis
     Mutant("whatis answers the first offset only", "qcow2kit/whatis.py",
