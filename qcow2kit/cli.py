@@ -79,7 +79,7 @@ def each_image(images: Sequence[str], as_json: bool, one: OneImage) -> None:
         try:
             outcome = one(image=image, out=pieces.append if as_json else _echo_text)
         except Failed as exc:
-            if exc.code not in (exits.BAD_IMAGE,):
+            if exc.code != exits.BAD_IMAGE:
                 raise  # interrupted, or the output failed: the run ends
             outcome = fleet.Outcome(exc.code, exc.message)
         if as_json:
