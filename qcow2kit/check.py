@@ -16,7 +16,9 @@ also names the structure and its offset in the file (`Problem.explanation`).
 The references come from the walk of `references`, shared with `whatis` and
 `layout`. Speed: L2 tables are decoded whole with numpy and their references counted
 in bulk; a table takes the entry-by-entry path (which gives qemu's messages in qemu's
-order) only when it has something to report. Tables are read one at a time.
+order) only when it has something to report. Tables are read one at a time. Memory:
+a byte per cluster of the file for the rebuilt refcounts (widened only when a count
+outgrows it); the stored refcounts are read a block at a time and compared in pieces.
 """
 from __future__ import annotations
 
@@ -162,6 +164,7 @@ class _Counter:
         # a byte per cluster of the file and the one after it (the furthest a
         # reference can reach), widened when a count outgrows it
         self.computed = np.zeros(ctx.geometry.file_clusters + 1, dtype=np.uint8)
+        self.cap = 255  # the most computed's dtype holds
         # qemu stops counting at the refcount width's maximum; counts are at most
         # uint32 here, so 64-bit refcounts stop at 2**32 - 1 (a number of references
         # never seen)
@@ -192,6 +195,9 @@ class _Counter:
                          "more")
             return
         first, last = offset >> self.ctx.bits, (offset + size - 1) >> self.ctx.bits
+        if first == last:  # most regions
+            self._count(owner, first)
+            return
         top = int(self.computed[first:last + 1].max())
         if top < self.limit:
             self._hold(top + 1)
@@ -203,8 +209,9 @@ class _Counter:
 
     def _hold(self, count: int) -> None:
         """Widen the counts (uint8, then uint16 or uint32) so that they hold count."""
-        if count > np.iinfo(self.computed.dtype).max:
+        if count > self.cap:
             self.computed = self.computed.astype(np.min_scalar_type(count))
+            self.cap = int(np.iinfo(self.computed.dtype).max)
 
     def _count(self, owner: Owner, cluster: int) -> None:
         count = int(self.computed[cluster])
@@ -233,7 +240,7 @@ class _Counter:
             where, counts = np.unique(clusters, return_counts=True)
         before = self.computed[where]
         peak = int(before.max()) + int(counts.max())
-        if peak > min(self.limit, np.iinfo(before.dtype).max):  # then the exact one
+        if peak > min(self.limit, self.cap):  # then the exact one
             peak = int((before + counts).max())
             if peak > self.limit:
                 return False

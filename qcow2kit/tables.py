@@ -269,7 +269,9 @@ class StoredRefcounts:
         self.order = g.refcount_order
         self.per_block = g.refcount_block_entries
         self.dtype = refcount_dtype(g.refcount_order)
-        self.offsets = (reftable & REFTABLE_OFFSET_MASK).tolist()
+        offsets = reftable & REFTABLE_OFFSET_MASK
+        used = np.flatnonzero(offsets)  # none past the last: those read as 0
+        self.offsets = offsets[:int(used[-1]) + 1 if used.size else 0].tolist()
         self._cache: Dict[int, np.ndarray] = {}  # by table index, oldest first
         self._cached_bytes = 0
 
