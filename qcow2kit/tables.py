@@ -253,6 +253,7 @@ def refcounts(image: Image, geometry: Geometry, count: Optional[int] = None) -> 
 
 
 BLOCK_CACHE_BYTES = 1 << 20  # decoded refcount blocks StoredRefcounts keeps
+LOOKUP_WINDOW = 1 << 18  # refcounts of neighbouring blocks looked up as one array
 
 
 class StoredRefcounts:
@@ -327,16 +328,16 @@ class StoredRefcounts:
         if not clusters.size:
             return np.zeros(0, dtype=self.dtype), None
         first, last = int(clusters.min()) // per_block, int(clusters.max()) // per_block
-        if first == last:  # the usual case: one block
-            block = self.block(first)
-            if block is None:
-                return np.zeros(clusters.size, dtype=self.dtype), \
-                    np.zeros(clusters.size, dtype=bool)
-            return block[clusters - first * per_block], None
+        if first == last or (last - first + 1) * per_block <= LOOKUP_WINDOW:  # the usual case
+            found = [self.block(index) for index in range(first, last + 1)]
+            blocks = [block for block in found if block is not None]
+            if len(blocks) == len(found):  # all readable
+                window = blocks[0] if first == last else np.concatenate(blocks)
+                return window[clusters - first * per_block], None
         indexes = clusters // per_block
         values = np.zeros(clusters.size, dtype=self.dtype)
         readable = np.ones(clusters.size, dtype=bool)
-        for index in range(first, last + 1) if last - first < 4 else np.unique(indexes).tolist():
+        for index in np.unique(indexes).tolist():
             where = indexes == index
             block = self.block(index)
             if block is None:
