@@ -16,7 +16,9 @@ also names the structure and its offset in the file (`Problem.explanation`).
 The references come from the walk of `references`, shared with `whatis` and
 `layout`. Speed: L2 tables are decoded whole with numpy and their references counted
 in bulk; a table takes the entry-by-entry path (which gives qemu's messages in qemu's
-order) only when it has something to report. Tables are read one at a time.
+order) only when it has something to report. Tables are read one at a time. Memory:
+a byte per cluster of the file for the rebuilt refcounts (widened only when a count
+outgrows it); the stored refcounts are read a block at a time and compared in pieces.
 """
 from __future__ import annotations
 
@@ -30,11 +32,9 @@ from typing import Any, Dict, Iterable, Iterator, List, NamedTuple, Optional, Tu
 import numpy as np
 
 from . import printable, tables
-from .crypto import luks_header
 from .image import LUKS, Image, refuse_as_qemu
 from .limits import MAX_CHECK_CLUSTERS
 from .names import AUTOCLEAR_BITMAPS
-from .owners import OwnerTable
 from .progress import Progress
 from .qemu_style import disk_size, to_json
 from .snapshots import ENTRY_FIXED_BYTES
@@ -50,7 +50,8 @@ NOTICE = "notice"  # printed by qemu-img check but counted nowhere
 # qemu's last line of the stale bitmaps notice, which it prints without a newline
 UNTERMINATED = "Some clusters may be leaked, run 'qemu-img check -r' on the image file to " \
     "fix."
-COUNT_MAX = 2**32 - 1  # rebuilt refcounts are uint32
+COUNT_MAX = 2**32 - 1  # rebuilt refcounts are uint32 at most
+COMPARED_CLUSTERS = 1 << 18  # stored and rebuilt refcounts compared this many at a time
 
 
 @dataclass(frozen=True)
@@ -160,9 +161,13 @@ class _Counter:
     def __init__(self, ctx: Context, stored: _Stored) -> None:
         self.ctx = ctx
         self.stored = stored
-        self.computed = np.zeros(len(stored.values), dtype=np.uint32)
-        # qemu stops counting at the refcount width's maximum; counts are uint32 here,
-        # so 64-bit refcounts stop at 2**32 - 1 (a number of references never seen)
+        # a byte per cluster of the file and the one after it (the furthest a
+        # reference can reach), widened when a count outgrows it
+        self.computed = np.zeros(ctx.geometry.file_clusters + 1, dtype=np.uint8)
+        self.cap = 255  # the most computed's dtype holds
+        # qemu stops counting at the refcount width's maximum; counts are at most
+        # uint32 here, so 64-bit refcounts stop at 2**32 - 1 (a number of references
+        # never seen)
         self.limit = min((1 << (1 << ctx.image.header.refcount_order)) - 1, COUNT_MAX)
         self.nb_clusters = ctx.geometry.file_clusters
         self.problems: List[Problem] = []
@@ -190,16 +195,27 @@ class _Counter:
                          "more")
             return
         first, last = offset >> self.ctx.bits, (offset + size - 1) >> self.ctx.bits
-        window = self.computed[first:last + 1]
-        if int(window.max()) < self.limit:
-            window += np.uint32(1)
+        if first == last:  # most regions
+            self._count(owner, first)
+            return
+        top = int(self.computed[first:last + 1].max())
+        if top < self.limit:
+            self._hold(top + 1)
+            self.computed[first:last + 1] += 1
             self.nb_clusters = max(self.nb_clusters, last + 1)
             return
         for cluster in range(first, last + 1):
             self._count(owner, cluster)
 
+    def _hold(self, count: int) -> None:
+        """Widen the counts (uint8, then uint16 or uint32) so that they hold count."""
+        if count > self.cap:
+            self.computed = self.computed.astype(np.min_scalar_type(count))
+            self.cap = int(np.iinfo(self.computed.dtype).max)
+
     def _count(self, owner: Owner, cluster: int) -> None:
-        if self.computed[cluster] >= self.limit:
+        count = int(self.computed[cluster])
+        if count >= self.limit:
             offset = cluster << self.ctx.bits
             self.problem(CORRUPTION, f"ERROR: overflow cluster offset={offset:#x}\nUse "
                          "qemu-img amend to increase the refcount entry width or qemu-img "
@@ -208,6 +224,7 @@ class _Counter:
                          f"cluster {cluster} already has "
                          f"{self.limit} references, the most its refcount can hold")
             return
+        self._hold(count + 1)
         self.computed[cluster] += 1
         self.nb_clusters = max(self.nb_clusters, cluster + 1)
 
@@ -217,17 +234,18 @@ class _Counter:
             return True
         low, high = int(clusters.min()), int(clusters.max())
         if high - low < 4 * clusters.size:  # a table's clusters are usually close
-            counts = np.bincount(clusters - low).astype(np.uint32)
-            window = self.computed[low:high + 1]
-            window += counts
-            if int(window.max()) > self.limit:
-                window -= counts
-                return False
+            where: Any = slice(low, high + 1)
+            counts = np.bincount(clusters - low)
         else:
-            np.add.at(self.computed, clusters, np.uint32(1))
-            if int(self.computed[clusters].max()) > self.limit:
-                np.subtract.at(self.computed, clusters, np.uint32(1))
+            where, counts = np.unique(clusters, return_counts=True)
+        before = self.computed[where]
+        peak = int(before.max()) + int(counts.max())
+        if peak > min(self.limit, self.cap):  # then the exact one
+            peak = int((before + counts).max())
+            if peak > self.limit:
                 return False
+            self._hold(peak)
+        self.computed[where] += counts.astype(self.computed.dtype)
         self.nb_clusters = max(self.nb_clusters, high + 1)
         return True
 
@@ -425,26 +443,39 @@ def _set(entry: int) -> str:
 
 class _Refcounts:
     """qemu's compare_refcounts findings, in cluster order, kept as arrays (a dirty
-    image can have one for every cluster); the Problems are made when iterated."""
+    image can have one for every cluster); the Problems are made when iterated.
+
+    The stored refcounts are read and compared COMPARED_CLUSTERS at a time."""
 
     def __init__(self, ctx: Context, stored: _Stored, counter: _Counter) -> None:
-        n = counter.nb_clusters
-        values, computed = stored.values[:n], counter.computed[:n]
-        differ = values != computed
-        if stored.unreadable:
-            unreadable = np.zeros(n, dtype=bool)
-            for index in stored.unreadable:
-                unreadable[index * stored.per_block:(index + 1) * stored.per_block] = True
-            differ &= ~unreadable
-            used = ((values != 0) | (computed != 0)) & ~unreadable
-            self.highest = max(_last_nonzero(used), 0)
-            self.unreadable = np.flatnonzero(unreadable)
-        else:
-            self.highest = max(_last_nonzero(values), _last_nonzero(computed), 0)
-            self.unreadable = np.zeros(0, dtype=np.intp)
-        self.clusters = np.flatnonzero(differ)
-        self.refcount = values[self.clusters].astype(np.uint64)
-        self.references = computed[self.clusters].astype(np.uint64)
+        n = min(counter.nb_clusters, len(counter.computed))
+        per_block = stored.per_block
+        unreadable = stored.unreadable(n)
+        self.highest = 0
+        clusters, refcount, references = [], [], []
+        step = max(COMPARED_CLUSTERS // per_block, 1) * per_block
+        for first in range(0, n, step):
+            last = min(n, first + step)
+            values, computed = stored.span(first, last), counter.computed[first:last]
+            hidden = [(max(i * per_block, first) - first, min((i + 1) * per_block, last) - first)
+                      for i in unreadable if first < (i + 1) * per_block and i * per_block < last]
+            if hidden:  # what qemu cannot read is neither compared nor used
+                computed = computed.copy()
+                for a, b in hidden:
+                    computed[a:b] = 0
+            differ = np.flatnonzero(values != computed)
+            clusters.append(differ + first)
+            refcount.append(values[differ])
+            references.append(computed[differ])
+            used = max(_last_nonzero(values), _last_nonzero(computed))
+            if used >= 0:
+                self.highest = first + used
+        self.unreadable_blocks = unreadable
+        self.unreadable = np.concatenate([np.zeros(0, dtype=np.intp)] + [
+            np.arange(i * per_block, min((i + 1) * per_block, n)) for i in unreadable])
+        self.clusters = np.concatenate(clusters or [np.zeros(0, dtype=np.intp)])
+        self.refcount = np.concatenate(refcount or [np.zeros(0, dtype=np.uint8)])
+        self.references = np.concatenate(references or [np.zeros(0, dtype=np.uint8)])
         self.ctx, self.store = ctx, stored
         self.owners: Dict[int, List[str]] = {}
 
@@ -494,19 +525,13 @@ class _Refcounts:
     @property
     def noticed(self) -> bool:
         """Whether the comparison gives qemu's notice of an unaligned block."""
-        per_block = self.store.per_block
-        return any(self.store.offsets[i] % self.ctx.cs
-                   for i in set((self.unreadable // per_block).tolist()))
+        return any(self.store.offsets[i] % self.ctx.cs for i in self.unreadable_blocks)
 
 
 def _last_nonzero(array: np.ndarray) -> int:
-    """Index of the last non-zero element (-1 if none), looking from the end."""
-    step = 1 << 20
-    for end in range(len(array), 0, -step):
-        found = np.flatnonzero(array[max(end - step, 0):end])
-        if found.size:
-            return max(end - step, 0) + int(found[-1])
-    return -1
+    """Index of the last non-zero element (-1 if none)."""
+    nonzero = array != 0
+    return len(array) - 1 - int(np.argmax(nonzero[::-1])) if nonzero.any() else -1
 
 
 def _owners(names: List[str]) -> str:
@@ -595,6 +620,8 @@ def check_image(image: Image, explain: bool = False, progress: bool = False) -> 
     """
     refuse_as_qemu(image)
     if image.header.crypt_method == LUKS and image.extension("full_disk_encryption"):
+        from .crypto import luks_header  # here: hashlib and the ciphers for LUKS only
+
         luks_header(image)  # qemu opens no image whose LUKS header it cannot read
     if not snapshot_table_offset_valid(image):  # qemu checks it before anything else
         return CheckResult(1, 0, 0, 0, 0, 0, 0, 0, failure="Invalid argument", findings=([
@@ -607,12 +634,14 @@ def check_image(image: Image, explain: bool = False, progress: bool = False) -> 
     g = ctx.geometry
     if g.file_clusters > MAX_CHECK_CLUSTERS:
         return CheckResult(0, 0, 0, 0, 0, 0, 0, 0, failure="File too large")
-    stored = _Stored(ctx.image, ctx.reftable, g.file_clusters + 1)
+    stored = _Stored(ctx.image, ctx.reftable)
     counter = _Counter(ctx, stored)
     with Progress("check", walk_length(ctx)) if progress else contextlib.nullcontext() as bar:
         walk(ctx, counter, bar)
     refcounts = _Refcounts(ctx, stored, counter)
     if explain and refcounts.clusters.size:
+        from .owners import OwnerTable
+
         owners = OwnerTable(ctx)
         refcounts.owners = {c: [ctx.name(o) for o in owners.cluster_owners(c)]
                             for c in refcounts.clusters.tolist()}

@@ -107,7 +107,7 @@ def classify(image: Image, progress: bool = False) -> Layout:
     with Progress("layout", walk_length(ctx)) if progress else \
             contextlib.nullcontext() as bar:
         table = OwnerTable(ctx, bar)
-    stored = StoredRefcounts(ctx.image, ctx.reftable, 0)  # read a chunk at a time
+    stored = StoredRefcounts(ctx.image, ctx.reftable)  # read a chunk at a time
     per_cell = cells_for(n)
     ranks = np.array([_OF_KIND[Kind(k)] for k in range(len(Kind))], dtype=np.uint8)
     row_rank = ranks[table.kind]

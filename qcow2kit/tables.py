@@ -252,76 +252,99 @@ def refcounts(image: Image, geometry: Geometry, count: Optional[int] = None) -> 
     return out
 
 
+BLOCK_CACHE_BYTES = 1 << 20  # decoded refcount blocks StoredRefcounts keeps
+LOOKUP_WINDOW = 1 << 18  # refcounts of neighbouring blocks looked up as one array
+
+
 class StoredRefcounts:
     """The stored refcounts, as qemu's qcow2_get_refcount reads them: 0 beyond the
     refcount table or in an unallocated block; a block whose offset is not cluster
-    aligned, or that ends past qemu's largest offset, cannot be read. values holds the
-    first count clusters' refcounts; get() reads any other cluster's block when asked."""
+    aligned, or that ends past qemu's largest offset, cannot be read. Blocks are read
+    when asked for, and the last ones read (BLOCK_CACHE_BYTES of them, at least one)
+    kept, so that memory stays bounded on any image."""
 
-    def __init__(self, image: Image, reftable: np.ndarray, count: int) -> None:
+    def __init__(self, image: Image, reftable: np.ndarray) -> None:
         g = image.geometry
         self.image = image
         self.cluster_size = g.cluster_size
         self.order = g.refcount_order
         self.per_block = g.refcount_block_entries
-        self.offsets = (reftable & REFTABLE_OFFSET_MASK).tolist()
-        self.values = np.zeros(count, dtype=refcount_dtype(g.refcount_order))
-        self.unreadable: List[int] = []  # refcount table indices
-        for index, offset in enumerate(self.offsets[:-(-count // self.per_block)]):
-            if offset and not self.readable(offset):
-                self.unreadable.append(index)
-            elif offset:
-                first = index * self.per_block
-                n = min(self.per_block, count - first)
-                self.values[first:first + n] = self._block(offset)[:n]
+        self.dtype = refcount_dtype(g.refcount_order)
+        offsets = reftable & REFTABLE_OFFSET_MASK
+        used = np.flatnonzero(offsets)  # none past the last: those read as 0
+        self.offsets = offsets[:int(used[-1]) + 1 if used.size else 0].tolist()
+        self._cache: Dict[int, np.ndarray] = {}  # by table index, oldest first
+        self._cached_bytes = 0
 
     def readable(self, offset: int) -> bool:
         """Whether qemu can read a refcount block at offset."""
         return not offset % self.cluster_size and offset + self.cluster_size <= MAX_READ_END
 
-    def _block(self, offset: int) -> np.ndarray:
-        return decode_refcount_block(self.image.read(offset, self.cluster_size), self.order)
+    def unreadable(self, count: int) -> List[int]:
+        """The refcount table indexes of the blocks of the first count clusters that
+        cannot be read."""
+        return [index for index, offset in enumerate(self.offsets[:-(-count // self.per_block)])
+                if offset and not self.readable(offset)]
+
+    def block(self, index: int) -> Optional[np.ndarray]:
+        """The refcounts of refcount table entry index's block: zeros when it is
+        unallocated or beyond the table, None when it cannot be read."""
+        block = self._cache.get(index)
+        if block is not None:
+            return block
+        offset = self.offsets[index] if index < len(self.offsets) else 0
+        if not offset:
+            return np.zeros(self.per_block, dtype=self.dtype)
+        if not self.readable(offset):
+            return None
+        block = decode_refcount_block(self.image.read(offset, self.cluster_size), self.order)
+        while self._cache and self._cached_bytes + block.nbytes > BLOCK_CACHE_BYTES:
+            self._cached_bytes -= self._cache.pop(next(iter(self._cache))).nbytes
+        self._cache[index] = block
+        self._cached_bytes += block.nbytes
+        return block
 
     def span(self, first: int, last: int) -> np.ndarray:
         """The refcounts of clusters first..last-1, read block by block (0 where a
         block cannot be read)."""
-        out = np.zeros(last - first, dtype=self.values.dtype)
+        out = np.zeros(last - first, dtype=self.dtype)
         per_block = self.per_block
         for index in range(first // per_block, min(-(-last // per_block), len(self.offsets))):
-            offset = self.offsets[index]
-            if offset and self.readable(offset):
-                a, b = max(first, index * per_block), min(last, (index + 1) * per_block)
-                block = self._block(offset)
-                out[a - first:b - first] = block[a - index * per_block:b - index * per_block]
+            if self.offsets[index]:
+                block = self.block(index)
+                if block is not None:
+                    a, b = max(first, index * per_block), min(last, (index + 1) * per_block)
+                    out[a - first:b - first] = block[a - index * per_block:b - index * per_block]
         return out
 
     def get(self, cluster: int) -> Optional[int]:
         """One cluster's refcount; None when its block cannot be read."""
-        index = cluster // self.per_block
-        offset = self.offsets[index] if index < len(self.offsets) else 0
-        if not offset:
-            return 0
-        if not self.readable(offset):
-            return None
-        if cluster < len(self.values):
-            return int(self.values[cluster])
-        return int(self._block(offset)[cluster - index * self.per_block])
+        block = self.block(cluster // self.per_block)
+        return None if block is None else int(block[cluster % self.per_block])
 
     def lookup(self, clusters: np.ndarray) -> Tuple[np.ndarray, Optional[np.ndarray]]:
         """Refcounts of many clusters, and which of them could be read (None: all)."""
-        inside = clusters < len(self.values)
-        if not self.unreadable and inside.all():
-            return self.values[clusters], None
-        values = np.zeros(clusters.size, dtype=np.uint64)
-        values[inside] = self.values[clusters[inside]]
-        readable = ~np.isin(clusters // self.per_block, self.unreadable)
-        for i in np.flatnonzero(~inside):
-            value = self.get(int(clusters[i]))
-            readable[i] = value is not None
-            values[i] = value or 0
-        return values, readable
-
-
+        per_block = self.per_block
+        if not clusters.size:
+            return np.zeros(0, dtype=self.dtype), None
+        first, last = int(clusters.min()) // per_block, int(clusters.max()) // per_block
+        if first == last or (last - first + 1) * per_block <= LOOKUP_WINDOW:  # the usual case
+            found = [self.block(index) for index in range(first, last + 1)]
+            blocks = [block for block in found if block is not None]
+            if len(blocks) == len(found):  # all readable
+                window = blocks[0] if first == last else np.concatenate(blocks)
+                return window[clusters - first * per_block], None
+        indexes = clusters // per_block
+        values = np.zeros(clusters.size, dtype=self.dtype)
+        readable = np.ones(clusters.size, dtype=bool)
+        for index in np.unique(indexes).tolist():
+            where = indexes == index
+            block = self.block(index)
+            if block is None:
+                readable[where] = False
+            else:
+                values[where] = block[clusters[where] - index * per_block]
+        return values, None if readable.all() else readable
 
 
 class BitmapTable(Sequence[BitmapTableEntry]):

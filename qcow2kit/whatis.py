@@ -212,7 +212,7 @@ class _Explainer:
         with Progress("whatis", walk_length(ctx)) if progress else \
                 contextlib.nullcontext() as bar:
             self.table = OwnerTable(ctx, bar)
-        self.stored = StoredRefcounts(ctx.image, ctx.reftable, 0)
+        self.stored = StoredRefcounts(ctx.image, ctx.reftable)
         self.l2_span = ctx.geometry.l2_entries * ctx.cs  # guest bytes an L1 entry maps
 
     def _entries(self, offset: int, count: int) -> np.ndarray:

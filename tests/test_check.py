@@ -6,13 +6,14 @@ from __future__ import annotations
 import json
 import shutil
 import struct
+import tracemalloc
 from pathlib import Path
 from typing import Callable, Dict, List, Tuple
 
 import pytest
 
 import imagekit
-from qcow2kit import check, open_image
+from qcow2kit import check, open_image, tables
 from sidebyside import LUKS_OPTS, qcow2kit, qemu_img
 
 CRAFTED = "bitmaps_crafted"  # qemu refuses to open it
@@ -201,6 +202,14 @@ def _past_partial_last_cluster(at: Layout) -> None:
     _set_entry(at, at.l2(0, j), COMPRESSED | 1 << x | end - 412)  # 2 sectors from 412 before
 
 
+def _same_cluster(at: Layout, count: int, reserved: int = 0) -> None:
+    """L2 entries 1..count-1 of table 0 made copies of entry 0 (the last one with
+    reserved bits, so that the table is counted entry by entry)."""
+    entry = u64(at.path, at.l2(0, 0))
+    for j in range(1, count):
+        _set_entry(at, at.l2(0, j), entry | (reserved if j == count - 1 else 0))
+
+
 def _cut_before_the_l1(at: Layout) -> None:
     """Found by differential fuzzing: the file ends 2 bytes into the cluster before the
     L1 table's; qemu sees a file of whole sectors, so the L1 table is less than a
@@ -244,6 +253,12 @@ DAMAGES: Dict[str, Tuple[str, Callable[[Layout], None]]] = {
         "snapshots", lambda at: _snapshot_l1(at, lambda v: 1 << 40)),
     "refcount overflow (1-bit refcounts)": (
         "refcount_1", lambda at: _set_entry(at, at.l2(0, 100), u64(at.path, at.l2(0, 0)))),
+    "refcount overflow (8-bit refcounts)": ("refcount_8", lambda at: _same_cluster(at, 300)),
+    "refcount overflow (8-bit refcounts), entry by entry": (
+        "refcount_8", lambda at: _same_cluster(at, 300, 0x100)),
+    "a data cluster referenced 300 times": ("v3", lambda at: _same_cluster(at, 300)),
+    "a data cluster referenced 300 times, entry by entry": (
+        "v3", lambda at: _same_cluster(at, 300, 0x100)),
     "refcount table entry reserved bits": ("v3", lambda at: _flip(at, at.reftable, 1)),
     "refcount block misaligned": ("v3", lambda at: _flip(at, at.reftable, 0x200)),
     "refcount block beyond the end of the file": (
@@ -424,6 +439,64 @@ def test_bulk_path_equals_entry_by_entry(images: Dict[str, Path], kind: str,
     bulk = report(images[kind])
     monkeypatch.setattr(check._L2, "quiet", lambda self: False)
     assert report(images[kind]) == bulk
+
+
+@pytest.mark.parametrize("refcount_bits", ["16", "32"])
+def test_one_cluster_referenced_73728_times(tmp_path: Path, refcount_bits: str) -> None:
+    """Nine L1 entries share one L2 table whose 8192 entries share one data cluster:
+    past 16-bit refcounts' maximum qemu reports each reference as an overflow, with
+    32-bit ones it counts them all."""
+    path = imagekit.create(tmp_path / "shared.qcow2", "5G", refcount_bits=refcount_bits)
+    imagekit.qemu_io(path, "write -P 0x55 0 64k")
+    at = Layout(path)
+    for i in range(1, 9):
+        _set_entry(at, at.l1(i), u64(path, at.l1(0)))
+    _same_cluster(at, at.cs // 8)
+    code, _, err = assert_like_qemu(path)
+    overflows = 9 * 8192 - 65535 if refcount_bits == "16" else 0
+    assert code == 2 and len(err) == 2 * overflows + 2  # and the two refcount lines
+
+
+def test_memory_a_byte_per_cluster(tmp_path: Path) -> None:
+    """On 128 GiB of preallocated metadata (2 million clusters) the check holds about a
+    byte per cluster of the file, and a few MiB besides, while it works (numpy's
+    arrays are traced by tracemalloc)."""
+    path = imagekit.create(tmp_path / "prealloc.qcow2", "128G", preallocation="metadata")
+    assert_like_qemu(path)
+    with open_image(path) as image:
+        clusters = image.geometry.file_clusters
+        tracemalloc.start()
+        try:
+            check.check_image(image)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    assert clusters > 2 << 20 and peak < clusters + (3 << 20)
+
+
+@pytest.mark.parametrize("name", ["refcount block misaligned",
+                                  "refcount block past qemu's largest offset, met by the "
+                                  "copied flag check", "a data cluster referenced 300 times"])
+def test_compared_in_chunks_like_at_once(damaged: Callable[[str], Path],
+                                         image_copy: Callable[[str], Path], name: str,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stored and rebuilt refcounts compared a refcount block at a time, with one
+    block kept, give what one comparison of them all gives; on 512-byte clusters
+    (many blocks), one of them past qemu's largest offset, too."""
+    def report(path: Path) -> Tuple[object, ...]:
+        with open_image(path) as image:
+            result = check.check_image(image)
+        return (check.render_text(result), list(check.stderr_lines(result)))
+    small = image_copy("cluster_512")
+    at = Layout(small)
+    _set_entry(at, at.reftable + 8, u64(small, at.reftable + 8) | 1 << 63)
+    paths = [damaged(name), small]
+    whole = [report(path) for path in paths]
+    assert whole[1][1][:2] == ["ERROR refcount block 1 is outside image",
+                               "Can't get refcount for cluster 256: Input/output error"]
+    monkeypatch.setattr(check, "COMPARED_CLUSTERS", 1)
+    monkeypatch.setattr(tables, "BLOCK_CACHE_BYTES", 1)
+    assert [report(path) for path in paths] == whole
 
 
 def test_json_key_order_and_omitted_zeros() -> None:
