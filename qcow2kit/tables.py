@@ -87,15 +87,36 @@ def l2_tables(image: Image, l1: np.ndarray, geometry: Geometry) -> Iterator[L2Ta
         yield L2Table(int(index), offset, *l2_words(data, geometry))
 
 
+def _cluster_type_table() -> np.ndarray:
+    """cluster_types' answer by compressed << 3 | zero flag << 2 | has offset << 1 |
+    allocated."""
+    table = np.zeros(16, dtype=np.uint8)
+    for index in range(16):
+        compressed, zero, offset, allocated = (index >> 3 & 1, index >> 2 & 1,
+                                               index >> 1 & 1, index & 1)
+        table[index] = (COMPRESSED_TYPE if compressed else ZERO_ALLOC if zero and offset
+                        else ZERO_PLAIN if zero else NORMAL if allocated else UNALLOCATED)
+    return table
+
+
+_CLUSTER_TYPES = _cluster_type_table()
+_ONE, _THREE, _FOUR, _EIGHT = (np.uint8(n) for n in (1, 3, 4, 8))
+
+
 def cluster_types(entries: np.ndarray, geometry: Geometry) -> np.ndarray:
-    """How each guest cluster reads (the spec's cluster_type), as QEMU classifies it."""
-    offset = entries & OFFSET_MASK
-    compressed = (entries & COMPRESSED_BIT) != 0
-    zero = ((entries & ZERO_BIT) != 0) & ~compressed & (not geometry.extended_l2)
-    allocated = (offset != 0) | (geometry.external_data_file & ((entries & COPIED_BIT) != 0))
-    return np.select(
-        [compressed, zero & (offset != 0), zero, allocated],
-        [COMPRESSED_TYPE, ZERO_ALLOC, ZERO_PLAIN, NORMAL], UNALLOCATED).astype(np.uint8)
+    """How each guest cluster reads (the spec's cluster_type), as QEMU classifies it:
+    compressed; else, with the zero flag (standard L2 entries only), zero_alloc with
+    an offset and zero_plain without; else normal when allocated (an offset, or with
+    an external data file the copied flag); else unallocated."""
+    def bit(mask: np.uint64) -> np.ndarray:  # 0 or 1 per entry, as uint8 (one pass each)
+        return ((entries & mask) != 0).view(np.uint8)
+
+    index = bit(COMPRESSED_BIT) * _EIGHT | bit(OFFSET_MASK) * _THREE
+    if not geometry.extended_l2:
+        index |= bit(ZERO_BIT) * _FOUR
+    if geometry.external_data_file:
+        index |= bit(COPIED_BIT)
+    return _CLUSTER_TYPES.take(index)
 
 
 INVALID_SUBCLUSTER = np.uint8(SubclusterType.invalid)
