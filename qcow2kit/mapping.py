@@ -200,8 +200,7 @@ class Qcow2Layer(Layer):
             return False
         real = self.image.allocated // self.geometry.cluster_size
         threshold = max(real * 10 // 9, real + 2)
-        counts = tables.refcounts(self.image, self.geometry)
-        return int(np.count_nonzero(counts)) >= threshold
+        return tables.referenced_clusters(self.image, self.geometry) >= threshold
 
     # --- per L2 table ------------------------------------------------------------
 

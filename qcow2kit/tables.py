@@ -259,6 +259,21 @@ def refcounts(image: Image, geometry: Geometry, count: Optional[int] = None) -> 
     """Stored refcounts of clusters 0..count-1 (default: every cluster of the file)."""
     count = geometry.file_clusters if count is None else count
     out = np.zeros(count, dtype=refcount_dtype(geometry.refcount_order))
+    for first, block in _refcount_blocks(image, geometry, count):
+        out[first:first + len(block)] = block
+    return out
+
+
+def referenced_clusters(image: Image, geometry: Geometry) -> int:
+    """How many clusters of the file have a stored refcount other than 0 (read a
+    refcount block at a time: a big sparse file has millions of clusters)."""
+    return sum(int(np.count_nonzero(block)) for _, block in
+               _refcount_blocks(image, geometry, geometry.file_clusters))
+
+
+def _refcount_blocks(image: Image, geometry: Geometry,
+                     count: int) -> Iterator[Tuple[int, np.ndarray]]:
+    """(first cluster, refcounts) of each allocated refcount block, up to cluster count."""
     per_block = geometry.refcount_block_entries
     table = refcount_table(image)
     for index in np.flatnonzero(table & REFTABLE_OFFSET_MASK):
@@ -267,10 +282,7 @@ def refcounts(image: Image, geometry: Geometry, count: Optional[int] = None) -> 
             break
         offset = int(table[index] & REFTABLE_OFFSET_MASK)
         data = image.read(offset, geometry.cluster_size, f"refcount block {index}")
-        block = decode_refcount_block(data, geometry.refcount_order)
-        n = min(per_block, count - first)
-        out[first:first + n] = block[:n]
-    return out
+        yield first, decode_refcount_block(data, geometry.refcount_order)[:count - first]
 
 
 class StoredRefcounts:
