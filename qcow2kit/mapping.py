@@ -429,46 +429,64 @@ def _qcow2_layer(files: chain.Chain, image: Image, link: chain.Link,
                       (what, snap.l1_table_offset))
 
 
+class Columns(NamedTuple):
+    """Consecutive extents as arrays: lengths, depths, status codes and host offsets
+    (0 without)."""
+
+    lengths: np.ndarray
+    depths: np.ndarray
+    codes: np.ndarray
+    offsets: np.ndarray
+
+    def cut(self, first: int, last: int) -> "Columns":
+        return Columns(*(column[first:last] for column in self))
+
+
 class Extents(Sequence[Extent]):
-    """The merged extents of a map from guest offset start on, held in arrays (a
-    fragmented image has hundreds of thousands): their lengths, depths, status codes
-    and host offsets (0 without), with the file each depth's offsets are in. They
-    follow each other without a gap, and become Extent tuples when they are read."""
+    """The merged extents of a map from guest offset start on, in pieces of arrays (a
+    fragmented image has hundreds of thousands), with the file each depth's offsets
+    are in. They follow each other without a gap, and become Extent tuples when they
+    are read."""
 
-    def __init__(self, start: int, lengths: np.ndarray, depths: np.ndarray, codes: np.ndarray,
-                 offsets: np.ndarray, names: Sequence[str]) -> None:
-        self.start, self.lengths, self.depths = start, lengths, depths
-        self.codes, self.offsets, self.names = codes, offsets, names
+    def __init__(self, start: int, pieces: Sequence[Columns], names: Sequence[str]) -> None:
+        self.start = start
+        self.pieces = [piece for piece in pieces if len(piece.lengths)]
+        self.names = names
+        self.counts = np.cumsum([0] + [len(piece.lengths) for piece in self.pieces])
 
-    def starts(self, first: int = 0, last: Optional[int] = None) -> np.ndarray:
-        """The guest starts of extents first..last-1."""
-        lengths = self.lengths[first:last]
-        base = self.start + int(self.lengths[:first].sum())
-        return np.cumsum(lengths) - lengths + base
+    def chunks(self, size: int) -> Iterator[Tuple[np.ndarray, Columns]]:
+        """(guest starts, columns) of the extents, at most size at a time, in order."""
+        start = self.start
+        for piece in self.pieces:
+            for first in range(0, len(piece.lengths), size):
+                chunk = piece.cut(first, first + size)
+                ends = np.cumsum(chunk.lengths) + start
+                yield ends - chunk.lengths, chunk
+                start = int(ends[-1])
 
     def __len__(self) -> int:
-        return len(self.lengths)
+        return int(self.counts[-1])
 
     def __getitem__(self, index: Any) -> Any:
         if isinstance(index, slice):
-            first, last, step = index.indices(len(self))
-            if step != 1:
-                return list(self)[index]
-            return Extents(int(self.starts(first, first + 1)[0]) if first < last else self.start,
-                           self.lengths[first:last], self.depths[first:last],
-                           self.codes[first:last], self.offsets[first:last], self.names)
+            return list(self)[index]
         index = range(len(self))[index]
-        return next(iter(self[index:index + 1]))
+        at = int(np.searchsorted(self.counts, index, side="right")) - 1
+        start = self.start + sum(int(piece.lengths.sum()) for piece in self.pieces[:at])
+        piece = self.pieces[at]
+        within = index - int(self.counts[at])
+        start += int(piece.lengths[:within].sum())
+        return next(iter(Extents(start, [piece.cut(within, within + 1)], self.names)))
 
     def __iter__(self) -> Iterator[Extent]:
         names = self.names
-        for start, length, depth, code, offset in zip(
-                self.starts().tolist(), self.lengths.tolist(), self.depths.tolist(),
-                self.codes.tolist(), self.offsets.tolist()):
-            located = code & HAS_OFFSET
-            yield Extent(start, length, depth, bool(code & PRESENT), bool(code & ZERO),
-                         bool(code & DATA), offset if located else None,
-                         names[depth] if located else None, bool(code & COMPRESSED))
+        for starts, chunk in self.chunks(CHUNK):
+            for start, length, depth, code, offset in zip(
+                    starts.tolist(), *(column.tolist() for column in chunk)):
+                located = code & HAS_OFFSET
+                yield Extent(start, length, depth, bool(code & PRESENT), bool(code & ZERO),
+                             bool(code & DATA), offset if located else None,
+                             names[depth] if located else None, bool(code & COMPRESSED))
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Sequence) and list(self) == list(other)
@@ -477,12 +495,10 @@ class Extents(Sequence[Extent]):
         return f"Extents({list(self)!r})"
 
 
-def merged(batches: Sequence[Batch], names: Sequence[str], by_compressed: bool) -> Extents:
+def merged(batches: Sequence[Batch], by_compressed: bool) -> Columns:
     """The extents of consecutive batches joined exactly when qemu-img map joins
     them: of one depth and status (from 8.2, compressed or not too), with nothing in
     between, and for those with an offset, contiguous in the file."""
-    if not batches:
-        return _blank(0, 0, names)
     lengths, codes, offsets = (np.concatenate(column) for column in list(zip(*batches))[2:])
     depths = np.repeat(np.array([b.depth for b in batches], dtype=np.int32),
                        [len(b.lengths) for b in batches])
@@ -491,17 +507,12 @@ def merged(batches: Sequence[Batch], names: Sequence[str], by_compressed: bool) 
     joined = (lengths[:-1] != 0) & (key[:-1] == key[1:]) & \
         (~located | (offsets[:-1] + lengths[:-1] == offsets[1:]))
     firsts = np.flatnonzero(np.concatenate(([True], ~joined)))
-    return Extents(int(batches[0].starts[0]), np.add.reduceat(lengths, firsts), depths[firsts],
-                   codes[firsts], offsets[firsts], names)
+    return Columns(np.add.reduceat(lengths, firsts), depths[firsts], codes[firsts],
+                   offsets[firsts])
 
 
-def _blank(start: int, count: int, names: Sequence[str]) -> Extents:
-    """count extents of length 0 at start, each at depth 0 with every flag off."""
-    return Extents(start, np.zeros(count, dtype=np.int64), np.zeros(count, dtype=np.int32),
-                   np.zeros(count, dtype=np.uint8), np.zeros(count, dtype=np.int64), names)
-
-
-MERGED_AT_ONCE = 1 << 14  # extents: found ones are merged in groups of about as many
+MERGED_AT_ONCE = 1 << 11  # extents: found ones are merged in groups of about as many
+CHUNK = 1 << 11  # extents rendered (and written) at a time
 
 
 def image_map(path: Union[str, Path], start: int = 0, length: Optional[int] = None,
@@ -514,7 +525,7 @@ def image_map(path: Union[str, Path], start: int = 0, length: Optional[int] = No
     try:
         names = [layer.data_filename for layer in chain_layers(top)]
         end = top.size if length is None else min(start + length, top.size)
-        done: List[Extents] = []  # merged, but for the last extent of each group
+        pieces: List[Columns] = []
         group: List[Batch] = []
         count = 0
         with Progress("map", max(0, end - start)) as progress:
@@ -523,27 +534,24 @@ def image_map(path: Union[str, Path], start: int = 0, length: Optional[int] = No
                 group.append(found)
                 count += len(found.lengths)
                 if count >= MERGED_AT_ONCE:  # its last extent may join the next group's
-                    piece = merged(group, names, by_compressed)
-                    done.append(piece[:-1])
-                    group, count = [_as_batch(piece[-1:])], 1
+                    piece = merged(group, by_compressed)
+                    group_end = int(group[0].starts[0]) + int(piece.lengths.sum())
+                    pieces.append(piece.cut(0, -1))
+                    group, count = [_last(piece, group_end)], 1
     finally:
         close_chain(top)
-    done.append(merged(group, names, by_compressed))
-    if len(done) == 1:
-        return done[0]
-    return Extents(done[0].start, np.concatenate([piece.lengths for piece in done]),
-                   np.concatenate([piece.depths for piece in done]),
-                   np.concatenate([piece.codes for piece in done]),
-                   np.concatenate([piece.offsets for piece in done]), names)
+    if group:
+        pieces.append(merged(group, by_compressed))
+    return Extents(start, pieces, names)
 
 
-def _as_batch(extents: Extents) -> Batch:
-    """Merged extents of one depth, to be merged again."""
-    return Batch(int(extents.depths[0]), extents.starts(), extents.lengths, extents.codes,
-                 extents.offsets)
+def _last(piece: Columns, end: int) -> Batch:
+    """The last of merged extents that end at guest offset end, to be merged again."""
+    length = piece.lengths[-1:]
+    return Batch(int(piece.depths[-1]), end - length, length, piece.codes[-1:],
+                 piece.offsets[-1:])
 
 
-CHUNK = 1 << 13  # extents rendered (and written) at a time
 _JSON_BOOL = ("false", "true")
 
 
@@ -553,22 +561,24 @@ def render_json(extents: Extents, start: int = 0,
     range, a disk of size 0 or a start past the end, gets qemu's one empty extent at
     start)."""
     if not len(extents):
-        extents = _blank(start, 1, [])
+        zero = np.zeros(1, dtype=np.int64)
+        extents = Extents(start, [Columns(zero, zero, zero, zero)], [])
     compressed = qemu.has(MAP_COMPRESSED)
     codes = 2 * HAS_OFFSET
     # a line's format by depth and status code, its numbers filled in for a chunk
     formats = np.array([_json_format(depth, code, compressed)
-                        for depth in range(int(extents.depths.max()) + 1)
-                        for code in range(codes)], dtype=object)
-    for first in range(0, len(extents), CHUNK):
-        part = slice(first, first + CHUNK)
-        numbers = np.stack([extents.starts(first, first + CHUNK), extents.lengths[part],
-                            extents.offsets[part]], axis=1)
+                        for depth in range(len(extents.names) or 1) for code in range(codes)],
+                       dtype=object)
+    opening = "["
+    for starts, chunk in extents.chunks(CHUNK):
+        numbers = np.stack([starts, chunk.lengths, chunk.offsets], axis=1)
         printed = np.ones(numbers.shape, dtype=bool)
-        printed[:, 2] = (extents.codes[part] & HAS_OFFSET) != 0
-        lines = formats[extents.depths[part] * codes + extents.codes[part]].tolist()
-        yield ("[" if first == 0 else ",\n") + ",\n".join(lines) % tuple(
-            numbers[printed].tolist()) + ("]\n" if first + CHUNK >= len(extents) else "")
+        printed[:, 2] = (chunk.codes & HAS_OFFSET) != 0
+        lines = formats[chunk.depths * codes + chunk.codes].tolist()
+        lines[0] = opening + lines[0]
+        yield ",\n".join(lines) % tuple(numbers[printed].tolist())
+        opening = ",\n"
+    yield "]\n"
 
 
 def _json_format(depth: int, code: int, compressed: bool) -> str:
@@ -592,27 +602,24 @@ def render_human(extents: Extents, qemu: QemuVersion = NEWEST) -> Iterator[str]:
     stop at the first extent's data without an offset when it reads as zeros).
     """
     yield f"{'Offset':<16}{'Length':<16}{'Mapped to':<16}File\n"
-    codes = extents.codes
-    data, zero = (codes & DATA) != 0, (codes & ZERO) != 0
-    unmapped = data & ((codes & HAS_OFFSET) == 0)
-    unmapped[1:] &= ~zero[1:]
-    fails = bool(unmapped.any())
-    stop = int(np.argmax(unmapped)) if fails else len(extents)
     # a line's format by depth and which of its numbers are 0
     formats = np.array([
         "".join(_HEX_ZERO if zeros >> i & 1 else "%#-16x" for i in range(3))
         + name.replace("%", "%%") for name in extents.names for zeros in range(8)],
         dtype=object)
-    for first in range(0, stop, CHUNK):
-        last = min(stop, first + CHUNK)
-        shown = np.flatnonzero(data[first:last] & ~zero[first:last])
-        numbers = np.stack([extents.starts(first, last)[shown],
-                            extents.lengths[first:last][shown],
-                            extents.offsets[first:last][shown]], axis=1)
+    first = True
+    for starts, chunk in extents.chunks(CHUNK):
+        data, zero = (chunk.codes & DATA) != 0, (chunk.codes & ZERO) != 0
+        unmapped = data & ((chunk.codes & HAS_OFFSET) == 0)
+        unmapped[1 if first else 0:] &= ~zero[1 if first else 0:]
+        first = False
+        stop = int(np.argmax(unmapped)) if unmapped.any() else len(unmapped)
+        shown = np.flatnonzero(data[:stop] & ~zero[:stop])
+        numbers = np.stack([starts[shown], chunk.lengths[shown], chunk.offsets[shown]], axis=1)
         nonzero = numbers != 0
-        keys = extents.depths[first:last][shown] * 8 + (~nonzero * [1, 2, 4]).sum(axis=1)
+        keys = chunk.depths[shown] * 8 + (~nonzero * [1, 2, 4]).sum(axis=1)
         if len(shown):
             yield "\n".join(formats[keys].tolist()) % tuple(numbers[nonzero].tolist()) + "\n"
-    if fails:
-        raise Qcow2Error("map", None, "File contains external, encrypted or "
-                         "compressed clusters.")
+        if stop < len(unmapped):
+            raise Qcow2Error("map", None, "File contains external, encrypted or "
+                             "compressed clusters.")
