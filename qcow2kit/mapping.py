@@ -185,6 +185,7 @@ class Qcow2Layer(Layer):
         self.unit = self.geometry.cluster_size // (tables.SUBCLUSTERS if self.geometry.extended_l2
                                                    else 1)
         self.preallocated = self._metadata_preallocated()
+        self._last_table: Tuple[Optional[int], Any] = (None, None)
 
     def _check_l1_covers(self, what: str, offset: int) -> None:
         """QEMU's "L1 table is too small": the L1 table must map the whole disk."""
@@ -206,7 +207,14 @@ class Qcow2Layer(Layer):
 
     def _table(self, l1_index: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Kinds (subcluster types), host offsets and raw L2 entries of every unit
-        (subcluster or cluster) the L2 table of an allocated L1 entry maps."""
+        (subcluster or cluster) the L2 table of an allocated L1 entry maps; the last
+        table asked for is kept (a backing file is asked for each range the image
+        above it leaves to it)."""
+        if self._last_table[0] != l1_index:
+            self._last_table = (l1_index, self._decode_table(l1_index))
+        return self._last_table[1]
+
+    def _decode_table(self, l1_index: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
         g = self.geometry
         table = next(tables.l2_tables(self.image, self.l1[l1_index:l1_index + 1], g))
         types = tables.subcluster_types(tables.cluster_types(table.entries, g), table.bitmaps)
