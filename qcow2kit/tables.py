@@ -100,7 +100,7 @@ def _cluster_type_table() -> np.ndarray:
 
 
 _CLUSTER_TYPES = _cluster_type_table()
-_ONE, _THREE, _FOUR, _EIGHT = (np.uint8(n) for n in (1, 3, 4, 8))
+_THREE, _FOUR, _EIGHT = (np.uint8(n) for n in (3, 4, 8))
 
 
 def cluster_types(entries: np.ndarray, geometry: Geometry) -> np.ndarray:
