@@ -43,15 +43,16 @@ class Extent(NamedTuple):
 
 
 # An extent's status as the bits of one code, so that arrays of extents hold it: the
-# flags qemu-img map prints, and whether it has an offset (in the file its depth names).
-PRESENT, ZERO, DATA, COMPRESSED, HAS_OFFSET = 1, 2, 4, 8, 16
+# flags qemu-img map prints, and LOCATED when it has an offset (in the file its depth
+# names).
+PRESENT, ZERO, DATA, COMPRESSED, LOCATED = 1, 2, 4, 8, 16
 
 
 def status_code(present: bool, zero: bool, data: bool, compressed: bool = False,
                 has_offset: bool = False) -> int:
     """The code of an extent's status."""
     return (PRESENT * present | ZERO * zero | DATA * data | COMPRESSED * compressed
-            | HAS_OFFSET * has_offset)
+            | LOCATED * has_offset)
 
 
 class Batch(NamedTuple):
@@ -121,7 +122,7 @@ _STATUS = {
     "compressed": (True, False, True, False, False),
 }
 _KINDS = [t.name for t in sorted(tables.SubclusterType)]
-HAS_OFFSET_KIND = np.array([_STATUS.get(name, (False,) * 5)[3] for name in _KINDS], dtype=bool)
+HAS_OFFSET = np.array([_STATUS.get(name, (False,) * 5)[3] for name in _KINDS], dtype=bool)
 READS_BELOW = np.array([_STATUS.get(name, (False,) * 5)[4] for name in _KINDS], dtype=bool)
 NORMAL_KIND = _KINDS.index("normal")
 
@@ -268,7 +269,7 @@ class Qcow2Layer(Layer):
         contiguous in the file for kinds with an offset; cut to [start, end)."""
         unit = self.unit
         breaks = kinds[1:] != kinds[:-1]
-        breaks |= HAS_OFFSET_KIND[kinds[1:]] & (offsets[1:] != offsets[:-1] + np.uint64(unit))
+        breaks |= HAS_OFFSET[kinds[1:]] & (offsets[1:] != offsets[:-1] + np.uint64(unit))
         firsts = np.flatnonzero(np.concatenate(([True], breaks)))
         whole = first_start + firsts * unit  # where each run's first unit starts
         starts = whole.copy()
@@ -310,7 +311,7 @@ class Qcow2Layer(Layer):
         a metadata-preallocated image), theirs."""
         codes = self.codes[runs.kinds]
         own = Batch(depth, runs.starts, runs.ends - runs.starts, codes,
-                    np.where(codes & HAS_OFFSET, runs.offsets, 0))
+                    np.where(codes & LOCATED, runs.offsets, 0))
         through = np.zeros(len(codes), dtype=bool)
         if self.backing is not None:
             through |= READS_BELOW[runs.kinds]
@@ -491,7 +492,7 @@ class Extents(Sequence[Extent]):
         for starts, chunk in self.chunks(CHUNK):
             for start, length, depth, code, offset in zip(
                     starts.tolist(), *(column.tolist() for column in chunk)):
-                located = code & HAS_OFFSET
+                located = code & LOCATED
                 yield Extent(start, length, depth, bool(code & PRESENT), bool(code & ZERO),
                              bool(code & DATA), offset if located else None,
                              names[depth] if located else None, bool(code & COMPRESSED))
@@ -511,7 +512,7 @@ def merged(batches: Sequence[Batch], by_compressed: bool) -> Columns:
     depths = np.repeat(np.array([b.depth for b in batches], dtype=np.int32),
                        [len(b.lengths) for b in batches])
     key = (codes & (0xFF if by_compressed else ~COMPRESSED & 0xFF)) | (depths << 8)
-    located = (codes[:-1] & HAS_OFFSET) != 0
+    located = (codes[:-1] & LOCATED) != 0
     joined = (lengths[:-1] != 0) & (key[:-1] == key[1:]) & \
         (~located | (offsets[:-1] + lengths[:-1] == offsets[1:]))
     firsts = np.flatnonzero(np.concatenate(([True], ~joined)))
@@ -572,7 +573,7 @@ def render_json(extents: Extents, start: int = 0,
         zero = np.zeros(1, dtype=np.int64)
         extents = Extents(start, [Columns(zero, zero, zero, zero)], [])
     compressed = qemu.has(MAP_COMPRESSED)
-    codes = 2 * HAS_OFFSET
+    codes = 2 * LOCATED
     # a line's format by depth and status code, its numbers filled in for a chunk
     formats = np.array([_json_format(depth, code, compressed)
                         for depth in range(len(extents.names) or 1) for code in range(codes)],
@@ -581,7 +582,7 @@ def render_json(extents: Extents, start: int = 0,
     for starts, chunk in extents.chunks(CHUNK):
         numbers = np.stack([starts, chunk.lengths, chunk.offsets], axis=1)
         printed = np.ones(numbers.shape, dtype=bool)
-        printed[:, 2] = (chunk.codes & HAS_OFFSET) != 0
+        printed[:, 2] = (chunk.codes & LOCATED) != 0
         lines = formats[chunk.depths * codes + chunk.codes].tolist()
         lines[0] = opening + lines[0]
         yield ",\n".join(lines) % tuple(numbers[printed].tolist())
@@ -595,7 +596,7 @@ def _json_format(depth: int, code: int, compressed: bool) -> str:
                             _JSON_BOOL[code & DATA > 0]))
     if compressed:
         line += ', "compressed": ' + _JSON_BOOL[code & COMPRESSED > 0]
-    return line + (', "offset": %d}' if code & HAS_OFFSET else "}")
+    return line + (', "offset": %d}' if code & LOCATED else "}")
 
 
 _HEX_ZERO = "%-16s" % "0"  # C's %#x: no 0x prefix for zero
@@ -618,7 +619,7 @@ def render_human(extents: Extents, qemu: QemuVersion = NEWEST) -> Iterator[str]:
     first = True
     for starts, chunk in extents.chunks(CHUNK):
         data, zero = (chunk.codes & DATA) != 0, (chunk.codes & ZERO) != 0
-        unmapped = data & ((chunk.codes & HAS_OFFSET) == 0)
+        unmapped = data & ((chunk.codes & LOCATED) == 0)
         unmapped[1 if first else 0:] &= ~zero[1 if first else 0:]
         first = False
         stop = int(np.argmax(unmapped)) if unmapped.any() else len(unmapped)
