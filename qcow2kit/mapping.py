@@ -56,10 +56,10 @@ def status_code(present: bool, zero: bool, data: bool, compressed: bool = False,
 
 
 class Batch(NamedTuple):
-    """Consecutive extents of one layer's answer, at one depth, as arrays: guest
-    starts and lengths, status codes, host offsets (0 without)."""
+    """Extents in guest order, as arrays: depths, guest starts and lengths, status
+    codes, host offsets (0 without)."""
 
-    depth: int
+    depths: np.ndarray
     starts: np.ndarray
     lengths: np.ndarray
     codes: np.ndarray
@@ -70,7 +70,8 @@ def _batch(depth: int, runs: Sequence[Tuple[int, int, int, int]]) -> Batch:
     """A batch of a few extents given as (start, end, code, offset)."""
     starts, ends, codes, offsets = (np.array(column, dtype=np.int64) for column in
                                     zip(*runs)) if runs else [np.zeros(0, np.int64)] * 4
-    return Batch(depth, starts, ends - starts, codes.astype(np.uint8), offsets)
+    return Batch(np.full(len(starts), depth, dtype=np.int32), starts, ends - starts,
+                 codes.astype(np.uint8), offsets)
 
 
 class Layer(ABC):
@@ -96,6 +97,20 @@ class RawLayer(Layer):
 
     def batches(self, start: int, end: int, depth: int) -> Iterator[Batch]:
         yield _file_batch(depth, file_runs(self.file.fileno(), start, end), start, start)
+
+
+def _cut(found: Batch, lo: np.ndarray, hi: np.ndarray) -> Batch:
+    """The parts of extents inside the guest ranges [lo, hi) (sorted, apart)."""
+    ends = found.starts + found.lengths
+    first = np.searchsorted(ends, lo, side="right")  # the first extent each range meets
+    counts = np.maximum(np.searchsorted(found.starts, hi, side="left") - first, 0)
+    ranges = np.repeat(np.arange(len(lo)), counts)
+    which = np.repeat(first - np.cumsum(counts) + counts, counts) + np.arange(counts.sum())
+    starts = np.maximum(found.starts[which], lo[ranges])
+    lengths = np.minimum(ends[which], hi[ranges]) - starts
+    codes = found.codes[which]
+    offsets = np.where(codes & LOCATED, found.offsets[which] + starts - found.starts[which], 0)
+    return Batch(found.depths[which], starts, lengths, codes, offsets)
 
 
 def _file_batch(depth: int, runs: Iterable[Tuple[int, int, bool]], start: int, offset: int,
@@ -307,30 +322,36 @@ class Qcow2Layer(Layer):
 
     def _run_batches(self, runs: Runs, depth: int) -> Iterator[Batch]:
         """The extents of runs: each run's own, but where the backing file shows
-        through (runs that read from below) or the file's holes do (allocated runs of
-        a metadata-preallocated image), theirs."""
+        through (runs that read from below: asked for once, from the first such run's
+        start to the last one's end, and cut to them) or the file's holes do
+        (allocated runs of a metadata-preallocated image), theirs."""
         codes = self.codes[runs.kinds]
-        own = Batch(depth, runs.starts, runs.ends - runs.starts, codes,
-                    np.where(codes & LOCATED, runs.offsets, 0))
+        own = Batch(np.full(len(codes), depth, dtype=np.int32), runs.starts,
+                    runs.ends - runs.starts, codes, np.where(codes & LOCATED, runs.offsets, 0))
+        below = READS_BELOW[runs.kinds] if self.backing is not None else None
+        in_file = (runs.kinds == NORMAL_KIND) if self.preallocated and not self.encrypted \
+            else None
+        if (below is None or not below.any()) and (in_file is None or not in_file.any()):
+            yield own
+            return
         through = np.zeros(len(codes), dtype=bool)
-        if self.backing is not None:
-            through |= READS_BELOW[runs.kinds]
-        if self.preallocated and not self.encrypted:
-            through |= runs.kinds == NORMAL_KIND
-        done = 0
-        for i in np.flatnonzero(through).tolist():
-            if i > done:
-                yield Batch(depth, *(column[done:i] for column in own[1:]))
-            run_start, run_end = int(runs.starts[i]), int(runs.ends[i])
-            if self.backing is not None and READS_BELOW[runs.kinds[i]]:
-                yield from self._backing(run_start, run_end, depth)
-            else:
-                offset = int(runs.offsets[i])
-                in_file = self.image.data_runs(offset, offset + run_end - run_start)
-                yield _file_batch(depth, in_file, run_start, offset, _PREALLOCATED_HOLE)
-            done = i + 1
-        if done < len(codes):
-            yield Batch(depth, *(column[done:] for column in own[1:])) if done else own
+        parts = []
+        if below is not None and below.any():
+            through |= below
+            lo, hi = runs.starts[below], runs.ends[below]
+            parts += [_cut(found, lo, hi) for found in self._backing(int(lo[0]), int(hi[-1]),
+                                                                      depth)]
+        if in_file is not None:
+            through |= in_file
+            for i in np.flatnonzero(in_file).tolist():
+                run_start, run_end, offset = (int(runs.starts[i]), int(runs.ends[i]),
+                                              int(runs.offsets[i]))
+                found_runs = self.image.data_runs(offset, offset + run_end - run_start)
+                parts.append(_file_batch(depth, found_runs, run_start, offset,
+                                         _PREALLOCATED_HOLE))
+        parts.append(Batch(*(column[~through] for column in own)))
+        joined = Batch(*(np.concatenate(column) for column in zip(*parts)))
+        yield Batch(*(column[np.argsort(joined.starts, kind="stable")] for column in joined))
 
     def _backing(self, start: int, end: int, depth: int) -> Iterator[Batch]:
         below = self.backing
@@ -509,8 +530,7 @@ def merged(batches: Sequence[Batch], by_compressed: bool) -> Columns:
     them: of one depth and status (from 8.2, compressed or not too), with nothing in
     between, and for those with an offset, contiguous in the file."""
     lengths, codes, offsets = (np.concatenate(column) for column in list(zip(*batches))[2:])
-    depths = np.repeat(np.array([b.depth for b in batches], dtype=np.int32),
-                       [len(b.lengths) for b in batches])
+    depths = np.concatenate([b.depths for b in batches])
     key = (codes & (0xFF if by_compressed else ~COMPRESSED & 0xFF)) | (depths << 8)
     located = (codes[:-1] & LOCATED) != 0
     joined = (lengths[:-1] != 0) & (key[:-1] == key[1:]) & \
@@ -557,8 +577,7 @@ def image_map(path: Union[str, Path], start: int = 0, length: Optional[int] = No
 def _last(piece: Columns, end: int) -> Batch:
     """The last of merged extents that end at guest offset end, to be merged again."""
     length = piece.lengths[-1:]
-    return Batch(int(piece.depths[-1]), end - length, length, piece.codes[-1:],
-                 piece.offsets[-1:])
+    return Batch(piece.depths[-1:], end - length, length, piece.codes[-1:], piece.offsets[-1:])
 
 
 _JSON_BOOL = ("false", "true")
