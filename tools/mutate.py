@@ -158,6 +158,9 @@ MUTANTS: List[Mutant] = [
            "(~located | (offsets[:-1] + lengths[:-1] == offsets[1:]))", "True", MAP),
     Mutant("map joins extents of different depths", "qcow2kit/mapping.py",
            "| (depths << 8)", "| (depths << 8) * 0", MAP),
+    Mutant("map shows the backing file outside the ranges that read from it",
+           "qcow2kit/mapping.py", "starts = np.maximum(found.starts[which], lo[ranges])",
+           "starts = found.starts[which]", MAP),
     Mutant("map drops the extent that ends a merged group", "qcow2kit/mapping.py",
            "pieces.append(piece.cut(0, -1))", "pieces.append(piece.cut(0, -2))", MAP),
     # get/set by path
