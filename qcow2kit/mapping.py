@@ -224,8 +224,9 @@ class Qcow2Layer(Layer):
     def _table(self, l1_index: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Kinds (subcluster types), host offsets and raw L2 entries of every unit
         (subcluster or cluster) the L2 table of an allocated L1 entry maps; the last
-        table asked for is kept (a backing file is asked for each range the image
-        above it leaves to it)."""
+        table asked for is kept (a backing file's table is asked for again by each
+        stretch of the image above that falls in it, and by guest reads range by
+        range)."""
         if self._last_table[0] != l1_index:
             self._last_table = (l1_index, self._decode_table(l1_index))
         return self._last_table[1]
