@@ -31,7 +31,7 @@ if TYPE_CHECKING:  # the modules built on numpy load when first used
     from .check import CheckResult
     from .guest import GuestDisk
     from .locate import Place
-    from .mapping import Extent
+    from .mapping import Extents
     from .whatis import Answer
 
 FORMATS = ("qcow2",)
@@ -152,16 +152,17 @@ class Qcow2Image:
             return locate(self.path, offsets, snapshot)
 
     def map(self, start: int = 0, length: Optional[int] = None,
-            qemu: Optional[QemuVersion] = None) -> List[Extent]:
-        """qemu-img map's extents, from guest offset start, length bytes (to the end
-        of the disk without length), merged as qemu release qemu merges them (from
-        8.2 on, extents that differ in being compressed stay apart). Without qemu, the
-        release the command line would choose (qemu_version.select)."""
+            qemu: Optional[QemuVersion] = None) -> Extents:
+        """qemu-img map's extents (a sequence of Extent, held in arrays), from guest
+        offset start, length bytes (to the end of the disk without length), merged as
+        qemu release qemu merges them (from 8.2 on, extents that differ in being
+        compressed stay apart). Without qemu, the release the command line would
+        choose (qemu_version.select)."""
         from .mapping import image_map
 
         self.guest_readable()
         with access.using(self.policy):
-            return list(image_map(self.path, start, length, qemu or select()))
+            return image_map(self.path, start, length, qemu or select())
 
     def disk(self, snapshot: Optional[str] = None) -> GuestDisk:
         """The guest disk (or a snapshot's) as a read-only file object."""

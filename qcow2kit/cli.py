@@ -421,19 +421,11 @@ def map_command(images: Tuple[str, ...], as_json: bool, start_offset: int,
 
         with api.open(image, force=force) as img:
             extents = img.map(start_offset, max_length, release)
-        if as_json:
-            out(mapping.render_json(extents, start_offset, release))
-            return fleet.Outcome(exits.OK)
-        lines: List[str] = []  # echoed in blocks: one write per line costs a system call
-        try:
-            for line in mapping.render_human(extents, release):
-                lines.append(line)
-                if len(lines) == 4096:
-                    click.echo("\n".join(lines))
-                    lines.clear()
-        finally:  # the lines before a failure are printed (as qemu-img prints them)
-            if lines:
-                click.echo("\n".join(lines))
+        # written in pieces as they are rendered; in text, the lines before a failure
+        # are printed (as qemu-img prints them)
+        for piece in (mapping.render_json(extents, start_offset, release) if as_json
+                      else mapping.render_human(extents, release)):
+            out(piece)
         return fleet.Outcome(exits.OK)
     each_image(images, as_json, one)
 

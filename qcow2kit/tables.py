@@ -87,15 +87,36 @@ def l2_tables(image: Image, l1: np.ndarray, geometry: Geometry) -> Iterator[L2Ta
         yield L2Table(int(index), offset, *l2_words(data, geometry))
 
 
+def _cluster_type_table() -> np.ndarray:
+    """cluster_types' answer by compressed << 3 | zero flag << 2 | has offset << 1 |
+    allocated."""
+    table = np.zeros(16, dtype=np.uint8)
+    for index in range(16):
+        compressed, zero, offset, allocated = (index >> 3 & 1, index >> 2 & 1,
+                                               index >> 1 & 1, index & 1)
+        table[index] = (COMPRESSED_TYPE if compressed else ZERO_ALLOC if zero and offset
+                        else ZERO_PLAIN if zero else NORMAL if allocated else UNALLOCATED)
+    return table
+
+
+_CLUSTER_TYPES = _cluster_type_table()
+_THREE, _FOUR, _EIGHT = (np.uint8(n) for n in (3, 4, 8))
+
+
 def cluster_types(entries: np.ndarray, geometry: Geometry) -> np.ndarray:
-    """How each guest cluster reads (the spec's cluster_type), as QEMU classifies it."""
-    offset = entries & OFFSET_MASK
-    compressed = (entries & COMPRESSED_BIT) != 0
-    zero = ((entries & ZERO_BIT) != 0) & ~compressed & (not geometry.extended_l2)
-    allocated = (offset != 0) | (geometry.external_data_file & ((entries & COPIED_BIT) != 0))
-    return np.select(
-        [compressed, zero & (offset != 0), zero, allocated],
-        [COMPRESSED_TYPE, ZERO_ALLOC, ZERO_PLAIN, NORMAL], UNALLOCATED).astype(np.uint8)
+    """How each guest cluster reads (the spec's cluster_type), as QEMU classifies it:
+    compressed; else, with the zero flag (standard L2 entries only), zero_alloc with
+    an offset and zero_plain without; else normal when allocated (an offset, or with
+    an external data file the copied flag); else unallocated."""
+    def bit(mask: np.uint64) -> np.ndarray:  # 0 or 1 per entry, as uint8 (one pass each)
+        return ((entries & mask) != 0).view(np.uint8)
+
+    index = bit(COMPRESSED_BIT) * _EIGHT | bit(OFFSET_MASK) * _THREE
+    if not geometry.extended_l2:
+        index |= bit(ZERO_BIT) * _FOUR
+    if geometry.external_data_file:
+        index |= bit(COPIED_BIT)
+    return _CLUSTER_TYPES.take(index)
 
 
 INVALID_SUBCLUSTER = np.uint8(SubclusterType.invalid)
@@ -238,6 +259,21 @@ def refcounts(image: Image, geometry: Geometry, count: Optional[int] = None) -> 
     """Stored refcounts of clusters 0..count-1 (default: every cluster of the file)."""
     count = geometry.file_clusters if count is None else count
     out = np.zeros(count, dtype=refcount_dtype(geometry.refcount_order))
+    for first, block in _refcount_blocks(image, geometry, count):
+        out[first:first + len(block)] = block
+    return out
+
+
+def referenced_clusters(image: Image, geometry: Geometry) -> int:
+    """How many clusters of the file have a stored refcount other than 0 (read a
+    refcount block at a time: a big sparse file has millions of clusters)."""
+    return sum(int(np.count_nonzero(block)) for _, block in
+               _refcount_blocks(image, geometry, geometry.file_clusters))
+
+
+def _refcount_blocks(image: Image, geometry: Geometry,
+                     count: int) -> Iterator[Tuple[int, np.ndarray]]:
+    """(first cluster, refcounts) of each allocated refcount block, up to cluster count."""
     per_block = geometry.refcount_block_entries
     table = refcount_table(image)
     for index in np.flatnonzero(table & REFTABLE_OFFSET_MASK):
@@ -246,10 +282,7 @@ def refcounts(image: Image, geometry: Geometry, count: Optional[int] = None) -> 
             break
         offset = int(table[index] & REFTABLE_OFFSET_MASK)
         data = image.read(offset, geometry.cluster_size, f"refcount block {index}")
-        block = decode_refcount_block(data, geometry.refcount_order)
-        n = min(per_block, count - first)
-        out[first:first + n] = block[:n]
-    return out
+        yield first, decode_refcount_block(data, geometry.refcount_order)[:count - first]
 
 
 BLOCK_CACHE_BYTES = 1 << 20  # decoded refcount blocks StoredRefcounts keeps

@@ -1,6 +1,7 @@
 """`qcow2kit map` prints what `qemu-img map` prints, on every image kind."""
 from __future__ import annotations
 
+import random
 import subprocess
 from pathlib import Path
 from typing import Dict, List
@@ -201,3 +202,42 @@ def test_data_file_that_is_a_device(image_copy) -> None:
                           capture_output=True, text=True, cwd=path.parent, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert out.read_bytes() == bytes(4 << 20)
+
+
+def _scattered(path: Path, seed: int, writes: int) -> Path:
+    """A qcow2 image with 4 KiB clusters, qemu-img convert of a sparse 1 GiB raw file
+    with writes scattered 4 KiB blocks of data: hundreds of L2 tables and tens of
+    thousands of extents, more than map renders or merges at a time."""
+    raw = path.with_suffix(".raw")
+    rng = random.Random(seed)
+    with open(raw, "wb") as f:
+        f.truncate(1 << 30)
+        for _ in range(writes):
+            f.seek(rng.randrange(1 << 18) << 12)
+            f.write(rng.randbytes(4096))
+    imagekit.run("qemu-img", "convert", "-f", "raw", "-O", "qcow2", "-o", "cluster_size=4096",
+                 str(raw), str(path))
+    raw.unlink()
+    return path
+
+
+@pytest.mark.parametrize("backing", [False, True], ids=["alone", "over-a-backing-file"])
+def test_fragmented_image(tmp_path: Path, backing: bool) -> None:
+    """Extents found, merged and printed in blocks equal qemu-img's on an image with
+    tens of thousands of them: the whole disk and a range inside it, JSON and text."""
+    path = _scattered(tmp_path / "frag.qcow2", 22, 12000)
+    if backing:
+        base = path.rename(tmp_path / "base.qcow2")
+        path = _scattered(tmp_path / "frag.qcow2", 23, 3000)
+        imagekit.run("qemu-img", "rebase", "-u", "-F", "qcow2", "-b", base.name, path.name,
+                     cwd=tmp_path)
+        imagekit.qemu_io(path, "write -z 0 64k", "write -z 300M 1M")
+    whole, inside = [], ["--start-offset", "123456789", "--max-length", "300M"]
+    for args, json_args, lines in ((whole, ["--output=json"], 20000), (whole, [], 10000),
+                                   (inside, ["--output=json"], 6000), (inside, [], 3000)):
+        expected = qemu_map("frag", path, *json_args, *args)
+        assert expected.returncode == 0, expected.stderr
+        assert expected.stdout.count("\n") > lines
+        got = ours(path, *[a.replace("--output=json", "--json") for a in json_args], *args)
+        assert got.returncode == 0, got.stderr
+        assert got.stdout == expected.stdout
