@@ -5,14 +5,14 @@ from the zstandard package, which qcow2kit depends on there.
 """
 from __future__ import annotations
 
-import io
 import zlib
-from typing import Any, Tuple
+from typing import Any, Callable, Tuple, Union
 
 from .errors import Qcow2Error
 
 DEFLATE_WBITS = -12  # raw deflate, 4 KiB window, as qemu's qcow2_compress writes it
 ZSTD = 1  # compression_type
+Buffer = Union[bytes, bytearray, memoryview]
 
 
 class CompressionError(Exception):
@@ -42,20 +42,34 @@ def check_available(compression_type: int) -> None:
         _zstd()
 
 
-def decompress(raw: bytes, size: int, compression_type: int) -> bytes:
-    """Up to size bytes of the cluster compressed in raw (a compressed cluster's slot:
-    the data, then whatever follows it in its last sector)."""
+def decompressor(compression_type: int) -> Callable[[Buffer, int], bytes]:
+    """A function that gives up to size bytes of the cluster compressed in raw (a
+    compressed cluster's slot: the data, then whatever follows it in its last sector).
+    It keeps a decompression context between calls: one per thread."""
+    if compression_type != ZSTD:
+        return _inflate
+    kind, zstd = _zstd()
+    if kind == "stdlib":  # its decompressor reads one frame: a new one per cluster
+        return _checked(lambda raw, size: zstd.ZstdDecompressor().decompress(raw, size))
+    context = zstd.ZstdDecompressor()  # reused: a new one costs as much as decompressing
+    return _checked(lambda raw, size: context.stream_reader(raw).read(size))
+
+
+def _inflate(raw: Buffer, size: int) -> bytes:
     try:
-        if compression_type != ZSTD:
-            return zlib.decompressobj(DEFLATE_WBITS).decompress(raw, size)
-        kind, zstd = _zstd()
-        if kind == "stdlib":
-            return zstd.ZstdDecompressor().decompress(raw, size)
-        return zstd.ZstdDecompressor().stream_reader(io.BytesIO(raw)).read(size)
-    except Qcow2Error:
-        raise
-    except Exception as exc:  # each library's own error type
+        return zlib.decompressobj(DEFLATE_WBITS).decompress(raw, size)
+    except zlib.error as exc:
         raise CompressionError(str(exc)) from None
+
+
+def _checked(function: Callable[[Buffer, int], bytes]) -> Callable[[Buffer, int], bytes]:
+    """function, its library's own errors raised as CompressionError."""
+    def run(raw: Buffer, size: int) -> bytes:
+        try:
+            return function(raw, size)
+        except Exception as exc:  # each library's own error type
+            raise CompressionError(str(exc)) from None
+    return run
 
 
 def compress(data: bytes, compression_type: int) -> bytes:

@@ -25,8 +25,8 @@ from .secret import Secrets
 from . import tables
 
 COPY_CHUNK = 64 << 20
-BATCH_BYTES = 4 << 20  # decompressed bytes per job of the thread pool
-AHEAD_BYTES = 16 << 20  # data decompressed ahead of the writer: about the larger of
+BATCH_BYTES = 1 << 20  # decompressed bytes per job of the thread pool (and per piece)
+AHEAD_BYTES = 4 << 20  # data decompressed ahead of the writer: about the larger of
 # this and two jobs per core
 DECRYPT_CHUNK = 4 << 20  # guest bytes decrypted at a time
 SECTOR = 512
@@ -34,13 +34,14 @@ PathLike = Union[str, Path]
 
 
 class Piece(NamedTuple):
-    """Guest bytes [start, start+length): zeros, a file's bytes at offset, or data."""
+    """Guest bytes [start, start+length): zeros, a file's bytes at offset, or data (its
+    chunks in order, written with one gather write)."""
 
     start: int
     length: int
     fd: Optional[int] = None
     offset: int = 0
-    data: Optional[bytes] = None
+    data: Optional[List[bytes]] = None
 
     @property
     def zero(self) -> bool:
@@ -48,11 +49,12 @@ class Piece(NamedTuple):
 
 
 class _Decompressor:
-    """Compressed clusters of one image, read and decompressed as QEMU does, in
-    batches on the chain's thread pool; the last cluster's job is kept for the next
-    read of the same cluster."""
+    """Compressed clusters of one image, read and decompressed as QEMU does, a batch
+    of clusters per job on the chain's thread pool; the last cluster's job is kept
+    for the next read of the same cluster."""
 
     def __init__(self, layer: Qcow2Layer, pool: ahead.Pool) -> None:
+        self.size = layer.geometry.cluster_size
         self.geometry = layer.geometry
         self.image = layer.image
         self.compression_type = layer.image.header.compression_type
@@ -60,28 +62,38 @@ class _Decompressor:
         self.last: Optional[Tuple[int, Future[List[bytes]], int]] = None  # entry, job, index
         compression.check_available(self.compression_type)
 
-    def submit(self, entries: List[int]) -> Future[List[bytes]]:
-        """A job that decompresses the clusters of these L2 entries, in order."""
-        offsets, lengths = tables.compressed_extents(np.array(entries, dtype=np.uint64),
-                                                     self.geometry)
-        job = self.pool.submit(self._clusters, offsets.tolist(), lengths.tolist())
+    def submit(self, entries: List[int], offsets: List[int],
+               lengths: List[int]) -> Future[List[bytes]]:
+        """A job that decompresses the clusters of these L2 entries (their compressed
+        extents at offsets, lengths), in order."""
+        job = self.pool.submit(self._clusters, offsets, lengths)
         self.last = (entries[-1], job, len(entries) - 1)
         return job
 
     def _clusters(self, offsets: List[int], lengths: List[int]) -> List[bytes]:
-        return [self._cluster(offset, length) for offset, length in zip(offsets, lengths)]
-
-    def _cluster(self, offset: int, length: int) -> bytes:
-        raw = self.image.read_stored(offset, length)
-        size = self.geometry.cluster_size
-        try:
-            data = compression.decompress(raw, size, self.compression_type)
-        except compression.CompressionError as exc:
-            raise Qcow2Error("compressed cluster", offset, f"does not decompress: {exc}") from None
-        if len(data) != size:
-            raise Qcow2Error("compressed cluster", offset,
-                             f"decompresses to {len(data)} bytes, not a whole cluster ({size})")
-        return data
+        """Runs on the pool: the clusters, their compressed bytes read at once when
+        they lie together (as qemu writes them) and one by one when scattered."""
+        low = min(offsets)
+        high = max(o + n for o, n in zip(offsets, lengths))
+        if high - low <= sum(lengths) + self.size:
+            stored = memoryview(self.image.read_stored(low, high - low))
+            raws = [stored[o - low:o - low + n] for o, n in zip(offsets, lengths)]
+        else:
+            raws = [memoryview(self.image.read_stored(o, n)) for o, n in zip(offsets, lengths)]
+        decompress = compression.decompressor(self.compression_type)
+        size = self.size
+        clusters = []
+        for offset, raw in zip(offsets, raws):
+            try:
+                data = decompress(raw, size)
+            except compression.CompressionError as exc:
+                raise Qcow2Error("compressed cluster", offset,
+                                 f"does not decompress: {exc}") from None
+            if len(data) != size:
+                raise Qcow2Error("compressed cluster", offset, f"decompresses to "
+                                 f"{len(data)} bytes, not a whole cluster ({size})")
+            clusters.append(data)
+        return clusters
 
 
 class Chain:
@@ -96,7 +108,7 @@ class Chain:
         self.decompressors: Dict[int, _Decompressor] = {}
         self.decryptors: Dict[int, Decryptor] = {}
         self.pool = ahead.Pool()
-        biggest = DECRYPT_CHUNK if secrets is not None else 0  # the largest piece of data
+        biggest = max(BATCH_BYTES, DECRYPT_CHUNK if secrets is not None else 0)  # of a piece
         layer: Optional[Layer] = top
         while layer is not None:
             if isinstance(layer, Qcow2Layer):
@@ -109,8 +121,7 @@ class Chain:
                 assert decryptor is not None
                 self.decryptors[id(layer)] = decryptor
             layer = layer.backing if isinstance(layer, Qcow2Layer) else None
-        per_job = max(1, BATCH_BYTES // max(biggest, 1))
-        self.ahead = max(2 * self.pool.workers * per_job, AHEAD_BYTES // max(biggest, 1))
+        self.ahead = max(2 * self.pool.workers, AHEAD_BYTES // biggest)
 
     def close(self) -> None:
         self.pool.close()
@@ -176,7 +187,7 @@ class Chain:
             raw = os.pread(fd, span, host)
             raw += bytes(span - len(raw))  # past the end of the file: zeros
             plain = decryptor.decrypt(raw, host, pos - lead)
-            yield Piece(pos, stop - pos, data=plain[lead:lead + stop - pos])
+            yield Piece(pos, stop - pos, data=[plain[lead:lead + stop - pos]])
             pos = stop
 
     def _raw(self, layer: RawLayer, start: int, end: int) -> Iterator[Piece]:
@@ -194,42 +205,53 @@ class Chain:
         if end > max(start, stop):
             yield Piece(max(start, stop), end - max(start, stop))
 
-    def _compressed(self, layer: Qcow2Layer, run: Run) -> Iterator[ahead.Later]:
-        """A run of compressed clusters, decompressed BATCH_BYTES at a time per job."""
+    def _compressed(self, layer: Qcow2Layer, run: Run) -> Iterator[Union[Piece, ahead.Later]]:
+        """A run of compressed clusters, BATCH_BYTES of them per job and per piece."""
         decompressor = self.decompressors.get(id(layer))
         if decompressor is None:
             decompressor = self.decompressors[id(layer)] = _Decompressor(layer, self.pool)
         size = layer.geometry.cluster_size
         first_unit = run.start - run.start % layer.unit
-        spans = []  # (start, end) of each cluster's part of the run
-        pos = run.start
-        while pos < run.end:
-            stop = min(run.end, pos - pos % size + size)
-            spans.append((pos, stop))
-            pos = stop
-        entries = [int(run.entries[(a - first_unit) // layer.unit]) for a, _ in spans]
+        starts = np.arange(run.start - run.start % size, run.end, size, dtype=np.int64)
+        starts[0] = run.start  # where each cluster's part of the run begins
+        raw_entries = run.entries[(starts - first_unit) // layer.unit]
+        offsets, lengths = tables.compressed_extents(raw_entries, layer.geometry)
+        entries, offsets, lengths = raw_entries.tolist(), offsets.tolist(), lengths.tolist()
+        bounds = [*starts.tolist(), run.end]
         last = decompressor.last
+        first = 0
         if last is not None and last[0] == entries[0]:  # the cluster read last time
-            yield _later(last[1], last[2], *spans[0], size)
-            spans, entries = spans[1:], entries[1:]
+            yield _later(last[1], last[2], 1, bounds[0], bounds[1], size)
+            first = 1
         per_job = max(1, BATCH_BYTES // size)
-        for first in range(0, len(entries), per_job):
-            job = decompressor.submit(entries[first:first + per_job])
-            for index, (a, b) in enumerate(spans[first:first + per_job]):
-                yield _later(job, index, a, b, size)
+        for a in range(first, len(entries), per_job):
+            b = min(a + per_job, len(entries))
+            job = decompressor.submit(entries[a:b], offsets[a:b], lengths[a:b])
+            yield _later(job, 0, b - a, bounds[a], bounds[b], size)
 
 
-def _later(job: Future[List[bytes]], index: int, start: int, end: int,
+def _later(job: Future[List[bytes]], first: int, count: int, start: int, end: int,
            size: int) -> ahead.Later:
-    """Guest bytes [start, end) of the index-th cluster a decompression job returns."""
-    lead = start % size
-    return ahead.Later(job, lambda clusters: Piece(start, end - start,
-                                                   data=clusters[index][lead:lead + end - start]))
+    """Guest bytes [start, end) of count clusters a decompression job returns from its
+    first on: a partly read cluster at either end is cut."""
+    def piece(clusters: List[bytes]) -> Piece:
+        chunks = clusters[first:first + count]
+        lead, tail = start % size, -end % size
+        if lead or tail:
+            if count == 1:
+                chunks[0] = chunks[0][lead:size - tail]
+            else:
+                chunks[0], chunks[-1] = chunks[0][lead:], chunks[-1][:size - tail]
+        return Piece(start, end - start, data=chunks)
+    return ahead.Later(job, piece)
 
 
 def _fill(piece: Piece, view: memoryview) -> None:
     if piece.data is not None:
-        view[:] = piece.data
+        at = 0
+        for chunk in piece.data:
+            view[at:at + len(chunk)] = chunk
+            at += len(chunk)
     elif piece.fd is None:
         view[:] = bytes(len(view))
     else:
@@ -325,7 +347,7 @@ def copy(disk: GuestDisk, out: Output, start: int, length: int,
         for piece in disk.chain.pieces(disk.chain.top, start, start + length):
             at = piece.start - start
             if piece.data is not None:
-                out.write(at, piece.data)
+                out.write_chunks(at, piece.data)
             elif piece.fd is not None:
                 if buffer is None:
                     buffer = memoryview(bytearray(min(COPY_CHUNK, length)))
