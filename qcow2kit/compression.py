@@ -42,31 +42,36 @@ def check_available(compression_type: int) -> None:
         _zstd()
 
 
-def decompressor(compression_type: int) -> Callable[[Buffer, int], bytes]:
-    """A function that gives up to size bytes of the cluster compressed in raw (a
-    compressed cluster's slot: the data, then whatever follows it in its last sector).
-    It keeps a decompression context between calls: one per thread."""
+def decompressor(compression_type: int) -> Callable[[Buffer, memoryview], int]:
+    """A function that decompresses the cluster compressed in raw (a compressed
+    cluster's slot: the data, then whatever follows it in its last sector) into out,
+    up to its length, and gives the number of bytes it wrote. It keeps a decompression
+    context between calls: one per thread."""
     if compression_type != ZSTD:
-        return _inflate
+        return _checked(_inflate)
     kind, zstd = _zstd()
     if kind == "stdlib":  # its decompressor reads one frame: a new one per cluster
-        return _checked(lambda raw, size: zstd.ZstdDecompressor().decompress(raw, size))
+        return _checked(lambda raw, out: _copy(zstd.ZstdDecompressor().decompress(
+            raw, len(out)), out))
     context = zstd.ZstdDecompressor()  # reused: a new one costs as much as decompressing
-    return _checked(lambda raw, size: context.stream_reader(raw).read(size))
+    return _checked(lambda raw, out: context.stream_reader(raw).readinto(out))
 
 
-def _inflate(raw: Buffer, size: int) -> bytes:
-    try:
-        return zlib.decompressobj(DEFLATE_WBITS).decompress(raw, size)
-    except zlib.error as exc:
-        raise CompressionError(str(exc)) from None
+def _inflate(raw: Buffer, out: memoryview) -> int:
+    return _copy(zlib.decompressobj(DEFLATE_WBITS).decompress(raw, len(out)), out)
 
 
-def _checked(function: Callable[[Buffer, int], bytes]) -> Callable[[Buffer, int], bytes]:
+def _copy(data: bytes, out: memoryview) -> int:
+    out[:len(data)] = data
+    return len(data)
+
+
+def _checked(function: Callable[[Buffer, memoryview], int]
+             ) -> Callable[[Buffer, memoryview], int]:
     """function, its library's own errors raised as CompressionError."""
-    def run(raw: Buffer, size: int) -> bytes:
+    def run(raw: Buffer, out: memoryview) -> int:
         try:
-            return function(raw, size)
+            return function(raw, out)
         except Exception as exc:  # each library's own error type
             raise CompressionError(str(exc)) from None
     return run

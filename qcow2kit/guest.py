@@ -10,7 +10,8 @@ import io
 import os
 from concurrent.futures import Future
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List, NamedTuple, Optional, Tuple, Union
+from typing import (Callable, Dict, Iterator, List, NamedTuple, Optional, Tuple, Union,
+                    cast)
 
 import numpy as np
 
@@ -34,14 +35,13 @@ PathLike = Union[str, Path]
 
 
 class Piece(NamedTuple):
-    """Guest bytes [start, start+length): zeros, a file's bytes at offset, or data (its
-    chunks in order, written with one gather write)."""
+    """Guest bytes [start, start+length): zeros, a file's bytes at offset, or data."""
 
     start: int
     length: int
     fd: Optional[int] = None
     offset: int = 0
-    data: Optional[List[bytes]] = None
+    data: Optional[Union[bytes, memoryview]] = None
 
     @property
     def zero(self) -> bool:
@@ -50,50 +50,75 @@ class Piece(NamedTuple):
 
 class _Decompressor:
     """Compressed clusters of one image, read and decompressed as QEMU does, a batch
-    of clusters per job on the chain's thread pool; the last cluster's job is kept
-    for the next read of the same cluster."""
+    per job on the chain's thread pool, into buffers used again once their piece is
+    done with; the last cluster decompressed is kept for the next read of it."""
 
     def __init__(self, layer: Qcow2Layer, pool: ahead.Pool) -> None:
         self.size = layer.geometry.cluster_size
-        self.geometry = layer.geometry
+        self.per_job = max(1, BATCH_BYTES // self.size)
         self.image = layer.image
         self.compression_type = layer.image.header.compression_type
         self.pool = pool
-        self.last: Optional[Tuple[int, Future[List[bytes]], int]] = None  # entry, job, index
+        self.outputs: List[bytearray] = []  # free buffers, per_job clusters each
+        self.inputs: List[bytearray] = []  # free buffers for compressed bytes
+        self.last: Optional[Tuple[int, bytes]] = None  # L2 entry, cluster
         compression.check_available(self.compression_type)
 
-    def submit(self, entries: List[int], offsets: List[int],
-               lengths: List[int]) -> Future[List[bytes]]:
-        """A job that decompresses the clusters of these L2 entries (their compressed
-        extents at offsets, lengths), in order."""
-        job = self.pool.submit(self._clusters, offsets, lengths)
-        self.last = (entries[-1], job, len(entries) - 1)
-        return job
+    def submit(self, entries: List[int], offsets: List[int], lengths: List[int]
+               ) -> Future[memoryview]:
+        """A job that decompresses the clusters of these L2 entries (at most per_job;
+        their compressed extents at offsets, lengths), in order, into one buffer."""
+        return self.pool.submit(self._clusters, entries[-1], offsets, lengths)
 
-    def _clusters(self, offsets: List[int], lengths: List[int]) -> List[bytes]:
+    def release(self, clusters: memoryview) -> None:
+        """A job's buffer is no longer used."""
+        self.outputs.append(cast(bytearray, clusters.obj))
+
+    def _clusters(self, entry: int, offsets: List[int], lengths: List[int]) -> memoryview:
         """Runs on the pool: the clusters, their compressed bytes read at once when
         they lie together (as qemu writes them) and one by one when scattered."""
+        size = self.size
         low = min(offsets)
         high = max(o + n for o, n in zip(offsets, lengths))
-        if high - low <= sum(lengths) + self.size:
-            stored = memoryview(self.image.read_stored(low, high - low))
-            raws = [stored[o - low:o - low + n] for o, n in zip(offsets, lengths)]
-        else:
-            raws = [memoryview(self.image.read_stored(o, n)) for o, n in zip(offsets, lengths)]
-        decompress = compression.decompressor(self.compression_type)
-        size = self.size
-        clusters = []
-        for offset, raw in zip(offsets, raws):
-            try:
-                data = decompress(raw, size)
-            except compression.CompressionError as exc:
-                raise Qcow2Error("compressed cluster", offset,
-                                 f"does not decompress: {exc}") from None
-            if len(data) != size:
-                raise Qcow2Error("compressed cluster", offset, f"decompresses to "
-                                 f"{len(data)} bytes, not a whole cluster ({size})")
-            clusters.append(data)
-        return clusters
+        together = high - low <= sum(lengths) + size
+        out = memoryview(_take(self.outputs, self.per_job * size))[:len(offsets) * size]
+        need = high - low if together else max(lengths)
+        raw = _take(self.inputs, need, need // 4)
+        try:
+            stored = self._read(raw, low, high - low) if together else memoryview(raw)
+            decompress = compression.decompressor(self.compression_type)
+            at = 0
+            for offset, length in zip(offsets, lengths):
+                data = stored[offset - low:offset - low + length] if together \
+                    else self._read(raw, offset, length)
+                try:
+                    done = decompress(data, out[at:at + size])
+                except compression.CompressionError as exc:
+                    raise Qcow2Error("compressed cluster", offset,
+                                     f"does not decompress: {exc}") from None
+                if done != size:
+                    raise Qcow2Error("compressed cluster", offset, f"decompresses to "
+                                     f"{done} bytes, not a whole cluster ({size})")
+                at += size
+        finally:
+            self.inputs.append(raw)
+        self.last = (entry, out[at - size:at].tobytes())
+        return out
+
+    def _read(self, raw: bytearray, offset: int, length: int) -> memoryview:
+        """length bytes of the image at offset, read into raw: short at its end."""
+        view = memoryview(raw)[:length]
+        return view[:os.preadv(self.image.fileno(), [view], offset)]
+
+
+def _take(free: List[bytearray], size: int, spare: int = 0) -> bytearray:
+    """A buffer of at least size bytes: a free one, else a new one with spare bytes
+    more (for the next, slightly larger needs)."""
+    try:
+        buffer = free.pop()
+    except IndexError:
+        return bytearray(size + spare)
+    return buffer if len(buffer) >= size else bytearray(size + spare)
 
 
 class Chain:
@@ -187,7 +212,7 @@ class Chain:
             raw = os.pread(fd, span, host)
             raw += bytes(span - len(raw))  # past the end of the file: zeros
             plain = decryptor.decrypt(raw, host, pos - lead)
-            yield Piece(pos, stop - pos, data=[plain[lead:lead + stop - pos]])
+            yield Piece(pos, stop - pos, data=plain[lead:lead + stop - pos])
             pos = stop
 
     def _raw(self, layer: RawLayer, start: int, end: int) -> Iterator[Piece]:
@@ -221,37 +246,30 @@ class Chain:
         last = decompressor.last
         first = 0
         if last is not None and last[0] == entries[0]:  # the cluster read last time
-            yield _later(last[1], last[2], 1, bounds[0], bounds[1], size)
+            lead = bounds[0] % size
+            yield Piece(bounds[0], bounds[1] - bounds[0],
+                        data=last[1][lead:lead + bounds[1] - bounds[0]])
             first = 1
-        per_job = max(1, BATCH_BYTES // size)
+        per_job = decompressor.per_job
         for a in range(first, len(entries), per_job):
             b = min(a + per_job, len(entries))
             job = decompressor.submit(entries[a:b], offsets[a:b], lengths[a:b])
-            yield _later(job, 0, b - a, bounds[a], bounds[b], size)
+            yield _later(job, bounds[a], bounds[b], size, decompressor.release)
 
 
-def _later(job: Future[List[bytes]], first: int, count: int, start: int, end: int,
-           size: int) -> ahead.Later:
-    """Guest bytes [start, end) of count clusters a decompression job returns from its
-    first on: a partly read cluster at either end is cut."""
-    def piece(clusters: List[bytes]) -> Piece:
-        chunks = clusters[first:first + count]
-        lead, tail = start % size, -end % size
-        if lead or tail:
-            if count == 1:
-                chunks[0] = chunks[0][lead:size - tail]
-            else:
-                chunks[0], chunks[-1] = chunks[0][lead:], chunks[-1][:size - tail]
-        return Piece(start, end - start, data=chunks)
-    return ahead.Later(job, piece)
+def _later(job: Future[memoryview], start: int, end: int, size: int,
+           release: Callable[[memoryview], None]) -> ahead.Later:
+    """Guest bytes [start, end) of the clusters a decompression job returns (the
+    first cluster is the one start falls in)."""
+    lead = start % size
+    return ahead.Later(job, lambda clusters: Piece(start, end - start,
+                                                   data=clusters[lead:lead + end - start]),
+                       release)
 
 
 def _fill(piece: Piece, view: memoryview) -> None:
     if piece.data is not None:
-        at = 0
-        for chunk in piece.data:
-            view[at:at + len(chunk)] = chunk
-            at += len(chunk)
+        view[:] = piece.data
     elif piece.fd is None:
         view[:] = bytes(len(view))
     else:
@@ -347,7 +365,7 @@ def copy(disk: GuestDisk, out: Output, start: int, length: int,
         for piece in disk.chain.pieces(disk.chain.top, start, start + length):
             at = piece.start - start
             if piece.data is not None:
-                out.write_chunks(at, piece.data)
+                out.write(at, piece.data)
             elif piece.fd is not None:
                 if buffer is None:
                     buffer = memoryview(bytearray(min(COPY_CHUNK, length)))

@@ -13,16 +13,14 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
-from typing import Dict, Iterator, List, Sequence, Tuple, Union
+from typing import Dict, Iterator, Tuple, Union
 
 from .locking import ImageLocked, lock_for_writing
 
 SPARSE_BLOCK = 4096  # qemu-img convert's default minimum hole (-S 4k)
-IOV_MAX = 1024  # buffers per gather write (Linux's limit)
 SMALL_VIEW = 1 << 20  # writes up to this size are scanned for zero blocks without numpy
 _ZEROS = bytes(SPARSE_BLOCK)
 FileId = Tuple[int, int]  # st_dev, st_ino
-Buffer = Union[bytes, bytearray, memoryview]
 _FLAGS = os.O_NOCTTY | os.O_NONBLOCK | os.O_CLOEXEC  # a FIFO without reader: ENXIO
 # qemu's locks are read locks, which need a readable descriptor: files and block
 # devices are opened for reading and writing, anything else (a FIFO) write-only.
@@ -63,52 +61,31 @@ class Output:
         self.pos = 0
         self.touched = False  # some bytes (may) have been written
 
-    def write(self, offset: int, data: Buffer) -> None:
+    def write(self, offset: int, data: Union[bytes, memoryview]) -> None:
         """Write data at offset; in a sparse output its zero blocks stay holes."""
-        self.write_chunks(offset, [data])
-
-    def write_chunks(self, offset: int, chunks: Sequence[Buffer]) -> None:
-        """Write chunks one after the other from offset, consecutive ones with one
-        gather write; in a sparse output their zero blocks stay holes."""
         if not self.sparse:
             assert offset == self.pos, "a stream is written in order"
-            self._write_all([memoryview(c).cast("B") for c in chunks if len(c)], offset)
+            self._write_all(memoryview(data), offset)
             return
-        views: List[memoryview] = []  # one run of data, [start, stop) of the output
-        start = stop = at = offset
-        for chunk in chunks:
-            view = memoryview(chunk).cast("B")
-            if not view:
-                continue
-            for a, b in nonzero_blocks(view, at):
-                if views and at + a != stop:
-                    self._write_all(views, start)
-                    views = []
-                if not views:
-                    start = at + a
-                views.append(view[a:b])
-                stop = at + b
-            at += len(view)
-        if views:
-            self._write_all(views, start)
+        view = memoryview(data).cast("B")
+        for start, end in nonzero_blocks(view, offset):
+            self._write_all(view[start:end], offset + start)
 
     def zeros(self, offset: int, length: int) -> None:
         """Guest zeros: nothing in a sparse output (its holes read as zeros)."""
         if self.sparse:
             return
-        block = memoryview(bytes(min(length, 1 << 20)))
+        block = bytes(min(length, 1 << 20))
         while length:
             n = min(length, len(block))
-            self._write_all([block[:n]], offset)
+            self._write_all(memoryview(block)[:n], offset)
             offset += n
             length -= n
 
-    def _write_all(self, views: List[memoryview], offset: int) -> None:
-        """Write views one after the other at offset (a stream: at its position)."""
-        while views:
-            batch = views[:IOV_MAX]
+    def _write_all(self, view: memoryview, offset: int) -> None:
+        while len(view):
             try:
-                n = os.pwritev(self.fd, batch, offset) if self.sparse else os.writev(self.fd, batch)
+                n = os.pwrite(self.fd, view, offset) if self.sparse else os.write(self.fd, view)
             except BrokenPipeError:
                 raise ReaderGone(self.name) from None
             except OSError as exc:
@@ -118,17 +95,11 @@ class Output:
                 raise
             self.touched = self.touched or n > 0
             if n <= 0:
-                raise OutputError(self.name, f"short write: {sum(map(len, batch))} bytes at "
-                                  f"offset {offset} not written")
+                raise OutputError(self.name, f"short write: {len(view)} bytes at offset "
+                                  f"{offset} not written")
+            view = view[n:]
             offset += n
             self.pos = offset
-            done = 0  # views written whole
-            while done < len(views) and n >= len(views[done]):
-                n -= len(views[done])
-                done += 1
-            views = views[done:]
-            if n:
-                views[0] = views[0][n:]
 
     def finish(self, size: int) -> None:
         """Give a sparse output its full size (a trailing hole)."""
@@ -222,7 +193,7 @@ def open_file(path: str, inputs: Dict[FileId, str]) -> Iterator[Output]:
             except ImageLocked as exc:
                 raise OutputError(path, exc.problem) from None
         os.set_blocking(fd, True)
-        if regular and not created:  # (ext4 flushes a file truncated to 0 on close)
+        if regular and not created:  # (ext4 writes back a file cut to 0 when it is closed)
             _io(path, os.ftruncate, fd, 0)
         out = Output(fd, path, sparse=regular)
         yield out

@@ -247,15 +247,15 @@ def test_io_error(images, tmp_path: Path, monkeypatch) -> None:
     from click.testing import CliRunner
     from qcow2kit.cli import main
 
-    pwritev = os.pwritev
+    pwrite = os.pwrite
     calls: List[int] = []
 
-    def failing(fd: int, buffers, offset: int) -> int:
+    def failing(fd: int, data, offset: int) -> int:
         calls.append(offset)
         if len(calls) > 1:
             raise OSError(errno.EIO, os.strerror(errno.EIO))
-        return pwritev(fd, buffers, offset)
-    monkeypatch.setattr(os, "pwritev", failing)
+        return pwrite(fd, data, offset)
+    monkeypatch.setattr(os, "pwrite", failing)
     out = tmp_path / "out.raw"
     result = CliRunner().invoke(main, ["convert", str(images["backing_chain"]), str(out)])
     assert len(calls) == 2
@@ -477,41 +477,3 @@ def test_zero_blocks_found_alike_small_and_large(monkeypatch, offset: int) -> No
     monkeypatch.setattr(output_module, "SMALL_VIEW", 0)
     large = list(output_module.nonzero_blocks(view, offset))
     assert small == large == expected
-
-
-@pytest.mark.parametrize("sparse", [True, False])
-def test_gather_writes_cut_short_are_completed(monkeypatch, tmp_path: Path,
-                                               sparse: bool) -> None:
-    """Gather writes the system takes only in part (at most 1000 bytes a call) are
-    carried on where they stopped: the file, or the pipe's reader, gets every byte in
-    order; in the file the zero blocks stay holes."""
-    rng = random.Random(5)
-    chunks = [rng.randbytes(5000), bytes(8192), rng.randbytes(3000), b"", rng.randbytes(4096)]
-    expected = b"".join(chunks)
-    calls: List[int] = []
-
-    def cut(call: Callable[..., int]) -> Callable[..., int]:
-        def limited(fd: int, buffers, *offset: int) -> int:
-            calls.append(len(buffers))
-            return call(fd, [b"".join(bytes(b) for b in buffers)[:1000]], *offset)
-        return limited
-    monkeypatch.setattr(os, "pwritev", cut(os.pwritev))
-    monkeypatch.setattr(os, "writev", cut(os.writev))
-    if sparse:
-        path = tmp_path / "out.raw"
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-        out = output_module.Output(fd, str(path), sparse=True)
-        out.write_chunks(4096, chunks)
-        out.finish(4096 + len(expected))
-        os.close(fd)
-        assert path.read_bytes() == bytes(4096) + expected
-        data = path.read_bytes()
-        assert holes(path) == [not any(data[i:i + 4096]) for i in range(0, len(data), 4096)]
-    else:
-        r, w = os.pipe()
-        out = output_module.Output(w, "pipe", sparse=False)
-        out.write_chunks(0, chunks)
-        os.close(w)
-        with os.fdopen(r, "rb") as reader:
-            assert reader.read() == expected
-    assert max(calls) > 1  # chunks were gathered
