@@ -176,7 +176,8 @@ class Chain:
 
     def pieces(self, layer: Layer, start: int, end: int) -> Iterator[Piece]:
         """What guest bytes [start, end) of layer (and below it) read as, in order;
-        compressed clusters are decompressed ahead on every core (see AHEAD_BYTES)."""
+        compressed clusters are decompressed ahead on every core (see AHEAD_BYTES).
+        A piece's data is valid until the next piece is asked for."""
         return ahead.in_order(self._pieces(layer, start, end), self.ahead)
 
     def _pieces(self, layer: Layer, start: int, end: int
