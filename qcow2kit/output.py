@@ -18,6 +18,8 @@ from typing import Dict, Iterator, Tuple, Union
 from .locking import ImageLocked, lock_for_writing
 
 SPARSE_BLOCK = 4096  # qemu-img convert's default minimum hole (-S 4k)
+WRITE_MAX = 256 << 10  # bytes per write call: Linux (6.x, ext4) caches a larger write in
+# large folios, whose allocation made writing 1 GiB 3 to 5 times slower here
 SMALL_VIEW = 1 << 20  # writes up to this size are scanned for zero blocks without numpy
 _ZEROS = bytes(SPARSE_BLOCK)
 FileId = Tuple[int, int]  # st_dev, st_ino
@@ -85,7 +87,8 @@ class Output:
     def _write_all(self, view: memoryview, offset: int) -> None:
         while len(view):
             try:
-                n = os.pwrite(self.fd, view, offset) if self.sparse else os.write(self.fd, view)
+                part = view[:WRITE_MAX]
+                n = os.pwrite(self.fd, part, offset) if self.sparse else os.write(self.fd, part)
             except BrokenPipeError:
                 raise ReaderGone(self.name) from None
             except OSError as exc:
