@@ -3,7 +3,8 @@
 Decompressing a cluster (zlib or zstd) and reading it (pread) release the GIL, so a
 thread pool runs them on all cores while the caller writes what came before. Jobs are
 started as their items are met and their results taken in the order of the items;
-at most `limit` items wait at a time, so no more than that many results are held.
+at most `limit` items wait at a time, so no more than that many results are held
+(and a result's buffers can be used again once its item is done with).
 """
 from __future__ import annotations
 
@@ -23,14 +24,21 @@ def cores() -> int:
 
 class Later:
     """An item whose value a job computes; value(result) makes the item from the
-    job's result."""
+    job's result, and release(result), when given, runs once the item is done with."""
 
-    def __init__(self, future: "Future[Any]", value: Callable[[Any], Any]) -> None:
+    def __init__(self, future: "Future[Any]", value: Callable[[Any], Any],
+                 release: Optional[Callable[[Any], None]] = None) -> None:
         self.future = future
         self.value = value
+        self.release = release
 
     def get(self) -> Any:
         return self.value(self.future.result())
+
+    def done(self) -> None:
+        """The item's value is no longer used."""
+        if self.release is not None:
+            self.release(self.future.result())
 
 
 class Pool:
@@ -62,12 +70,20 @@ class Pool:
 
 def in_order(items: Iterable[Union[Later, Any]], limit: int) -> Iterator[Any]:
     """items with each Later replaced by its value, in order; while the first waits,
-    up to limit items are taken ahead (so their jobs run meanwhile)."""
+    up to limit items are taken ahead (so their jobs run meanwhile). A Later's value
+    is used until the next item is asked for: it is released then."""
     waiting: Deque[Any] = deque()
     for item in items:
         waiting.append(item)
         while waiting and (not isinstance(waiting[0], Later) or len(waiting) > limit):
-            first = waiting.popleft()
-            yield first.get() if isinstance(first, Later) else first
+            yield from _hand(waiting.popleft())
     for first in waiting:
-        yield first.get() if isinstance(first, Later) else first
+        yield from _hand(first)
+
+
+def _hand(item: Union[Later, Any]) -> Iterator[Any]:
+    if not isinstance(item, Later):
+        yield item
+        return
+    yield item.get()
+    item.done()

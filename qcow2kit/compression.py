@@ -5,14 +5,14 @@ from the zstandard package, which qcow2kit depends on there.
 """
 from __future__ import annotations
 
-import io
 import zlib
-from typing import Any, Tuple
+from typing import Any, Callable, Tuple, Union
 
 from .errors import Qcow2Error
 
 DEFLATE_WBITS = -12  # raw deflate, 4 KiB window, as qemu's qcow2_compress writes it
 ZSTD = 1  # compression_type
+Buffer = Union[bytes, bytearray, memoryview]
 
 
 class CompressionError(Exception):
@@ -42,20 +42,39 @@ def check_available(compression_type: int) -> None:
         _zstd()
 
 
-def decompress(raw: bytes, size: int, compression_type: int) -> bytes:
-    """Up to size bytes of the cluster compressed in raw (a compressed cluster's slot:
-    the data, then whatever follows it in its last sector)."""
-    try:
-        if compression_type != ZSTD:
-            return zlib.decompressobj(DEFLATE_WBITS).decompress(raw, size)
-        kind, zstd = _zstd()
-        if kind == "stdlib":
-            return zstd.ZstdDecompressor().decompress(raw, size)
-        return zstd.ZstdDecompressor().stream_reader(io.BytesIO(raw)).read(size)
-    except Qcow2Error:
-        raise
-    except Exception as exc:  # each library's own error type
-        raise CompressionError(str(exc)) from None
+def decompressor(compression_type: int) -> Callable[[Buffer, memoryview], int]:
+    """A function that decompresses the cluster compressed in raw (a compressed
+    cluster's slot: the data, then whatever follows it in its last sector) into out,
+    up to its length, and gives the number of bytes it wrote. It keeps a decompression
+    context between calls: one per thread."""
+    if compression_type != ZSTD:
+        return _checked(_inflate)
+    kind, zstd = _zstd()
+    if kind == "stdlib":  # its decompressor reads one frame: a new one per cluster
+        return _checked(lambda raw, out: _copy(zstd.ZstdDecompressor().decompress(
+            raw, len(out)), out))
+    context = zstd.ZstdDecompressor()  # reused: a new one costs as much as decompressing
+    return _checked(lambda raw, out: context.stream_reader(raw).readinto(out))
+
+
+def _inflate(raw: Buffer, out: memoryview) -> int:
+    return _copy(zlib.decompressobj(DEFLATE_WBITS).decompress(raw, len(out)), out)
+
+
+def _copy(data: bytes, out: memoryview) -> int:
+    out[:len(data)] = data
+    return len(data)
+
+
+def _checked(function: Callable[[Buffer, memoryview], int]
+             ) -> Callable[[Buffer, memoryview], int]:
+    """function, its library's own errors raised as CompressionError."""
+    def run(raw: Buffer, out: memoryview) -> int:
+        try:
+            return function(raw, out)
+        except Exception as exc:  # each library's own error type
+            raise CompressionError(str(exc)) from None
+    return run
 
 
 def compress(data: bytes, compression_type: int) -> bytes:

@@ -10,7 +10,8 @@ import io
 import os
 from concurrent.futures import Future
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List, NamedTuple, Optional, Tuple, Union
+from typing import (Callable, Dict, Iterator, List, NamedTuple, Optional, Tuple, Union,
+                    cast)
 
 import numpy as np
 
@@ -25,8 +26,8 @@ from .secret import Secrets
 from . import tables
 
 COPY_CHUNK = 64 << 20
-BATCH_BYTES = 4 << 20  # decompressed bytes per job of the thread pool
-AHEAD_BYTES = 16 << 20  # data decompressed ahead of the writer: about the larger of
+BATCH_BYTES = 1 << 20  # decompressed bytes per job of the thread pool (and per piece)
+AHEAD_BYTES = 4 << 20  # data decompressed ahead of the writer: about the larger of
 # this and two jobs per core
 DECRYPT_CHUNK = 4 << 20  # guest bytes decrypted at a time
 SECTOR = 512
@@ -40,7 +41,7 @@ class Piece(NamedTuple):
     length: int
     fd: Optional[int] = None
     offset: int = 0
-    data: Optional[bytes] = None
+    data: Optional[Union[bytes, memoryview]] = None
 
     @property
     def zero(self) -> bool:
@@ -48,40 +49,76 @@ class Piece(NamedTuple):
 
 
 class _Decompressor:
-    """Compressed clusters of one image, read and decompressed as QEMU does, in
-    batches on the chain's thread pool; the last cluster's job is kept for the next
-    read of the same cluster."""
+    """Compressed clusters of one image, read and decompressed as QEMU does, a batch
+    per job on the chain's thread pool, into buffers used again once their piece is
+    done with; the last cluster decompressed is kept for the next read of it."""
 
     def __init__(self, layer: Qcow2Layer, pool: ahead.Pool) -> None:
-        self.geometry = layer.geometry
+        self.size = layer.geometry.cluster_size
+        self.per_job = max(1, BATCH_BYTES // self.size)
         self.image = layer.image
         self.compression_type = layer.image.header.compression_type
         self.pool = pool
-        self.last: Optional[Tuple[int, Future[List[bytes]], int]] = None  # entry, job, index
+        self.outputs: List[bytearray] = []  # free buffers, per_job clusters each
+        self.inputs: List[bytearray] = []  # free buffers for compressed bytes
+        self.last: Optional[Tuple[int, bytes]] = None  # L2 entry, cluster
         compression.check_available(self.compression_type)
 
-    def submit(self, entries: List[int]) -> Future[List[bytes]]:
-        """A job that decompresses the clusters of these L2 entries, in order."""
-        offsets, lengths = tables.compressed_extents(np.array(entries, dtype=np.uint64),
-                                                     self.geometry)
-        job = self.pool.submit(self._clusters, offsets.tolist(), lengths.tolist())
-        self.last = (entries[-1], job, len(entries) - 1)
-        return job
+    def submit(self, entries: List[int], offsets: List[int], lengths: List[int]
+               ) -> Future[memoryview]:
+        """A job that decompresses the clusters of these L2 entries (at most per_job;
+        their compressed extents at offsets, lengths), in order, into one buffer."""
+        return self.pool.submit(self._clusters, entries[-1], offsets, lengths)
 
-    def _clusters(self, offsets: List[int], lengths: List[int]) -> List[bytes]:
-        return [self._cluster(offset, length) for offset, length in zip(offsets, lengths)]
+    def release(self, clusters: memoryview) -> None:
+        """A job's buffer is no longer used."""
+        self.outputs.append(cast(bytearray, clusters.obj))
 
-    def _cluster(self, offset: int, length: int) -> bytes:
-        raw = self.image.read_stored(offset, length)
-        size = self.geometry.cluster_size
+    def _clusters(self, entry: int, offsets: List[int], lengths: List[int]) -> memoryview:
+        """Runs on the pool: the clusters, their compressed bytes read at once when
+        they lie together (as qemu writes them) and one by one when scattered."""
+        size = self.size
+        low = min(offsets)
+        high = max(o + n for o, n in zip(offsets, lengths))
+        together = high - low <= sum(lengths) + size
+        out = memoryview(_take(self.outputs, self.per_job * size))[:len(offsets) * size]
+        need = high - low if together else max(lengths)
+        raw = _take(self.inputs, need, need // 4)
         try:
-            data = compression.decompress(raw, size, self.compression_type)
-        except compression.CompressionError as exc:
-            raise Qcow2Error("compressed cluster", offset, f"does not decompress: {exc}") from None
-        if len(data) != size:
-            raise Qcow2Error("compressed cluster", offset,
-                             f"decompresses to {len(data)} bytes, not a whole cluster ({size})")
-        return data
+            stored = self._read(raw, low, high - low) if together else memoryview(raw)
+            decompress = compression.decompressor(self.compression_type)
+            at = 0
+            for offset, length in zip(offsets, lengths):
+                data = stored[offset - low:offset - low + length] if together \
+                    else self._read(raw, offset, length)
+                try:
+                    done = decompress(data, out[at:at + size])
+                except compression.CompressionError as exc:
+                    raise Qcow2Error("compressed cluster", offset,
+                                     f"does not decompress: {exc}") from None
+                if done != size:
+                    raise Qcow2Error("compressed cluster", offset, f"decompresses to "
+                                     f"{done} bytes, not a whole cluster ({size})")
+                at += size
+        finally:
+            self.inputs.append(raw)
+        self.last = (entry, out[at - size:at].tobytes())
+        return out
+
+    def _read(self, raw: bytearray, offset: int, length: int) -> memoryview:
+        """length bytes of the image at offset, read into raw: short at its end."""
+        view = memoryview(raw)[:length]
+        return view[:os.preadv(self.image.fileno(), [view], offset)]
+
+
+def _take(free: List[bytearray], size: int, spare: int = 0) -> bytearray:
+    """A buffer of at least size bytes: a free one, else a new one with spare bytes
+    more (for the next, slightly larger needs)."""
+    try:
+        buffer = free.pop()
+    except IndexError:
+        return bytearray(size + spare)
+    return buffer if len(buffer) >= size else bytearray(size + spare)
 
 
 class Chain:
@@ -96,7 +133,7 @@ class Chain:
         self.decompressors: Dict[int, _Decompressor] = {}
         self.decryptors: Dict[int, Decryptor] = {}
         self.pool = ahead.Pool()
-        biggest = DECRYPT_CHUNK if secrets is not None else 0  # the largest piece of data
+        biggest = max(BATCH_BYTES, DECRYPT_CHUNK if secrets is not None else 0)  # of a piece
         layer: Optional[Layer] = top
         while layer is not None:
             if isinstance(layer, Qcow2Layer):
@@ -109,8 +146,7 @@ class Chain:
                 assert decryptor is not None
                 self.decryptors[id(layer)] = decryptor
             layer = layer.backing if isinstance(layer, Qcow2Layer) else None
-        per_job = max(1, BATCH_BYTES // max(biggest, 1))
-        self.ahead = max(2 * self.pool.workers * per_job, AHEAD_BYTES // max(biggest, 1))
+        self.ahead = max(2 * self.pool.workers, AHEAD_BYTES // biggest)
 
     def close(self) -> None:
         self.pool.close()
@@ -140,7 +176,8 @@ class Chain:
 
     def pieces(self, layer: Layer, start: int, end: int) -> Iterator[Piece]:
         """What guest bytes [start, end) of layer (and below it) read as, in order;
-        compressed clusters are decompressed ahead on every core (see AHEAD_BYTES)."""
+        compressed clusters are decompressed ahead on every core (see AHEAD_BYTES).
+        A piece's data is valid until the next piece is asked for."""
         return ahead.in_order(self._pieces(layer, start, end), self.ahead)
 
     def _pieces(self, layer: Layer, start: int, end: int
@@ -194,37 +231,41 @@ class Chain:
         if end > max(start, stop):
             yield Piece(max(start, stop), end - max(start, stop))
 
-    def _compressed(self, layer: Qcow2Layer, run: Run) -> Iterator[ahead.Later]:
-        """A run of compressed clusters, decompressed BATCH_BYTES at a time per job."""
+    def _compressed(self, layer: Qcow2Layer, run: Run) -> Iterator[Union[Piece, ahead.Later]]:
+        """A run of compressed clusters, BATCH_BYTES of them per job and per piece."""
         decompressor = self.decompressors.get(id(layer))
         if decompressor is None:
             decompressor = self.decompressors[id(layer)] = _Decompressor(layer, self.pool)
         size = layer.geometry.cluster_size
         first_unit = run.start - run.start % layer.unit
-        spans = []  # (start, end) of each cluster's part of the run
-        pos = run.start
-        while pos < run.end:
-            stop = min(run.end, pos - pos % size + size)
-            spans.append((pos, stop))
-            pos = stop
-        entries = [int(run.entries[(a - first_unit) // layer.unit]) for a, _ in spans]
+        starts = np.arange(run.start - run.start % size, run.end, size, dtype=np.int64)
+        starts[0] = run.start  # where each cluster's part of the run begins
+        raw_entries = run.entries[(starts - first_unit) // layer.unit]
+        offsets, lengths = tables.compressed_extents(raw_entries, layer.geometry)
+        entries, offsets, lengths = raw_entries.tolist(), offsets.tolist(), lengths.tolist()
+        bounds = [*starts.tolist(), run.end]
         last = decompressor.last
+        first = 0
         if last is not None and last[0] == entries[0]:  # the cluster read last time
-            yield _later(last[1], last[2], *spans[0], size)
-            spans, entries = spans[1:], entries[1:]
-        per_job = max(1, BATCH_BYTES // size)
-        for first in range(0, len(entries), per_job):
-            job = decompressor.submit(entries[first:first + per_job])
-            for index, (a, b) in enumerate(spans[first:first + per_job]):
-                yield _later(job, index, a, b, size)
+            lead = bounds[0] % size
+            yield Piece(bounds[0], bounds[1] - bounds[0],
+                        data=last[1][lead:lead + bounds[1] - bounds[0]])
+            first = 1
+        per_job = decompressor.per_job
+        for a in range(first, len(entries), per_job):
+            b = min(a + per_job, len(entries))
+            job = decompressor.submit(entries[a:b], offsets[a:b], lengths[a:b])
+            yield _later(job, bounds[a], bounds[b], size, decompressor.release)
 
 
-def _later(job: Future[List[bytes]], index: int, start: int, end: int,
-           size: int) -> ahead.Later:
-    """Guest bytes [start, end) of the index-th cluster a decompression job returns."""
+def _later(job: Future[memoryview], start: int, end: int, size: int,
+           release: Callable[[memoryview], None]) -> ahead.Later:
+    """Guest bytes [start, end) of the clusters a decompression job returns (the
+    first cluster is the one start falls in)."""
     lead = start % size
     return ahead.Later(job, lambda clusters: Piece(start, end - start,
-                                                   data=clusters[index][lead:lead + end - start]))
+                                                   data=clusters[lead:lead + end - start]),
+                       release)
 
 
 def _fill(piece: Piece, view: memoryview) -> None:

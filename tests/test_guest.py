@@ -238,6 +238,35 @@ def test_parallel_decompression_equals_qemu(images: Dict[str, Path], raws: Dict[
             assert disk.read(40000) == data[start:start + 40000]
 
 
+
+@pytest.mark.parametrize("ctype", ["zlib", "zstd"])
+@pytest.mark.parametrize("layout", ["scattered", "reversed"])
+def test_compressed_clusters_anywhere_in_the_file(tmp_path: Path, ctype: str,
+                                                  layout: str) -> None:
+    """A job's compressed clusters read one by one when they lie apart in the file
+    (each written by its own qemu-io, which starts a new host cluster) and at once
+    when they lie together in the reverse order: qemu's bytes, holes alike, and
+    reads within clusters alike."""
+    path = tmp_path / "c.qcow2"
+    imagekit.create(path, "2M", compression_type=ctype)
+    order = range(12) if layout == "scattered" else range(11, -1, -1)
+    writes = [f"write -c -P {0x30 + i} {i * 64}k 64k" for i in order]
+    if layout == "scattered":
+        for write in writes:
+            imagekit.qemu_io(path, write)
+    else:
+        imagekit.qemu_io(path, *writes)
+    expected = qemu_raw(path, tmp_path / "qemu.raw")
+    out = tmp_path / "out.raw"
+    convert(path, out)
+    assert sha256(out) == sha256(expected)
+    data = expected.read_bytes()
+    assert holes(out) == [not any(data[i:i + 4096]) for i in range(0, len(data), 4096)]
+    with GuestDisk(path) as disk:
+        for start in range(0, len(data), 5000):
+            assert disk.read(5000) == data[start:start + 5000]
+
+
 def test_in_order_holds_at_most_limit_items_ahead() -> None:
     """Items come out in order, a job's failure at its own place; no more than limit
     items are taken from the source before the first is handed out."""
@@ -265,5 +294,23 @@ def test_in_order_holds_at_most_limit_items_ahead() -> None:
         assert next(out) == 1
         with pytest.raises(Qcow2Error):
             next(out)
+    finally:
+        pool.close()
+
+
+def test_in_order_releases_a_value_once_the_next_is_asked_for() -> None:
+    """A Later's release runs with its job's result after the consumer has asked for
+    the next item (or the end), never before: its buffers may then be used again."""
+    pool = ahead.Pool(2)
+    released = []
+    try:
+        items = [ahead.Later(pool.submit(lambda x: x, i), lambda r: r, released.append)
+                 for i in range(5)]
+        out = ahead.in_order(iter(items), 2)
+        for i in range(5):
+            assert next(out) == i
+            assert released == list(range(i))
+        assert list(out) == []
+        assert released == list(range(5))
     finally:
         pool.close()

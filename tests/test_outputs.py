@@ -459,6 +459,8 @@ def test_zero_blocks_found_alike_small_and_large(monkeypatch, offset: int) -> No
         data += bytes(rng.choice([1, 100, 4096, 8192, 5000])) if rng.random() < 0.5 else \
             rng.randbytes(rng.choice([1, 3000, 4096, 9000]))
     data[rng.randrange(len(data))] = 7  # a lone byte in a zero run
+    data += bytes(12288)
+    data[-6000] = 9  # inside a block whose first and last bytes are zeros
     edges = sorted({0, len(data), *range(-offset % 4096 or 4096, len(data), 4096)})
     expected, start = [], None
     for a, b in zip(edges, edges[1:]):
