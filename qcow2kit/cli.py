@@ -6,11 +6,12 @@ import inspect
 import os
 import sys
 from pathlib import Path
-from typing import Any, Callable, Dict, List, NoReturn, Optional, Sequence, Tuple
+from typing import (TYPE_CHECKING, Any, Callable, Dict, List, NoReturn, Optional, Sequence,
+                    Tuple)
 
 import click
 
-from . import __version__, access, exits, fleet, names, printable, qemu_version
+from . import __version__, access, exits, names, qemu_version
 from .errors import Qcow2Error
 from .findings import Finding
 from .image import QemuRefuses, open_image
@@ -22,7 +23,13 @@ from .output import OutputError, ReaderGone
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 # Commands import the modules built on numpy when they run, so that the others
-# (dump, the edits, info, snapshots) start as fast as qcow2.py does.
+# (dump, the edits, info, snapshots) start as fast as qcow2.py does; and what only
+# some commands or failures use (fleet, printable) when it is used.
+
+if TYPE_CHECKING:
+    from . import fleet
+
+    OneImage = Callable[..., fleet.Outcome]  # (image=, out=): out takes the stdout text
 
 
 def reports_errors(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -58,17 +65,18 @@ class Failed(SystemExit):
 
 
 def _fail(exc: BaseException, message: str, status: int) -> NoReturn:
+    from . import printable
+
     for line in [message, *getattr(exc, "__notes__", [])]:  # escaped: names from images
         click.echo(f"qcow2kit: {printable.escape(line)}", err=True)
     raise Failed(status, message)
 
 
-OneImage = Callable[..., fleet.Outcome]  # (image=, out=): out takes the stdout text
-
-
 def each_image(images: Sequence[str], as_json: bool, one: OneImage) -> None:
     """Run one (wrapped in reports_errors) on each image, then exit with the worst
     status. One image prints what it prints alone; several as fleet.py says."""
+    from . import fleet
+
     if len(images) == 1:
         sys.exit(one(image=images[0], out=_echo_text).status)
     statuses = []
@@ -135,11 +143,14 @@ GUEST_FORCE = click.option("--force", is_flag=True,
 
 def _warn_findings(image: str, findings: Sequence[Finding]) -> None:
     """Each finding about the image (what could not be read in full) as a warning."""
+    from . import printable
+
     for finding in findings:
         access.warn(printable.escape(f"{image}: {finding}"))
 
 
-IMAGE = click.argument("image", type=click.Path(dir_okay=True, path_type=str))
+IMAGE_PATH = click.Path(dir_okay=True, path_type=str)  # one: each costs a gettext lookup
+IMAGE = click.argument("image", type=IMAGE_PATH)
 QEMU_VERSION = click.option(
     "--qemu-version", "qemu_release", type=click.Choice(qemu_version.NAMES),
     envvar=qemu_version.ENV,
@@ -147,7 +158,7 @@ QEMU_VERSION = click.option(
     help="Print what qemu-img of this release prints (default: the release of the "
          "qemu-img on PATH, else the newest).")
 IMAGES = click.argument("images", nargs=-1, required=True, metavar="IMAGE...",
-                        type=click.Path(dir_okay=True, path_type=str))
+                        type=IMAGE_PATH)
 
 
 def several_images(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -225,6 +236,8 @@ FORCE = click.option("--force", is_flag=True,
 
 
 def _report(warnings: List[str]) -> None:
+    from . import printable
+
     for warning in warnings:
         click.echo(f"qcow2kit: warning: {printable.escape(warning)}", err=True)
 
@@ -469,7 +482,7 @@ def _map_command(name: str) -> click.Command:
 
         @reports_errors
         def one(image: str, out: Callable[[str], None]) -> fleet.Outcome:
-            from . import api
+            from . import api, fleet
 
             with api.open(image, force=force) as img:
                 extents = img.map(start_offset, max_length, release)
@@ -625,6 +638,8 @@ def _info_command(name: str) -> click.Command:
 
         @reports_errors
         def one(image: str, out: Callable[[str], None]) -> fleet.Outcome:
+            from . import fleet
+
             if backing_chain:
                 infos = image_info.backing_chain(image, extras, release)
             else:
@@ -699,7 +714,7 @@ def _check_command(name: str) -> click.Command:
 
         @reports_errors
         def one(image: str, out: Callable[[str], None]) -> fleet.Outcome:
-            from . import api
+            from . import api, fleet
 
             with api.open(image) as img:
                 result = img.check(explain=explain, progress=True)
@@ -859,8 +874,8 @@ def _metadata_copy_command(name: str) -> click.Command:
 @main.lazy("diff")
 def _diff_command(name: str) -> click.Command:
     @click.command(name)
-    @click.argument("image_a", metavar="A", type=click.Path(dir_okay=True, path_type=str))
-    @click.argument("image_b", metavar="B", type=click.Path(dir_okay=True, path_type=str))
+    @click.argument("image_a", metavar="A", type=IMAGE_PATH)
+    @click.argument("image_b", metavar="B", type=IMAGE_PATH)
     @image_format(exits.DIFF_TROUBLE)
     @output_format("Every change, as JSON.")
     @click.option("--data", is_flag=True,
