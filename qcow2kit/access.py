@@ -16,6 +16,7 @@ import errno
 import os
 import stat
 import sys
+
 from .errors import Qcow2Error
 from .locking import lock_for_reading, writer_present
 from .records import Record

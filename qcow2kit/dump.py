@@ -62,8 +62,8 @@ EXTENSION_NAMES: Dict[str, str] = {
 
 BITMAP_FLAG_NAMES = dict(enumerate(BITMAP_FLAGS[:2]))  # the flags qcow2.py names
 
-# Python's string.printable (written out: the string module costs the drop-in more to
-# import than the rest of a dump): the visible ASCII characters, space and whitespace
+# Python's string.printable, written out (importing the string module costs the drop-in
+# about what a dump's own work does): visible ASCII, space and the whitespace characters
 _PRINTABLE = frozenset(range(0x20, 0x7F)) | frozenset(b"\t\n\r\x0b\x0c")
 
 

@@ -120,8 +120,8 @@ def _ask(binary: str) -> Optional[str]:
 
 
 def _on_path(name: str) -> Optional[str]:
-    """The executable that PATH names, as shutil.which finds it (importing shutil costs
-    info more than the rest of its start-up)."""
+    """The executable that PATH names, as shutil.which finds it (importing shutil, and
+    the compression modules it loads, would cost info more than its own work)."""
     folders = os.environ.get("PATH", os.defpath)
     for folder in folders.split(os.pathsep) if folders else []:
         path = os.path.join(folder, name)
@@ -132,8 +132,8 @@ def _on_path(name: str) -> Optional[str]:
 
 def read_cache() -> Dict[str, str]:
     """The detected releases by binary key: one line per binary, the release, a space and
-    the key (text, not JSON: the json module costs info more than the rest of its
-    start-up); empty without a readable cache."""
+    the key (text, not JSON: importing json would cost info more than its own work);
+    empty without a readable cache."""
     try:
         lines = cache_file().read_text().splitlines()
     except (OSError, ValueError):
