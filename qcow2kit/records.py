@@ -13,7 +13,9 @@ if TYPE_CHECKING:
 else:
     class _RecordType(type):
         """Gives each subclass of Record its fields: the annotated names of its body,
-        in order, with the values the body gives them as defaults."""
+        in order, with the values the body gives them as defaults. (The body keeps
+        its annotations under `from __future__ import annotations`, which every
+        module that defines records has, on Python 3.14 too.)"""
 
         def __new__(mcs, name: str, bases: tuple, body: dict) -> type:
             fields = tuple(body.get("__annotations__", ()))
