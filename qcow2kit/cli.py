@@ -203,7 +203,9 @@ class LazyGroup(click.Group):
                   "Commands that read an image take qemu's shared read lock and refuse "
                   "an image a qemu process writes to (-U reads it anyway).\n\n"
                   + exits.HELP)
-@click.version_option(__version__, prog_name="qcow2kit")
+# click's own texts, given: click would look each up in gettext's catalogues at every start
+@click.version_option(__version__, prog_name="qcow2kit",
+                      message="%(prog)s, version %(version)s", help="Show the version and exit.")
 def main() -> None:
     """The command group."""
 

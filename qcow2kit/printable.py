@@ -27,7 +27,9 @@ def escape(text: str) -> str:
 
 def width(text: str) -> int:
     """Terminal columns of (escaped) text."""
-    import unicodedata  # here: the commands that print no names start without it
+    if text.isascii():  # printable ASCII once escaped: a column each
+        return len(text)
+    import unicodedata  # here: ASCII names and the commands that print none go without it
 
     return sum(0 if unicodedata.combining(ch) else
                2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
