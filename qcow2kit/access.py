@@ -16,11 +16,14 @@ import errno
 import os
 import stat
 import sys
-from dataclasses import dataclass
-from typing import Iterator, Optional, Tuple
 
 from .errors import Qcow2Error
 from .locking import lock_for_reading, writer_present
+from .records import Record
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Iterator, Optional, Tuple
 
 SAFE_ENV = "QCOW2KIT_SAFE"
 IMAGE, BACKING, DATA = "image", "backing file", "external data file"
@@ -30,8 +33,7 @@ _KINDS = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
           (stat.S_ISDIR, "a directory"))
 
 
-@dataclass(frozen=True)
-class Policy:
+class Policy(Record):
     """How a command treats the files its image names, and qemu's locks."""
 
     no_backing: bool = False  # the image alone: unallocated ranges read as zeros

@@ -14,7 +14,6 @@ are not given keep the policy in force (access.using; the defaults outside it).
 """
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Union
 
@@ -231,7 +230,7 @@ def open(path: Union[str, Path], *, format: str = "qcow2", force: bool = False,
     check_format(format)
     chosen: Dict[str, Any] = dict(force_share=force_share, no_backing=no_backing,
                                   backing=backing, safe=safe, allow_special=allow_special)
-    policy = replace(access.current(), **{k: v for k, v in chosen.items() if v is not None})
+    policy = access.current()._replace(**{k: v for k, v in chosen.items() if v is not None})
     if policy.no_backing and policy.backing is not None:
         raise ValueError("no_backing and backing exclude each other")
     return Qcow2Image(path, policy, force, _secrets(secret, objects, key_secret, password_file),

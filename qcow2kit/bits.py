@@ -5,10 +5,13 @@ table layer (tables.py) builds its array masks from them."""
 from __future__ import annotations
 
 import struct
-from typing import List
 
 from .generated.qcow2 import Qcow2
 from .records import BitmapTableEntry
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import List
 
 OFFSET = 0x00FFFFFFFFFFFE00  # bits 9..55: L1, standard L2 and bitmap table entry offsets
 REFT_OFFSET = 0xFFFFFFFFFFFFFE00  # refcount table entry: bits 9..63

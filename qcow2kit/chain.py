@@ -10,12 +10,13 @@ loops or runs deeper than MAX_DEPTH is refused.
 from __future__ import annotations
 
 import os
-from typing import NamedTuple, Optional, Set
+from typing import Optional, Set
 
 from . import access
 from .errors import Qcow2Error
 from .image import MAGIC, Image, text
 from .qemu_style import c_string
+from .records import Record
 
 MAX_DEPTH = 64  # backing files below the top image (qemu itself sets no limit)
 FORMATS = ("qcow2", "raw")
@@ -52,7 +53,7 @@ def probe_format(path: str, role: str = access.IMAGE) -> str:
         os.close(fd)
 
 
-class Link(NamedTuple):
+class Link(Record):
     """A file of the chain: its path, format ("qcow2" or "raw") and depth (0: the top)."""
 
     path: str

@@ -13,24 +13,28 @@ one line on stderr and exit status 1 instead of a traceback.
 from __future__ import annotations
 
 import sys
-from typing import Callable, List, NamedTuple, Optional
 
-from . import edit
 from .dump import render
 from .errors import Qcow2Error
 from .image import open_image
-from .names import HEADER_FIELD_IDS
+from .names import FEATURE_GROUPS, HEADER_FIELD_IDS
+from .records import Record
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Callable, List, Optional
 
 
-class Options(NamedTuple):
+class Options(Record):
     as_json: bool  # -j
     warnings: bool  # --warnings
 
 
-Run = Callable[[str, List[str], Options], None]
+if TYPE_CHECKING:
+    Run = Callable[[str, List[str], Options], None]
 
 
-class Command(NamedTuple):
+class Command(Record):
     name: str
     nargs: int
     help: str
@@ -62,6 +66,8 @@ def _warn(warnings: List[str], opts: Options) -> None:
 
 
 def _set_header(path: str, args: List[str], opts: Options) -> None:
+    from . import edit
+
     name, text = args
     value = _number(text, "'%s' is not a valid number")
     if name not in HEADER_FIELD_IDS or name == "compression_type":
@@ -70,16 +76,22 @@ def _set_header(path: str, args: List[str], opts: Options) -> None:
 
 
 def _add_header_ext(path: str, args: List[str], opts: Options) -> None:
+    from . import edit
+
     magic = _number(args[0], "'%s' is not a valid magic number")
     _warn(edit.add_extension(path, magic, args[1].encode()), opts)
 
 
 def _add_header_ext_stdio(path: str, args: List[str], opts: Options) -> None:
+    from . import edit
+
     magic = _number(args[0], "'%s' is not a valid magic number")
     _warn(edit.add_extension(path, magic, sys.stdin.buffer.read()), opts)
 
 
 def _del_header_ext(path: str, args: List[str], opts: Options) -> None:
+    from . import edit
+
     magic = _number(args[0], "'%s' is not a valid magic number")
     try:
         _warn(edit.delete_extension(path, magic), opts)
@@ -88,12 +100,14 @@ def _del_header_ext(path: str, args: List[str], opts: Options) -> None:
 
 
 def _set_feature_bit(path: str, args: List[str], opts: Options) -> None:
+    from . import edit
+
     group, text = args
     message = "'%s' is not a valid bit number in range [0, 64)"
     bit = _number(text, message)
     if not 0 <= bit < 64:
         raise Refused(message % bit)
-    if group not in edit.FEATURE_GROUPS:
+    if group not in FEATURE_GROUPS:
         raise Refused(f"'{group}' is not a valid group, try 'incompatible', "
                       "'compatible', or 'autoclear'")
     _warn(edit.set_feature_bit(path, group, bit), opts)

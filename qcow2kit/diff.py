@@ -84,18 +84,18 @@ def _bit_names(group: str, bits: int) -> List[str]:
 
 def header_changes(a: Image, b: Image) -> List[Change]:
     out = []
-    for field in dataclasses.fields(a.header):
-        old, new = getattr(a.header, field.name), getattr(b.header, field.name)
+    for field in a.header._fields:
+        old, new = getattr(a.header, field), getattr(b.header, field)
         if old == new:
             continue
         detail: Dict[str, Any] = {}
-        if field.name.endswith("_features"):
-            group = field.name[:-len("_features")]
+        if field.endswith("_features"):
+            group = field[:-len("_features")]
             detail = {"set": _bit_names(group, new & ~old),
                       "cleared": _bit_names(group, old & ~new)}
         if isinstance(old, bytes):
             old, new = old.hex(), new.hex()
-        out.append(Change(f"header.{field.name}", "changed", old, new, detail))
+        out.append(Change(f"header.{field}", "changed", old, new, detail))
     names = _readable("backing_file", lambda i: i.backing_file, a, b, out)
     if names is not None and names[0] != names[1]:
         out.append(Change("backing_file", "changed", names[0], names[1]))

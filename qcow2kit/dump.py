@@ -7,15 +7,18 @@ then the extensions; `dump-header-exts` is only the extensions.
 from __future__ import annotations
 
 import io
-import string
 import struct
-from typing import Any, Callable, Dict, List, NamedTuple, Tuple
 
 from .errors import Qcow2Error
 from .image import TYPED_LENGTHS, Bitmap, ExtensionType, Header, Image
 from .names import BITMAP_FLAGS
+from .records import Record
 
-Format = Callable[[int], str]
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Callable, Dict, List, Tuple
+
+    Format = Callable[[int], str]
 
 
 def _hex(value: int) -> str:
@@ -59,14 +62,16 @@ EXTENSION_NAMES: Dict[str, str] = {
 
 BITMAP_FLAG_NAMES = dict(enumerate(BITMAP_FLAGS[:2]))  # the flags qcow2.py names
 
-_PRINTABLE = frozenset(string.printable.encode("ascii"))
+# Python's string.printable, written out (importing the string module costs the drop-in
+# about what a dump's own work does): visible ASCII, space and the whitespace characters
+_PRINTABLE = frozenset(range(0x20, 0x7F)) | frozenset(b"\t\n\r\x0b\x0c")
 
 
 def _line(name: str, value: object) -> str:
     return f"{name:<25} {value}"
 
 
-class Ext(NamedTuple):
+class Ext(Record):
     """A header extension as qcow2.py reads it."""
 
     offset: int

@@ -1,9 +1,13 @@
 """One error type for every bad input, and the locator that names where parsing failed."""
 from __future__ import annotations
 
-from typing import Any, NamedTuple, Optional, Tuple
-
 import kaitaistruct as ks
+
+from .records import Record
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Optional, Tuple
 
 
 class Qcow2Error(Exception):
@@ -44,7 +48,7 @@ def _child(obj: Any, name: str, info: dict) -> Tuple[Any, str, int]:
     return value, label, start
 
 
-class Location(NamedTuple):
+class Location(Record):
     """Where parsing failed: the dotted field path and its absolute offset."""
 
     path: str

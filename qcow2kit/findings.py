@@ -7,12 +7,14 @@ its offset and the problem are kept as a finding.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import List, Optional
+from .records import Record
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Optional
 
 
-@dataclass(frozen=True)
-class Finding:
+class Finding(Record):
     """One structure that could not be read as it should."""
 
     structure: str
@@ -24,7 +26,7 @@ class Finding:
         return f"{self.structure}{where}: {self.problem}"
 
 
-class Findings(List[Finding]):
+class Findings(list[Finding]):
     """An image's findings in the order they were made, each once."""
 
     def add(self, structure: str, offset: Optional[int], problem: str) -> None:

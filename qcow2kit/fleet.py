@@ -12,14 +12,16 @@ worst status of its images.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Iterable, NamedTuple, Optional
+from typing import Any, Dict, Iterable, Optional
+
+from .records import Record
 
 # Statuses from best to worst: clean, leaks only (check), corruptions (check), the
 # image cannot be read. Any other status (interrupted, ...) ends the run at once.
 _ORDER = (0, 3, 2, 1)
 
 
-class Outcome(NamedTuple):
+class Outcome(Record):
     """How one image went: its exit status and, when it failed, why."""
 
     status: int

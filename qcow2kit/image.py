@@ -7,9 +7,7 @@ import errno
 import functools
 import io
 import os
-from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, BinaryIO, Iterator, List, Optional, Sequence, Tuple, Union
 
 from kaitaistruct import KaitaiStream, KaitaiStruct
 
@@ -21,7 +19,11 @@ from .limits import (MAX_BACKING_NAME, MAX_BITMAP_DATA, MAX_BITMAP_DIRECTORY, MA
 from .generated.qcow2 import Qcow2
 from .names import HEADER_FIELD_IDS, INCOMPATIBLE, KNOWN_INCOMPATIBLE_BITS
 from .bits import bitmap_entries
-from .records import BitmapTableEntry, Geometry
+from .records import BitmapTableEntry, Geometry, Record
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, BinaryIO, Iterator, List, Optional, Sequence, Tuple, Union
 
 
 MAGIC = 0x514649FB
@@ -90,8 +92,7 @@ _VERSION_2_FIELDS = ("version", "backing_file_offset", "backing_file_size", "clu
                      "snapshot_offset")
 
 
-@dataclass(frozen=True)
-class Header:
+class Header(Record):
     """Header fields under the names of the qcow2 specification.
 
     Version 2 images get the implied values of the version 3 fields (no features,
@@ -134,8 +135,7 @@ class Header:
         )
 
 
-@dataclass(frozen=True)
-class Extension:
+class Extension(Record):
     """One header extension (the end marker is not one)."""
 
     offset: int
@@ -158,15 +158,13 @@ class Extension:
             return None
 
 
-@dataclass(frozen=True)
-class FeatureName:
+class FeatureName(Record):
     type: int
     bit: int
     name: str
 
 
-@dataclass(frozen=True)
-class Bitmap:
+class Bitmap(Record):
     """A bitmap directory entry with its table classified."""
 
     offset: int
@@ -511,7 +509,7 @@ class Image:
     @property
     def bitmaps(self) -> List[Bitmap]:
         """The bitmap directory, each bitmap with its table classified."""
-        return [replace(bitmap, table=self.bitmap_table(i))
+        return [bitmap._replace(table=self.bitmap_table(i))
                 for i, bitmap in enumerate(self.bitmap_directory())]
 
 

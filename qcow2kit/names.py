@@ -7,9 +7,11 @@ feature bits and bitmap flags by the spec's instances.
 """
 from __future__ import annotations
 
-from typing import Dict, Optional, Tuple
-
 from .generated.qcow2 import Qcow2
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Dict, Optional, Tuple
 
 # Header fields: (qcow2.ksy id, qcow2.txt name, qcow2.py's name as dump prints it)
 HEADER_FIELDS: Tuple[Tuple[str, str, str], ...] = (

@@ -40,8 +40,8 @@ class Number(click.ParamType):
         return number
 
 
-_SIZE = re.compile(r"\s*(?:0[xX](?P<hex>[0-9a-fA-F]+)|(?P<dec>\d+(?:\.\d+)?))"
-                   r"(?P<unit>[bBkKmMgGtTpPeE]?)\Z")
+_SIZE = (r"\s*(?:0[xX](?P<hex>[0-9a-fA-F]+)|(?P<dec>\d+(?:\.\d+)?))"  # compiled when used
+         r"(?P<unit>[bBkKmMgGtTpPeE]?)\Z")
 _UNITS = "bkmgtpe"  # powers of 1024
 INT64_MAX = 2**63 - 1
 
@@ -57,7 +57,7 @@ class QemuSize(click.ParamType):
                 ctx: Optional[click.Context]) -> int:
         if isinstance(value, int):
             return value
-        match = _SIZE.match(value)
+        match = re.match(_SIZE, value)
         if match is None or ("." in (match["dec"] or "") and not match["unit"]):
             self.fail(f"{value!r} is not a size: use a number with an optional k, M, G, "
                       "T, P or E suffix", param, ctx)

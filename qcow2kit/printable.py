@@ -9,8 +9,6 @@ stays byte-identical to qemu's.
 """
 from __future__ import annotations
 
-import unicodedata
-
 _SURROGATE_ESCAPES = range(0xDC80, 0xDD00)  # bytes kept by the surrogateescape handler
 
 
@@ -29,6 +27,10 @@ def escape(text: str) -> str:
 
 def width(text: str) -> int:
     """Terminal columns of (escaped) text."""
+    if text.isascii():  # printable ASCII once escaped: a column each
+        return len(text)
+    import unicodedata  # here: ASCII names and the commands that print none go without it
+
     return sum(0 if unicodedata.combining(ch) else
                2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
 

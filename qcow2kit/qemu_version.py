@@ -13,21 +13,21 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Optional, Tuple
+
+from .records import Record
 
 ENV = "QCOW2KIT_QEMU_VERSION"
 RELEASES: Tuple[Tuple[int, int], ...] = (
     (7, 2), (8, 0), (8, 1), (8, 2), (9, 0), (9, 1), (9, 2), (10, 0), (10, 1))
 NAMES = tuple(f"{major}.{minor}" for major, minor in RELEASES)
-CACHE_NAME = "qemu-img-version.json"
-VERSION_LINE = re.compile(r"qemu-img version (\d+)\.(\d+)")
+CACHE_NAME = "qemu-img-versions"
+VERSION_LINE = r"qemu-img version (\d+)\.(\d+)"  # compiled when qemu-img is asked
 DETECT_TIMEOUT = 10  # seconds
 
 
-@dataclass(frozen=True)
-class Change:
+class Change(Record):
     """A difference in qemu-img's output: from which release, and from which commits."""
 
     since: Tuple[int, int]
@@ -71,8 +71,7 @@ CHANGES: Dict[str, Change] = {
 }
 
 
-@dataclass(frozen=True, order=True)
-class QemuVersion:
+class QemuVersion(Record):
     """A qemu release (major, minor) as far as its qemu-img output goes."""
 
     major: int
@@ -93,10 +92,10 @@ NEWEST = QemuVersion(*RELEASES[-1])
 def parse(text: str) -> QemuVersion:
     """A release name ("9.2", or "9.2.1"), as the nearest release known here: the
     newest not after it (the oldest for anything older)."""
-    match = re.fullmatch(r"(\d+)\.(\d+)(?:\.\d+)?", text.strip())
-    if match is None:
+    parts = text.strip().split(".")
+    if len(parts) not in (2, 3) or not all(part.isdecimal() for part in parts):
         raise ValueError(f"{text!r} is not a qemu version (like 10.0)")
-    wanted = (int(match.group(1)), int(match.group(2)))
+    wanted = (int(parts[0]), int(parts[1]))
     known = [release for release in RELEASES if release <= wanted]
     return QemuVersion(*known[-1]) if known else OLDEST
 
@@ -116,8 +115,42 @@ def _ask(binary: str) -> Optional[str]:
                               timeout=DETECT_TIMEOUT, check=False)
     except (OSError, subprocess.SubprocessError):
         return None
-    match = VERSION_LINE.search(proc.stdout)
+    match = re.search(VERSION_LINE, proc.stdout)
     return f"{match.group(1)}.{match.group(2)}" if match and proc.returncode == 0 else None
+
+
+def _on_path(name: str) -> Optional[str]:
+    """The executable that PATH names, as shutil.which finds it (importing shutil, and
+    the compression modules it loads, would cost info more than its own work)."""
+    folders = os.environ.get("PATH", os.defpath)
+    for folder in folders.split(os.pathsep) if folders else []:
+        path = os.path.join(folder, name)
+        if os.access(path, os.X_OK) and not os.path.isdir(path):
+            return path
+    return None
+
+
+def read_cache() -> Dict[str, str]:
+    """The detected releases by binary key: one line per binary, the release, a space and
+    the key (text, not JSON: importing json would cost info more than its own work);
+    empty without a readable cache."""
+    try:
+        lines = cache_file().read_text().splitlines()
+    except (OSError, ValueError):
+        return {}
+    return {key: found for found, _, key in (line.partition(" ") for line in lines) if key}
+
+
+def write_cache(known: Dict[str, str]) -> None:
+    """Keep the detected releases; without a cache, qemu-img runs again next time."""
+    cache = cache_file()
+    try:  # written aside and renamed: a concurrent reader sees all of it or none
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        part = cache.with_name(f"{cache.name}.{os.getpid()}")
+        part.write_text("".join(f"{found} {key}\n" for key, found in known.items()))
+        os.replace(part, cache)
+    except OSError:
+        pass
 
 
 def installed() -> Optional[QemuVersion]:
@@ -126,10 +159,7 @@ def installed() -> Optional[QemuVersion]:
     The answer is cached per binary (its path, inode, size and modification time) in
     $XDG_CACHE_HOME/qcow2kit, so that qemu-img runs once per installed build.
     """
-    import json  # here: commands that print no qemu output do not pay for them
-    import shutil
-
-    binary = shutil.which("qemu-img")
+    binary = _on_path("qemu-img")
     if binary is None:
         return None
     try:
@@ -137,26 +167,14 @@ def installed() -> Optional[QemuVersion]:
     except OSError:
         return None
     key = f"{os.path.abspath(binary)}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
-    cache = cache_file()
-    try:
-        known = json.loads(cache.read_text())
-        if not isinstance(known, dict):
-            known = {}
-    except (OSError, ValueError):
-        known = {}
+    known = read_cache()
     found = known.get(key)
-    if not isinstance(found, str):
+    if found is None:
         found = _ask(binary)
         if found is None:
             return None
         known[key] = found
-        try:  # written aside and renamed: a concurrent reader sees all of it or none
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            part = cache.with_name(f"{cache.name}.{os.getpid()}")
-            part.write_text(json.dumps(known))
-            os.replace(part, cache)
-        except OSError:
-            pass  # no cache: qemu-img runs again next time
+        write_cache(known)
     return parse(found)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import io
 import time
-from typing import Any, Dict, List, NamedTuple, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from kaitaistruct import KaitaiStream
 
@@ -20,6 +20,7 @@ from .image import Image, text
 from .limits import MAX_SNAPSHOT_EXTRA_DATA, MAX_SNAPSHOT_TABLE_BYTES, MAX_SNAPSHOTS
 from .qemu_style import InOrder, c_string, ljust, size_to_str, to_json
 from .qemu_version import NEWEST, SNAPSHOT_COLUMNS, QemuVersion
+from .records import Record
 
 ENTRY_FIXED_BYTES = 40
 MAX_ENTRY_BYTES = ENTRY_FIXED_BYTES + MAX_SNAPSHOT_EXTRA_DATA + 2 * 0xFFFF + 7
@@ -29,7 +30,7 @@ NS = 1_000_000_000
 L1_ENTRY_BYTES = 8
 
 
-class Snapshot(NamedTuple):
+class Snapshot(Record):
     """One snapshot table entry (a named tuple: cheaper to define than a dataclass, for
     the start-up of the commands that list snapshots).
 

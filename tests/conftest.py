@@ -10,7 +10,6 @@ detection is made to name the other release, so that only the option can be obey
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import stat
@@ -68,8 +67,7 @@ def _put_first_on_path(folder: Path) -> None:
 def _misdetect(peer: str) -> None:
     """Make the cached detection name the other peer's release."""
     other = next(p for p in PEERS if p != peer)
-    cache = qemu_version.cache_file()
-    cache.write_text(json.dumps({key: other for key in json.loads(cache.read_text())}))
+    qemu_version.write_cache({key: other for key in qemu_version.read_cache()})
     assert str(qemu_version.installed()) == other
 
 

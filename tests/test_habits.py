@@ -9,6 +9,7 @@ import zlib
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
+import click
 import pytest
 
 import imagekit
@@ -119,8 +120,20 @@ def test_output_spellings(images: Dict[str, Path], command: List[str]) -> None:
     assert bad.returncode == 2 and "Invalid value for '--output'" in bad.stderr
 
 
+def every_command() -> Dict[str, click.Command]:
+    """Every command of the group (each built when first asked for)."""
+    ctx = click.Context(cli)
+    commands = {}
+    for name in cli.list_commands(ctx):
+        command = cli.get_command(ctx, name)
+        assert command is not None, name
+        commands[name] = command
+    assert len(commands) >= 18
+    return commands
+
+
 def test_every_json_command_has_both_spellings() -> None:
-    for name, command in cli.commands.items():
+    for name, command in every_command().items():
         options = {o for p in command.params for o in getattr(p, "opts", [])}
         if "--json" in options:
             assert "--output" in options, name
@@ -130,7 +143,7 @@ def test_every_json_command_has_both_spellings() -> None:
 # --- -f qcow2 -------------------------------------------------------------------------------
 
 def test_every_image_command_takes_format() -> None:
-    for name, command in cli.commands.items():
+    for name, command in every_command().items():
         if any(p.name in ("image", "image_a") for p in command.params):
             options = {o for p in command.params for o in getattr(p, "opts", [])}
             assert {"-f", "--format"} <= options, name

@@ -1,5 +1,6 @@
 """Start-up: the commands that read the first cluster and a few small tables import
-neither numpy nor, for the qcow2.py drop-in, click.
+neither numpy nor what they do not use; the qcow2.py drop-in neither click nor typing
+nor dataclasses.
 
 Each command runs as the user runs it (the console script, `python -m
 qcow2kit.compat`) with Python's import profiler on (PYTHONPROFILEIMPORTTIME, as
@@ -48,9 +49,31 @@ def test_header_commands_import_no_numpy(images: Dict[str, Path], kind: str,
 def test_header_commands_load_only_what_they_use(images: Dict[str, Path],
                                                  command: List[str]) -> None:
     """Nor the public API (qcow2kit.open, loaded when first asked for), the secrets,
-    or fractions (for sizes such as 1.5M)."""
-    names = imported(QCOW2KIT + command + [str(images["v3"])], top_level=False)
-    assert not {"qcow2kit.api", "qcow2kit.secret", "fractions"} & names
+    fractions (for sizes such as 1.5M), dataclasses, or, printing text, json and shutil
+    (qemu-img's version is found and cached without them)."""
+    names = imported(QCOW2KIT + command + [str(images["bitmaps"])], top_level=False)
+    assert not {"qcow2kit.api", "qcow2kit.secret", "fractions", "dataclasses", "json",
+                "shutil"} & names
+
+
+def test_the_parser_alone_loads_no_other_module_of_the_package() -> None:
+    """The floor the start-up is measured against (click and the generated parser): the
+    package's names are imported when first asked for."""
+    names = imported([sys.executable, "-c", "import qcow2kit.generated.qcow2"],
+                     top_level=False)
+    assert {n for n in names if n.startswith("qcow2kit")} == {
+        "qcow2kit", "qcow2kit.generated", "qcow2kit.generated.qcow2"}
+
+
+def test_a_command_builds_only_itself(images: Dict[str, Path]) -> None:
+    """The command group builds a command (its options and their types) when it runs."""
+    code = ("import sys\nfrom qcow2kit.cli import main\n"
+            "main(['dump', sys.argv[1]], standalone_mode=False)\n"
+            "print(sorted(main.commands))")
+    proc = subprocess.run([sys.executable, "-c", code, str(images["v3"])],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[-1] == "['dump']"
 
 
 @pytest.mark.parametrize("edit", [["set-header", "size", "0x800000"],
@@ -69,8 +92,10 @@ def test_edits_import_no_numpy(image_copy, edit: List[str]) -> None:
                                   ["dump-header-exts", "-j"]])
 def test_compat_imports_neither_click_nor_numpy(images: Dict[str, Path], kind: str,
                                                 mode: List[str]) -> None:
+    """Nor typing and dataclasses (and what they load: inspect, ast, ...), which cost
+    more than the rest of a dump: qcow2kit's records are made without them."""
     names = imported(COMPAT + [str(images[kind])] + mode)
-    assert not {"click", "numpy"} & names
+    assert not {"click", "numpy", "typing", "dataclasses", "inspect"} & names
 
 
 def test_compat_edit_imports_neither_click_nor_numpy(image_copy) -> None:
