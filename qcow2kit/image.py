@@ -193,10 +193,13 @@ class ZeroPadded(io.RawIOBase):
 
     SIZE = MAX_FILE
     MAX_ZEROS = 64 << 20  # the largest structure QEMU reads at once: a bitmap directory
+    BLOCK = 4096  # a small read brings the block of the file it starts in, and what
+    # follows it in that block is served from memory: the parser reads field by field
 
     def __init__(self, fd: int, file_size: int) -> None:
         super().__init__()
         self._fd, self._file_size, self._pos = fd, file_size, 0
+        self._block, self._block_start = b"", 0
 
     def readable(self) -> bool:
         return True
@@ -219,9 +222,24 @@ class ZeroPadded(io.RawIOBase):
             raise ValueError("the zero-padded file has no end to read to")
         if self._pos + n - max(self._pos, self._file_size) > self.MAX_ZEROS:
             raise EOFError(f"{n} bytes at {self._pos:#x} run far past the end of the file")
-        data = read_padded(self._fd, self._file_size, self._pos, n)
+        data = self._from_block(n) if n <= self.BLOCK else None
+        if data is None:
+            data = read_padded(self._fd, self._file_size, self._pos, n)
         self._pos += n
         return data
+
+    def _from_block(self, n: int) -> Optional[bytes]:
+        """n bytes at the position from the block held, read first if they are not in
+        it; None where the file ends before them."""
+        pos = self._pos
+        at = pos - self._block_start
+        if not 0 <= at <= len(self._block) - n:
+            start = pos - pos % self.BLOCK
+            end = -(-(pos + n) // self.BLOCK) * self.BLOCK
+            self._block = os.pread(self._fd, min(end, self._file_size) - start, start) \
+                if start < self._file_size else b""
+            self._block_start, at = start, pos - start
+        return self._block[at:at + n] if at + n <= len(self._block) else None
 
     def readinto(self, buffer: Any) -> int:
         data = self.read(len(buffer))
