@@ -286,14 +286,13 @@ def _refcount_blocks(image: Image, geometry: Geometry,
 
 
 BLOCK_CACHE_BYTES = 1 << 20  # decoded refcount blocks StoredRefcounts keeps
-LOOKUP_WINDOW = 1 << 18  # refcounts of neighbouring blocks looked up as one array
 
 
 class StoredRefcounts:
     """The stored refcounts, as qemu's qcow2_get_refcount reads them: 0 beyond the
     refcount table or in an unallocated block; a block whose offset is not cluster
     aligned, or that ends past qemu's largest offset, cannot be read. Blocks are read
-    when asked for, and the last ones read (BLOCK_CACHE_BYTES of them, at least one)
+    when asked for, and the last ones used (BLOCK_CACHE_BYTES of them, at least one)
     kept, so that memory stays bounded on any image."""
 
     def __init__(self, image: Image, reftable: np.ndarray) -> None:
@@ -306,7 +305,7 @@ class StoredRefcounts:
         offsets = reftable & REFTABLE_OFFSET_MASK
         used = np.flatnonzero(offsets)  # none past the last: those read as 0
         self.offsets = offsets[:int(used[-1]) + 1 if used.size else 0].tolist()
-        self._cache: Dict[int, np.ndarray] = {}  # by table index, oldest first
+        self._cache: Dict[int, np.ndarray] = {}  # by table index, least recently used first
         self._cached_bytes = 0
 
     def readable(self, offset: int) -> bool:
@@ -322,8 +321,9 @@ class StoredRefcounts:
     def block(self, index: int) -> Optional[np.ndarray]:
         """The refcounts of refcount table entry index's block: zeros when it is
         unallocated or beyond the table, None when it cannot be read."""
-        block = self._cache.get(index)
+        block = self._cache.pop(index, None)
         if block is not None:
+            self._cache[index] = block  # now the most recently used
             return block
         offset = self.offsets[index] if index < len(self.offsets) else 0
         if not offset:
@@ -361,13 +361,15 @@ class StoredRefcounts:
         if not clusters.size:
             return np.zeros(0, dtype=self.dtype), None
         first, last = int(clusters.min()) // per_block, int(clusters.max()) // per_block
-        if first == last or (last - first + 1) * per_block <= LOOKUP_WINDOW:  # the usual case
+        spanned = (last - first + 1) * per_block * self.dtype.itemsize
+        if first == last or spanned <= BLOCK_CACHE_BYTES // 2:  # the usual case: every block
+            # between the first and the last read (and kept) as one array
             found = [self.block(index) for index in range(first, last + 1)]
             blocks = [block for block in found if block is not None]
             if len(blocks) == len(found):  # all readable
                 window = blocks[0] if first == last else np.concatenate(blocks)
                 return window[clusters - first * per_block], None
-        indexes = clusters // per_block
+        indexes = clusters // per_block  # scattered: only the blocks they lie in
         values = np.zeros(clusters.size, dtype=self.dtype)
         readable = np.ones(clusters.size, dtype=bool)
         for index in np.unique(indexes).tolist():

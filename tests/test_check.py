@@ -499,6 +499,35 @@ def test_compared_in_chunks_like_at_once(damaged: Callable[[str], Path],
     assert [report(path) for path in paths] == whole
 
 
+def test_scattered_lookups_read_only_the_blocks_they_touch(tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch
+                                                          ) -> None:
+    """An L2 table whose data lies at both ends of a file much larger than the block
+    cache (64-bit refcounts on 512-byte clusters: 64 per block) has the refcount blocks
+    of those two clusters read, not every block between them, again for each table."""
+    tables_count = 32
+    path = imagekit.create(tmp_path / "spread.qcow2", "4M", cluster_size="512",
+                           refcount_bits="64")
+    first = [f"write -P 1 {t * 32768} 512" for t in range(tables_count)]
+    filler = [f"write -P 2 {2 << 20} 640k"]  # 1280 clusters between the two passes
+    second = [f"write -P 3 {t * 32768 + 512} 512" for t in range(tables_count)]
+    imagekit.qemu_io(path, *first, *filler, *second)
+    reads = []
+    decode = tables.decode_refcount_block
+
+    def counted(data: bytes, order: int):
+        reads.append(1)
+        return decode(data, order)
+    with open_image(path) as image:
+        expected = check.render_text(check.check_image(image))
+        blocks = -(-image.geometry.file_clusters // image.geometry.refcount_block_entries)
+    monkeypatch.setattr(tables, "decode_refcount_block", counted)
+    monkeypatch.setattr(tables, "BLOCK_CACHE_BYTES", 16 * 512)  # 16 blocks of 64 refcounts
+    with open_image(path) as image:
+        assert check.render_text(check.check_image(image)) == expected
+    assert blocks > 20 and len(reads) <= 3 * blocks, (len(reads), blocks)
+
+
 def test_json_key_order_and_omitted_zeros() -> None:
     result = check.CheckResult(0, 3, 0, 64, 5, 0, 2, 655360)
     assert check.render_json(result, "a.qcow2") == (
