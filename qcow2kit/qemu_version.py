@@ -169,12 +169,16 @@ def installed() -> Optional[QemuVersion]:
     key = f"{os.path.abspath(binary)}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
     known = read_cache()
     found = known.get(key)
+    if found is not None:
+        try:
+            return parse(found)
+        except ValueError:  # a damaged cache line: qemu-img is asked again
+            pass
+    found = _ask(binary)
     if found is None:
-        found = _ask(binary)
-        if found is None:
-            return None
-        known[key] = found
-        write_cache(known)
+        return None
+    known[key] = found
+    write_cache(known)
     return parse(found)
 
 

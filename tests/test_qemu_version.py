@@ -64,6 +64,21 @@ def test_detection_runs_qemu_img_once_per_build(tmp_path: Path,
     assert qemu_version.installed() is None
 
 
+def test_damaged_cache_line_asks_qemu_img_again(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cache line whose release is no version (a damaged cache) is not an error:
+    qemu-img is asked again and the line rewritten."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("PATH", str(tmp_path))
+    runs = fake_qemu_img(tmp_path, "8.2.2")
+    assert qemu_version.installed() == QemuVersion(8, 2)
+    cache = qemu_version.cache_file()
+    cache.write_text(cache.read_text().replace("8.2", "banana", 1))
+    assert qemu_version.installed() == QemuVersion(8, 2)
+    assert runs.read_text().count("run") == 2
+    assert "banana" not in cache.read_text()
+
+
 def test_session_release_is_detected_or_only_given(peer: QemuVersion,
                                                    pytestconfig: pytest.Config) -> None:
     """Detection sessions find the peer on PATH; option sessions detect the other release
