@@ -18,6 +18,9 @@ else:
         module that defines records has, on Python 3.14 too.)"""
 
         def __new__(mcs, name: str, bases: tuple, body: dict) -> type:
+            if any(getattr(base, "_fields", ()) for base in bases):
+                raise TypeError(f"{name}: a record's fields are those of one class body; "
+                                "subclass Record itself")
             fields = tuple(body.get("__annotations__", ()))
             body["_field_defaults"] = {f: body[f] for f in fields if f in body}
             body["_fields"] = fields

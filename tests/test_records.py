@@ -49,3 +49,11 @@ def test_immutable_replaced_copied_pickled() -> None:
     assert copy.deepcopy(p) == p and pickle.loads(pickle.dumps(p)) == p
     assert type(pickle.loads(pickle.dumps(p))) is Point
     assert hash(p) == hash(Point(1, 2))
+
+
+def test_a_record_of_a_record_is_refused() -> None:
+    """Fields come from one class body: a record subclassing another (which
+    typing.NamedTuple does not allow either) is refused, not built wrong."""
+    with pytest.raises(TypeError, match="subclass Record itself"):
+        class Point3(Point):
+            z: int
