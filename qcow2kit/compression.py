@@ -46,7 +46,7 @@ def decompressor(compression_type: int) -> Callable[[Buffer, memoryview], int]:
     """A function that decompresses the cluster compressed in raw (a compressed
     cluster's slot: the data, then whatever follows it in its last sector) into out,
     up to its length, and gives the number of bytes it wrote. It keeps a decompression
-    context between calls: one per thread."""
+    context between its calls (guest.py makes one per job)."""
     if compression_type != ZSTD:
         return _checked(_inflate)
     kind, zstd = _zstd()

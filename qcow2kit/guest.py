@@ -64,11 +64,11 @@ class _Decompressor:
         self.last: Optional[Tuple[int, bytes]] = None  # L2 entry, cluster
         compression.check_available(self.compression_type)
 
-    def submit(self, entries: List[int], offsets: List[int], lengths: List[int]
-               ) -> Future[memoryview]:
-        """A job that decompresses the clusters of these L2 entries (at most per_job;
-        their compressed extents at offsets, lengths), in order, into one buffer."""
-        return self.pool.submit(self._clusters, entries[-1], offsets, lengths)
+    def submit(self, last: int, offsets: List[int], lengths: List[int]) -> Future[memoryview]:
+        """A job that decompresses clusters (at most per_job; their compressed extents
+        at offsets, lengths), in order, into one buffer; last is the L2 entry of the
+        last of them."""
+        return self.pool.submit(self._clusters, last, offsets, lengths)
 
     def release(self, clusters: memoryview) -> None:
         """A job's buffer is no longer used."""
@@ -254,7 +254,7 @@ class Chain:
         per_job = decompressor.per_job
         for a in range(first, len(entries), per_job):
             b = min(a + per_job, len(entries))
-            job = decompressor.submit(entries[a:b], offsets[a:b], lengths[a:b])
+            job = decompressor.submit(entries[b - 1], offsets[a:b], lengths[a:b])
             yield _later(job, bounds[a], bounds[b], size, decompressor.release)
 
 

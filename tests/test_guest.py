@@ -238,7 +238,6 @@ def test_parallel_decompression_equals_qemu(images: Dict[str, Path], raws: Dict[
             assert disk.read(40000) == data[start:start + 40000]
 
 
-
 @pytest.mark.parametrize("ctype", ["zlib", "zstd"])
 @pytest.mark.parametrize("layout", ["scattered", "reversed"])
 def test_compressed_clusters_anywhere_in_the_file(tmp_path: Path, ctype: str,
