@@ -9,6 +9,7 @@ release asked for (from 8.2 on, an extent also says whether it is compressed).
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 from abc import ABC, abstractmethod
 from pathlib import Path
@@ -200,7 +201,6 @@ class Qcow2Layer(Layer):
         self.mapped = np.flatnonzero(self.l1 & tables.OFFSET_MASK)  # L1 entries with an L2 table
         self.unit = self.geometry.cluster_size // (tables.SUBCLUSTERS if self.geometry.extended_l2
                                                    else 1)
-        self.preallocated = self._metadata_preallocated()
         self._last_table: Tuple[Optional[int], Any] = (None, None)
 
     def _check_l1_covers(self, what: str, offset: int) -> None:
@@ -211,8 +211,10 @@ class Qcow2Layer(Layer):
             raise Qcow2Error(what, offset, f"{len(self.l1)} entries map {covered} bytes, "
                              f"less than the virtual disk size {self.size}")
 
-    def _metadata_preallocated(self) -> bool:
-        """QEMU's test: many more refcounted clusters than the file has blocks."""
+    @functools.cached_property
+    def preallocated(self) -> bool:
+        """QEMU's test of a metadata-preallocated image: many more refcounted clusters
+        than the file has blocks (map asks it; guest reads do not need it)."""
         if self.geometry.external_data_file:
             return False
         real = self.image.allocated // self.geometry.cluster_size
