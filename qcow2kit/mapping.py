@@ -22,7 +22,7 @@ from . import access, chain
 from .image import Image, file_runs, open_image
 from .output import FileId, file_id
 from .progress import Progress
-from .qemu_style import disk_size
+from .qemu_style import SECTOR, disk_size
 from .qemu_version import MAP_COMPRESSED, NEWEST, QemuVersion
 from .snapshots import Snapshot, read_snapshots
 from . import tables
@@ -88,11 +88,12 @@ class Layer(ABC):
 
 
 class RawLayer(Layer):
-    """A raw image: data where the file has data, zeros in its holes."""
+    """A raw image: data where the file has data, zeros in its holes and up to its
+    size, which is QEMU's: the file's, in whole sectors (the last one's tail a hole)."""
 
     def __init__(self, filename: str, role: str) -> None:
         self.file = os.fdopen(access.open_input(filename, role), "rb")
-        self.size = os.fstat(self.file.fileno()).st_size
+        self.size = -(-os.fstat(self.file.fileno()).st_size // SECTOR) * SECTOR
         self.filename = self.data_filename = filename
 
     def batches(self, start: int, end: int, depth: int) -> Iterator[Batch]:

@@ -247,13 +247,15 @@ def _over_a_shorter_backing_file(d: Path, backing_format: str) -> Path:
     """Extended L2 over a backing file that ends inside a subcluster (2 MiB + 37.5 KiB),
     with data, zeros (allocated or not), a discarded cluster and allocated clusters'
     never-written subclusters before, across and past that end; the qcow2 backing file
-    is itself one over a shorter file (1.5 MiB), with subclusters past its end."""
+    is itself one over a shorter file (1.5 MiB), with subclusters past its end. The raw
+    backing file is 475 bytes shorter still: qemu gives it a size of whole sectors
+    (the same), its last 475 bytes zeros of its own."""
     short = 2 * 1024 * 1024 + 37 * 1024 + 512
     if backing_format == "raw":
         with open(d / "mid.raw", "wb") as f:
-            f.truncate(short)
+            f.truncate(short - 475)
             f.seek(1984 * 1024)
-            f.write(b"\x11" * (short - 1984 * 1024))
+            f.write(b"\x11" * (short - 475 - 1984 * 1024))
         backing = "mid.raw"
     else:
         imagekit.create(d / "base.qcow2", "1536k")
