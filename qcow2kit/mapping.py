@@ -23,7 +23,7 @@ from . import access, chain
 from .image import Image, file_runs, open_image
 from .output import FileId, file_id
 from .progress import Progress
-from .qemu_style import disk_size
+from .qemu_style import SECTOR, disk_size
 from .qemu_version import MAP_COMPRESSED, NEWEST, QemuVersion
 from .snapshots import Snapshot, read_snapshots
 from . import tables
@@ -89,11 +89,12 @@ class Layer(ABC):
 
 
 class RawLayer(Layer):
-    """A raw image: data where the file has data, zeros in its holes."""
+    """A raw image: data where the file has data, zeros in its holes and up to its
+    size, which is QEMU's: the file's, in whole sectors (the last one's tail a hole)."""
 
     def __init__(self, filename: str, role: str) -> None:
         self.file = os.fdopen(access.open_input(filename, role), "rb")
-        self.size = os.fstat(self.file.fileno()).st_size
+        self.size = -(-os.fstat(self.file.fileno()).st_size // SECTOR) * SECTOR
         self.filename = self.data_filename = filename
 
     def batches(self, start: int, end: int, depth: int) -> Iterator[Batch]:
@@ -178,6 +179,18 @@ class Runs(NamedTuple):
     starts: np.ndarray
     ends: np.ndarray
     offsets: np.ndarray
+
+
+def _split(runs: Runs, at: int) -> Runs:
+    """Runs with the one that spans guest offset at, if any, cut in two there."""
+    spans = np.flatnonzero((runs.starts < at) & (runs.ends > at))
+    if not len(spans):
+        return runs
+    i = int(spans[0])
+    return Runs(np.insert(runs.firsts, i + 1, runs.firsts[i]),
+                np.insert(runs.kinds, i + 1, runs.kinds[i]), np.insert(runs.starts, i + 1, at),
+                np.insert(runs.ends, i, at),
+                np.insert(runs.offsets, i + 1, runs.offsets[i] + at - runs.starts[i]))
 
 
 class Qcow2Layer(Layer):
@@ -325,13 +338,19 @@ class Qcow2Layer(Layer):
 
     def _run_batches(self, runs: Runs, depth: int) -> Iterator[Batch]:
         """The extents of runs: each run's own, but where the backing file shows
-        through (runs that read from below: asked for once, from the first such run's
-        start to the last one's end, and cut to them) or the file's holes do
-        (allocated runs of a metadata-preallocated image), theirs."""
+        through (runs that read from below, up to the backing file's end: asked for
+        once, from the first such run's start to the last one's end, and cut to them)
+        or the file's holes do (allocated runs of a metadata-preallocated image),
+        theirs. Past the backing file's end a run is its own, as with no backing file:
+        QEMU's block layer adds "zero" to the status the image gives there, which keeps
+        the offset of an allocated cluster's unallocated subclusters."""
+        below, backing = None, self.backing
+        if backing is not None:
+            runs = _split(runs, backing.size)
+            below = READS_BELOW[runs.kinds] & (runs.starts < backing.size)
         codes = self.codes[runs.kinds]
         own = Batch(np.full(len(codes), depth, dtype=np.int32), runs.starts,
                     runs.ends - runs.starts, codes, np.where(codes & LOCATED, runs.offsets, 0))
-        below = READS_BELOW[runs.kinds] if self.backing is not None else None
         in_file = (runs.kinds == NORMAL_KIND) if self.preallocated and not self.encrypted \
             else None
         if (below is None or not below.any()) and (in_file is None or not in_file.any()):
@@ -339,11 +358,11 @@ class Qcow2Layer(Layer):
             return
         through = np.zeros(len(codes), dtype=bool)
         parts = []
-        if below is not None and below.any():
+        if backing is not None and below is not None and below.any():
             through |= below
             lo, hi = runs.starts[below], runs.ends[below]
-            parts += [_cut(found, lo, hi) for found in self._backing(int(lo[0]), int(hi[-1]),
-                                                                      depth)]
+            parts += [_cut(found, lo, hi)
+                      for found in backing.batches(int(lo[0]), int(hi[-1]), depth + 1)]
         if in_file is not None:
             through |= in_file
             for i in np.flatnonzero(in_file).tolist():
@@ -355,15 +374,6 @@ class Qcow2Layer(Layer):
         parts.append(Batch(*(column[~through] for column in own)))
         joined = Batch(*(np.concatenate(column) for column in zip(*parts)))
         yield Batch(*(column[np.argsort(joined.starts, kind="stable")] for column in joined))
-
-    def _backing(self, start: int, end: int, depth: int) -> Iterator[Batch]:
-        below = self.backing
-        assert below is not None
-        if start < below.size:
-            yield from below.batches(start, min(end, below.size), depth + 1)
-        if end > below.size:  # past the end of the backing file: zeros, from this layer
-            a = max(start, below.size)
-            yield _batch(depth, [(a, end, status_code(False, True, False), 0)])
 
 
 Chain = List[Layer]

@@ -241,3 +241,71 @@ def test_fragmented_image(tmp_path: Path, backing: bool) -> None:
         got = ours(path, *[a.replace("--output=json", "--json") for a in json_args], *args)
         assert got.returncode == 0, got.stderr
         assert got.stdout == expected.stdout
+
+
+def _over_a_shorter_backing_file(d: Path, backing_format: str) -> Path:
+    """Extended L2 over a backing file that ends inside a subcluster (2 MiB + 37.5 KiB),
+    with data, zeros (allocated or not), a discarded cluster and allocated clusters'
+    never-written subclusters before, across and past that end; the qcow2 backing file
+    is itself one over a shorter file (1.5 MiB), with subclusters past its end. The raw
+    backing file is 475 bytes shorter still: qemu gives it a size of whole sectors
+    (the same), its last 475 bytes zeros of its own."""
+    short = 2 * 1024 * 1024 + 37 * 1024 + 512
+    if backing_format == "raw":
+        with open(d / "mid.raw", "wb") as f:
+            f.truncate(short - 475)
+            f.seek(1984 * 1024)
+            f.write(b"\x11" * (short - 475 - 1984 * 1024))
+        backing = "mid.raw"
+    else:
+        imagekit.create(d / "base.qcow2", "1536k")
+        imagekit.qemu_io(d / "base.qcow2", "write -P 0x10 1M 512k")
+        mid = imagekit.create(d / "mid.qcow2", str(short), extended_l2="on",
+                              cluster_size="65536", backing="base.qcow2", backing_fmt="qcow2")
+        imagekit.qemu_io(mid, f"write -P 0x11 1984k {short - 1984 * 1024}",
+                         "write -P 0x12 1468k 2k", "write -P 0x13 1544k 2k",
+                         "write -z 1552k 2k")
+        backing = "mid.qcow2"
+    top = imagekit.create(d / "top.qcow2", str(4 * 1024 * 1024 + 512), extended_l2="on",
+                          cluster_size="65536", backing=backing, backing_fmt=backing_format)
+    imagekit.qemu_io(top, "write -P 0x21 1986k 2k", "write -z 1994k 2k",
+                     "write -P 0x22 2056k 4k", "write -z 2064k 2k", "write -z 2088k 4k",
+                     "write -P 0x23 2104k 2k", "write -z 2126k 4k", "write -z -u 2180k 2k",
+                     "write -P 0x24 2240k 64k", "discard 2240k 64k",
+                     "write -P 0x25 2304k 64k", "write -z -u 2304k 64k",
+                     "write -z 2368k 64k", "write -P 0x26 3074k 2k", "write -P 0x27 4M 512")
+    return top
+
+
+@pytest.mark.parametrize("backing_format", ["qcow2", "raw"])
+def test_subclusters_past_the_end_of_a_shorter_backing_file(tmp_path: Path,
+                                                            backing_format: str) -> None:
+    """Past the end of the backing file, never-written subclusters of an allocated
+    cluster read as zeros of the image's own, and keep their offset (qemu reports them
+    as it does without a backing file): JSON and text as qemu-img's, over ranges that
+    start and end around that end, and guest data as qemu-img convert's."""
+    path = _over_a_shorter_backing_file(tmp_path, backing_format)
+    short = 2 * 1024 * 1024 + 37 * 1024 + 512
+    ranges = [[], ["--start-offset", str(short - 512), "--max-length", "1024"],
+              ["--start-offset", str(short - 3000), "--max-length", str(64 * 1024)],
+              ["--start-offset", str(short), "--max-length", str(300 * 1024)],
+              ["--start-offset", "2M", "--max-length", "1M"],
+              ["--start-offset", str(1536 * 1024 + 4096), "--max-length", "2M"],
+              ["--start-offset", "3073k"]]
+    for args in ranges:
+        for json_args in (["--output=json"], []):
+            expected = qemu_map("top", path, *json_args, *args)
+            assert expected.returncode == 0, expected.stderr
+            got = ours(path, *[a.replace("--output=json", "--json") for a in json_args],
+                       *args)
+            assert got.returncode == 0, got.stderr
+            assert got.stdout == expected.stdout, args
+    raw = {}
+    for tool, argv in (("qemu", ["qemu-img", "convert", "-O", "raw"]),
+                       ("ours", [*QCOW2KIT, "convert"])):
+        out = path.with_name(f"{tool}.raw")
+        proc = subprocess.run([*argv, path.name, out.name], capture_output=True, text=True,
+                              cwd=path.parent)
+        assert proc.returncode == 0, proc.stderr
+        raw[tool] = out.read_bytes()
+    assert raw["ours"] == raw["qemu"]
