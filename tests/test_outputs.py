@@ -299,6 +299,15 @@ def test_missing_package_leaves_no_output(images, tmp_path: Path, monkeypatch) -
 
 # --- interrupted -------------------------------------------------------------------------------
 
+def _interruptible(*args: str) -> subprocess.Popen:
+    """The command started as from a terminal, where Ctrl-C reaches it: with SIGINT at
+    its default action even when the tests run with it ignored (a shell script's
+    background job, nohup), which the command would otherwise inherit and keep."""
+    return subprocess.Popen([*QCOW2KIT, *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+
+
 def _interrupt_when(proc: subprocess.Popen, ready: Callable[[], bool]) -> None:
     deadline = time.monotonic() + TIMEOUT
     while not ready():
@@ -312,8 +321,7 @@ def test_interrupt_removes_the_output(tmp_path: Path) -> None:
     image = imagekit.create(tmp_path / "big.qcow2", "1G")
     imagekit.qemu_io(image, "write -P 0x5a 0 256M")
     out = tmp_path / "out.raw"
-    proc = subprocess.Popen([*QCOW2KIT, "convert", str(image), str(out)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = _interruptible("convert", str(image), str(out))
     _interrupt_when(proc, out.exists)
     _, stderr = proc.communicate(timeout=TIMEOUT)
     assert proc.returncode == exits.INTERRUPTED
@@ -327,8 +335,7 @@ def test_interrupt_names_a_partly_written_output(images, tmp_path: Path) -> None
     os.mkfifo(fifo)
     reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # holds it open, reads nothing
     try:
-        proc = subprocess.Popen([*QCOW2KIT, "convert", str(images["backing_chain"]), str(fifo)],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        proc = _interruptible("convert", str(images["backing_chain"]), str(fifo))
         time.sleep(0.2)
         _interrupt_when(proc, lambda: _buffered(reader) > 0)
         _, stderr = proc.communicate(timeout=TIMEOUT)
